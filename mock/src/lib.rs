@@ -1,0 +1,24 @@
+//! Local servers speaking the Azure OpenAI wire protocol.
+//!
+//! [`MockServer`] answers chat completions, completions, embeddings, the Responses API and model
+//! listing on both the legacy (`/openai/deployments/{d}/...?api-version=`) and the v1
+//! (`/openai/v1/...`) surfaces, with the status codes, headers, bodies and SSE streams a real Azure
+//! OpenAI resource sends. [`MockOptions`] injects latency, throttling (random or a real
+//! tokens-per-minute window), server errors, in-stream errors and dropped connections;
+//! [`MockStats`] tells a test what the server saw. Used by the proxy's tests, the benchmark and the
+//! local demo; the `mock` binary is a thin command line over the same library.
+
+mod api;
+mod body;
+pub mod cli;
+mod options;
+mod reply;
+mod route;
+mod server;
+mod service;
+mod stats;
+mod throttle;
+
+pub use options::MockOptions;
+pub use server::MockServer;
+pub use stats::{MockStats, RecordedRequest};

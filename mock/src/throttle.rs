@@ -1,0 +1,112 @@
+//! Tokens-per-minute limit over a sliding 60 s window, as an Azure deployment enforces it: a
+//! request that does not fit gets a 429 telling it how long until enough tokens free up.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+const WINDOW: Duration = Duration::from_secs(60);
+
+/// Requests per minute Azure grants per 1000 tokens per minute.
+const REQUESTS_PER_THOUSAND_TOKENS: u64 = 6;
+
+/// Outcome of asking the window for tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Admission {
+    Admitted { remaining_tokens: u64, remaining_requests: u64 },
+    Throttled { retry_after: Duration },
+}
+
+/// Tokens spent in the last minute.
+#[derive(Debug, Default)]
+pub(crate) struct TokenWindow {
+    inner: Mutex<WindowInner>,
+}
+
+#[derive(Debug, Default)]
+struct WindowInner {
+    spent: VecDeque<(Instant, u64)>,
+    total: u64,
+}
+
+impl WindowInner {
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(at, tokens)) = self.spent.front() {
+            if now.saturating_duration_since(at) < WINDOW {
+                break;
+            }
+            self.total -= tokens;
+            self.spent.pop_front();
+        }
+    }
+}
+
+impl TokenWindow {
+    /// Spends `cost` tokens if they fit in `limit`. A request larger than the whole limit is let
+    /// through when the window is empty, so that it cannot be refused forever.
+    pub(crate) fn admit(&self, limit: u64, cost: u64, now: Instant) -> Admission {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.expire(now);
+        if inner.total == 0 || inner.total.saturating_add(cost) <= limit {
+            inner.total = inner.total.saturating_add(cost);
+            inner.spent.push_back((now, cost));
+            let request_limit = (limit * REQUESTS_PER_THOUSAND_TOKENS / 1000).max(1);
+            return Admission::Admitted {
+                remaining_tokens: limit.saturating_sub(inner.total),
+                remaining_requests: request_limit.saturating_sub(inner.spent.len() as u64),
+            };
+        }
+        let mut still_spent = inner.total;
+        let mut free_at = now;
+        for &(at, tokens) in &inner.spent {
+            still_spent -= tokens;
+            free_at = at + WINDOW;
+            if still_spent == 0 || still_spent.saturating_add(cost) <= limit {
+                break;
+            }
+        }
+        let retry_after = free_at
+            .saturating_duration_since(now)
+            .max(Duration::from_millis(1));
+        Admission::Throttled { retry_after }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttles_until_the_oldest_spend_expires() {
+        let window = TokenWindow::default();
+        let start = Instant::now();
+        assert!(matches!(
+            window.admit(100, 60, start),
+            Admission::Admitted { remaining_tokens: 40, .. }
+        ));
+        let later = start + Duration::from_secs(10);
+        assert!(matches!(
+            window.admit(100, 30, later),
+            Admission::Admitted { remaining_tokens: 10, .. }
+        ));
+        // 90 spent; 20 more only fits once the first 60 expire, 50 s from `later`.
+        let now = later;
+        assert_eq!(
+            window.admit(100, 20, now),
+            Admission::Throttled { retry_after: Duration::from_secs(50) }
+        );
+        let after_expiry = start + WINDOW;
+        assert!(matches!(
+            window.admit(100, 20, after_expiry),
+            Admission::Admitted { remaining_tokens: 50, .. }
+        ));
+    }
+
+    #[test]
+    fn oversized_request_passes_an_empty_window() {
+        let window = TokenWindow::default();
+        let now = Instant::now();
+        assert!(matches!(window.admit(10, 50, now), Admission::Admitted { remaining_tokens: 0, .. }));
+        assert!(matches!(window.admit(10, 1, now), Admission::Throttled { .. }));
+    }
+}

@@ -1,0 +1,180 @@
+//! Client authentication: which consumer (if any) sent the request.
+//!
+//! Keys are compared as SHA-256 digests in constant time against every consumer, so neither the
+//! key length nor which consumer matched shows in the timing, and "unknown" and "wrong" look alike.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+use ring::digest::{SHA256, digest};
+
+use crate::config::{ClientsConfig, Lane};
+use crate::error::GatewayError;
+
+/// Header names a client may put its key in, in order of precedence.
+pub const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "api-key", "ocp-apim-subscription-key"];
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Consumer {
+    pub name: Arc<str>,
+    pub lane: Lane,
+}
+
+#[derive(Debug)]
+struct KnownKey {
+    digest: [u8; 32],
+    consumer: Consumer,
+}
+
+/// The client-auth stage, built once per config.
+#[derive(Debug)]
+pub struct ClientAuth {
+    require: bool,
+    keys: Vec<KnownKey>,
+}
+
+impl ClientAuth {
+    pub fn new(config: &ClientsConfig) -> Self {
+        let keys = config
+            .consumers
+            .iter()
+            .map(|c| KnownKey {
+                digest: sha256(c.key.expose().as_bytes()),
+                consumer: Consumer {
+                    name: c.name.clone(),
+                    lane: c.lane,
+                },
+            })
+            .collect();
+        Self {
+            require: config.require_auth,
+            keys,
+        }
+    }
+
+    /// Identifies the consumer. Without `require_auth`, a missing or unknown key is anonymous.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Consumer>, GatewayError> {
+        if self.keys.is_empty() {
+            return Ok(None);
+        }
+        let Some(presented) = presented_key(headers) else {
+            return if self.require {
+                Err(GatewayError::Unauthorized { missing: true })
+            } else {
+                Ok(None)
+            };
+        };
+        let presented = sha256(presented);
+        let mut found = None;
+        for known in &self.keys {
+            // Every key is compared; no early exit.
+            if digests_equal(&known.digest, &presented) {
+                found = Some(&known.consumer);
+            }
+        }
+        match found {
+            Some(consumer) => Ok(Some(consumer.clone())),
+            None if self.require => Err(GatewayError::Unauthorized { missing: false }),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The key a client presented: `Authorization: Bearer`, then `api-key`, then the APIM header.
+fn presented_key(headers: &HeaderMap) -> Option<&[u8]> {
+    if let Some(value) = headers.get(http::header::AUTHORIZATION) {
+        let bytes = value.as_bytes();
+        if bytes.len() > 7 && bytes[..7].eq_ignore_ascii_case(b"bearer ") {
+            let key = bytes[7..].trim_ascii();
+            if !key.is_empty() {
+                return Some(key);
+            }
+        }
+    }
+    ["api-key", "ocp-apim-subscription-key"]
+        .iter()
+        .find_map(|name| {
+            headers
+                .get(*name)
+                .map(|v| v.as_bytes().trim_ascii())
+                .filter(|v| !v.is_empty())
+        })
+}
+
+/// Compares two digests touching every byte, whatever they hold.
+fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest(&SHA256, bytes).as_ref());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConsumerConfig;
+    use crate::secret::Secret;
+
+    fn auth(require: bool) -> ClientAuth {
+        ClientAuth::new(&ClientsConfig {
+            require_auth: require,
+            consumers: vec![ConsumerConfig {
+                name: "team-a".into(),
+                key: Secret::new("key-a"),
+                lane: Lane::High,
+            }],
+        })
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    http::HeaderName::from_static(k),
+                    http::HeaderValue::from_static(v),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn accepts_each_header_form() {
+        let auth = auth(true);
+        for h in [
+            headers(&[("authorization", "Bearer key-a")]),
+            headers(&[("api-key", "key-a")]),
+            headers(&[("ocp-apim-subscription-key", "key-a")]),
+        ] {
+            assert_eq!(&*auth.authenticate(&h).unwrap().unwrap().name, "team-a");
+        }
+    }
+
+    #[test]
+    fn rejects_missing_and_wrong_when_required() {
+        let auth = auth(true);
+        assert!(matches!(
+            auth.authenticate(&HeaderMap::new()),
+            Err(GatewayError::Unauthorized { missing: true })
+        ));
+        assert!(matches!(
+            auth.authenticate(&headers(&[("api-key", "nope")])),
+            Err(GatewayError::Unauthorized { missing: false })
+        ));
+    }
+
+    #[test]
+    fn anonymous_when_not_required() {
+        assert!(
+            auth(false)
+                .authenticate(&headers(&[("api-key", "nope")]))
+                .unwrap()
+                .is_none()
+        );
+    }
+}

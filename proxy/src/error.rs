@@ -1,0 +1,220 @@
+//! The gateway's own answers: one mapping from error to status, Azure-shaped JSON body,
+//! `x-gateway-error` header and metric label.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::BodyExt;
+use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
+
+/// Boxed error used in response bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type of every response the proxy sends.
+pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A body from bytes.
+pub fn full_body(bytes: impl Into<Bytes>) -> ResponseBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// How one attempt (or skip) of one backend ended; also the `outcome` metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Http429,
+    Http5xx,
+    Http4xx,
+    ConnectError,
+    Timeout,
+    StreamError,
+    SkippedCooldown,
+    SkippedUnhealthy,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 9] = [
+        Outcome::Ok,
+        Outcome::Http429,
+        Outcome::Http5xx,
+        Outcome::Http4xx,
+        Outcome::ConnectError,
+        Outcome::Timeout,
+        Outcome::StreamError,
+        Outcome::SkippedCooldown,
+        Outcome::SkippedUnhealthy,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Http429 => "http_429",
+            Outcome::Http5xx => "http_5xx",
+            Outcome::Http4xx => "http_4xx",
+            Outcome::ConnectError => "connect_error",
+            Outcome::Timeout => "timeout",
+            Outcome::StreamError => "stream_error",
+            Outcome::SkippedCooldown => "skipped_cooldown",
+            Outcome::SkippedUnhealthy => "skipped_unhealthy",
+        }
+    }
+}
+
+/// One entry of `error.details`: what happened at one backend.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub backend: Arc<str>,
+    pub outcome: Outcome,
+    pub status: Option<u16>,
+    /// Short, secret-free description (error kind or backend error code).
+    pub detail: Option<String>,
+    /// The backend said "too busy" (429, cooldown, in-stream throttling error).
+    pub throttled: bool,
+}
+
+/// Everything the gateway answers itself.
+#[derive(Debug)]
+pub enum GatewayError {
+    NotFound,
+    Unauthorized {
+        missing: bool,
+    },
+    PayloadTooLarge {
+        limit: u64,
+    },
+    BadRequest(String),
+    /// Every backend was throttled or cooling down.
+    AllThrottled {
+        retry_after: Duration,
+        attempts: Vec<AttemptRecord>,
+    },
+    /// Every backend failed (or none was usable); `timeout` when the failures were timeouts.
+    Exhausted {
+        timeout: bool,
+        attempts: Vec<AttemptRecord>,
+    },
+    /// The request deadline passed before any backend answered.
+    DeadlineExceeded {
+        attempts: Vec<AttemptRecord>,
+    },
+    ShuttingDown,
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::NotFound => StatusCode::NOT_FOUND,
+            GatewayError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::AllThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::Exhausted { timeout: true, .. } => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::Exhausted { timeout: false, .. } => StatusCode::BAD_GATEWAY,
+            GatewayError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The `error.code` and `x-gateway-error` value; also a low-cardinality metric label.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::NotFound => "not_found",
+            GatewayError::Unauthorized { .. } => "unauthorized",
+            GatewayError::PayloadTooLarge { .. } => "payload_too_large",
+            GatewayError::BadRequest(_) => "bad_request",
+            GatewayError::AllThrottled { .. } => "all_backends_throttled",
+            GatewayError::Exhausted { timeout: true, .. } => "all_backends_timed_out",
+            GatewayError::Exhausted { timeout: false, .. } => "all_backends_failed",
+            GatewayError::DeadlineExceeded { .. } => "deadline_exceeded",
+            GatewayError::ShuttingDown => "shutting_down",
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            GatewayError::NotFound => {
+                "Resource not found: this path is not an Azure OpenAI route.".into()
+            }
+            GatewayError::Unauthorized { missing: true } => {
+                "Access denied: no API key. Send `api-key: <key>` or `Authorization: Bearer <key>`."
+                    .into()
+            }
+            GatewayError::Unauthorized { missing: false } => {
+                "Access denied due to invalid API key.".into()
+            }
+            GatewayError::PayloadTooLarge { limit } => {
+                format!("Request body is larger than the gateway limit of {limit} bytes.")
+            }
+            GatewayError::BadRequest(m) => m.clone(),
+            GatewayError::AllThrottled { retry_after, .. } => format!(
+                "Every backend is throttled. Please retry after {} seconds.",
+                retry_after.as_millis().div_ceil(1000)
+            ),
+            GatewayError::Exhausted { timeout: true, .. } => "Every backend timed out.".into(),
+            GatewayError::Exhausted { timeout: false, .. } => {
+                "No backend could serve the request.".into()
+            }
+            GatewayError::DeadlineExceeded { .. } => {
+                "The request deadline passed before a backend answered.".into()
+            }
+            GatewayError::ShuttingDown => "The gateway is shutting down.".into(),
+        }
+    }
+
+    fn attempts(&self) -> &[AttemptRecord] {
+        match self {
+            GatewayError::AllThrottled { attempts, .. }
+            | GatewayError::Exhausted { attempts, .. }
+            | GatewayError::DeadlineExceeded { attempts } => attempts,
+            _ => &[],
+        }
+    }
+
+    /// The HTTP response (without `x-request-id`, which the pipeline adds to every response).
+    pub fn into_response(self) -> Response<ResponseBody> {
+        let details: Vec<serde_json::Value> = self
+            .attempts()
+            .iter()
+            .map(|a| {
+                let mut entry =
+                    serde_json::json!({ "backend": &*a.backend, "outcome": a.outcome.label() });
+                if let Some(status) = a.status {
+                    entry["status"] = status.into();
+                }
+                if let Some(detail) = &a.detail {
+                    entry["detail"] = detail.as_str().into();
+                }
+                entry
+            })
+            .collect();
+        let body = serde_json::json!({
+            "error": {
+                "code": self.code(),
+                "message": self.message(),
+                "type": "gateway_error",
+                "details": details,
+            }
+        });
+        let mut response = Response::new(full_body(body.to_string()));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert("x-gateway-error", HeaderValue::from_static(self.code()));
+        if let GatewayError::AllThrottled { retry_after, .. } = &self {
+            let ms = retry_after.as_millis().max(1);
+            headers.insert(
+                http::header::RETRY_AFTER,
+                HeaderValue::from(ms.div_ceil(1000) as u64),
+            );
+            headers.insert("retry-after-ms", HeaderValue::from(ms as u64));
+        }
+        response
+    }
+}

@@ -1,0 +1,495 @@
+//! Attempts with failover: walk the candidate backends (affinity first, then tiers from the highest
+//! priority, balancer order inside a tier), try each at most once, and return the first answer
+//! that can be committed to the client. Nothing reaches the client before that, so every failure
+//! here can still move to the next backend.
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, Method, Request, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+
+use crate::backend::Unavailable;
+use crate::clock::now_ms;
+use crate::error::{AttemptRecord, GatewayError, Outcome};
+use crate::gateway::Gateway;
+use crate::request_body::RequestBody;
+use crate::routes::{Route, upstream_path_and_query};
+use crate::sse::{self, Framer, Opening};
+use crate::upstream::{forward_request_headers, header_i64, retry_hint};
+
+/// Largest response body the gateway buffers for a JSON operation.
+const MAX_BUFFERED_RESPONSE: usize = 64 * 1024 * 1024;
+
+/// What the request asks of the attempt phase.
+pub struct AttemptRequest<'a> {
+    pub route: &'a Route<'a>,
+    pub query: Option<&'a str>,
+    pub method: &'a Method,
+    pub headers: &'a HeaderMap,
+    pub body: &'a RequestBody,
+    pub request_id: &'a HeaderValue,
+    pub hash_key: Option<&'a [u8]>,
+    /// Backend that holds the Responses state this request refers to.
+    pub pinned: Option<usize>,
+}
+
+/// The body of the response the gateway committed to.
+pub enum WinnerBody {
+    /// Fully read (JSON operations and error passthrough).
+    Buffered(Bytes),
+    /// An event stream: events already read while checking its opening, then the rest.
+    Sse {
+        prefetched: Vec<Bytes>,
+        framer: Framer,
+        upstream: Incoming,
+    },
+    /// Anything else, relayed as it comes.
+    Raw(Incoming),
+}
+
+/// The answer chosen for the client.
+pub struct Winner {
+    pub backend: usize,
+    pub attempts: u32,
+    pub parts: http::response::Parts,
+    pub body: WinnerBody,
+    pub ttfb: Duration,
+}
+
+enum Failure {
+    Status {
+        outcome: Outcome,
+        status: u16,
+        throttled: bool,
+        detail: Option<String>,
+    },
+    Transport {
+        outcome: Outcome,
+        detail: &'static str,
+    },
+    Stream {
+        code: String,
+        throttled: bool,
+    },
+}
+
+/// Runs attempts until one answer can be committed, or every candidate is used up.
+pub async fn attempt(gw: &Gateway, req: &AttemptRequest<'_>) -> Result<Winner, GatewayError> {
+    let upstream = &gw.config.upstream;
+    let started = Instant::now();
+    let deadline = started + upstream.request_deadline;
+    let n = gw.backends.len();
+    let mut considered = vec![false; n];
+    let mut records: Vec<AttemptRecord> = Vec::new();
+    let mut attempts = 0u32;
+    let mut earliest_reopen: Option<u64> = None;
+    let mut previous_failure: Option<(usize, Outcome)> = None;
+    let mut deadline_hit = false;
+    // Affinity pins the first candidate; other backends are only tried if it says its state
+    // cannot be verified there (`invalid_encrypted_content`).
+    let mut pinned = req.pinned;
+    let mut tier = 0;
+
+    loop {
+        let candidate = match pinned {
+            Some(i) if !considered[i] => Some(i),
+            Some(_) => None,
+            None => next_in_tiers(gw, req, &considered, &mut tier),
+        };
+        let Some(index) = candidate else { break };
+        considered[index] = true;
+        let backend = &gw.backends[index];
+        let metrics = &gw.backend_metrics[index];
+        if attempts as usize >= upstream.max_attempts {
+            break;
+        }
+        match backend.state.availability() {
+            Ok(()) => {}
+            Err(Unavailable::CoolingDown { until_ms }) => {
+                earliest_reopen = Some(earliest_reopen.map_or(until_ms, |e| e.min(until_ms)));
+                metrics.attempt(Outcome::SkippedCooldown);
+                records.push(record(
+                    backend.config.name.clone(),
+                    Outcome::SkippedCooldown,
+                    None,
+                    None,
+                    true,
+                ));
+                continue;
+            }
+            Err(Unavailable::Unhealthy) => {
+                metrics.attempt(Outcome::SkippedUnhealthy);
+                records.push(record(
+                    backend.config.name.clone(),
+                    Outcome::SkippedUnhealthy,
+                    None,
+                    None,
+                    false,
+                ));
+                continue;
+            }
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            deadline_hit = true;
+            break;
+        }
+        if let Some((from, reason)) = previous_failure.take() {
+            gw.metrics
+                .failover(&gw.backends[from].config.name, &backend.config.name, reason);
+        }
+        attempts += 1;
+        let budget = deadline - now;
+        let _in_flight = backend.state.track();
+        let sent_at = Instant::now();
+        let result = try_backend(gw, index, req, budget).await;
+        let failure = match result {
+            Ok((parts, body)) => {
+                backend.state.record_success();
+                metrics.attempt(Outcome::Ok);
+                return Ok(Winner {
+                    backend: index,
+                    attempts,
+                    parts,
+                    body,
+                    ttfb: sent_at.elapsed(),
+                });
+            }
+            Err(failure) => failure,
+        };
+        let (outcome, status, throttled, detail) = match failure {
+            Failure::Status {
+                outcome,
+                status,
+                throttled,
+                detail,
+            } => (outcome, Some(status), throttled, detail),
+            Failure::Transport { outcome, detail } => {
+                (outcome, None, false, Some(detail.to_owned()))
+            }
+            Failure::Stream { code, throttled } => {
+                (Outcome::StreamError, Some(200), throttled, Some(code))
+            }
+        };
+        metrics.attempt(outcome);
+        if throttled {
+            let until = now_ms() + backend.state.cooldown_remaining().as_millis() as u64;
+            earliest_reopen = Some(earliest_reopen.map_or(until, |e| e.min(until)));
+        }
+        tracing::debug!(backend = %backend.name(), outcome = outcome.label(), "attempt failed");
+        records.push(record(
+            backend.config.name.clone(),
+            outcome,
+            status,
+            detail.clone(),
+            throttled,
+        ));
+        if pinned.is_some() {
+            if detail.as_deref() == Some("invalid_encrypted_content") {
+                pinned = None; // The state is not there: any backend may now serve it.
+            } else {
+                break;
+            }
+        }
+        let triggers = upstream.failover;
+        let may_fail_over = match outcome {
+            Outcome::Timeout => triggers.timeout,
+            Outcome::ConnectError => triggers.connect_error,
+            _ => true, // 429/5xx with their trigger off never reach here: they are passed through.
+        };
+        if !may_fail_over {
+            break;
+        }
+        previous_failure = Some((index, outcome));
+    }
+    Err(exhausted(records, earliest_reopen, deadline_hit))
+}
+
+fn record(
+    backend: std::sync::Arc<str>,
+    outcome: Outcome,
+    status: Option<u16>,
+    detail: Option<String>,
+    throttled: bool,
+) -> AttemptRecord {
+    AttemptRecord {
+        backend,
+        outcome,
+        status,
+        detail,
+        throttled,
+    }
+}
+
+/// The next backend of the current tier (then lower tiers) not considered yet.
+fn next_in_tiers(
+    gw: &Gateway,
+    req: &AttemptRequest<'_>,
+    considered: &[bool],
+    tier: &mut usize,
+) -> Option<usize> {
+    while let Some(t) = gw.balancer.tiers.get(*tier) {
+        if let Some(i) = gw
+            .balancer
+            .pick(t, &gw.backends, req.hash_key, |i| considered[i])
+        {
+            return Some(i);
+        }
+        *tier += 1;
+    }
+    None
+}
+
+/// The error when nobody could answer: 429 with the earliest reopening if everyone was
+/// throttled, else 504 for timeouts / deadline, else 502.
+fn exhausted(
+    records: Vec<AttemptRecord>,
+    earliest_reopen: Option<u64>,
+    deadline_hit: bool,
+) -> GatewayError {
+    if !records.is_empty() && records.iter().all(|r| r.throttled) {
+        let retry_after = earliest_reopen
+            .map(crate::clock::until)
+            .unwrap_or(Duration::from_secs(1))
+            .max(Duration::from_millis(1));
+        return GatewayError::AllThrottled {
+            retry_after,
+            attempts: records,
+        };
+    }
+    if deadline_hit {
+        return GatewayError::DeadlineExceeded { attempts: records };
+    }
+    let tried: Vec<&AttemptRecord> = records
+        .iter()
+        .filter(|r| {
+            !matches!(
+                r.outcome,
+                Outcome::SkippedCooldown | Outcome::SkippedUnhealthy
+            )
+        })
+        .collect();
+    let timeout = !tried.is_empty() && tried.iter().all(|r| r.outcome == Outcome::Timeout);
+    GatewayError::Exhausted {
+        timeout,
+        attempts: records,
+    }
+}
+
+/// One attempt at one backend, up to the point where the answer can be committed.
+async fn try_backend(
+    gw: &Gateway,
+    index: usize,
+    req: &AttemptRequest<'_>,
+    budget: Duration,
+) -> Result<(http::response::Parts, WinnerBody), Failure> {
+    let backend = &gw.backends[index];
+    let upstream = &gw.config.upstream;
+    let triggers = upstream.failover;
+    let idle = upstream.read_timeout.min(budget);
+    let path = upstream_path_and_query(req.route, req.query, &backend.config);
+    let uri = Uri::builder()
+        .scheme(backend.config.scheme.clone())
+        .authority(backend.config.authority.clone())
+        .path_and_query(path)
+        .build()
+        .map_err(|_| Failure::Transport {
+            outcome: Outcome::ConnectError,
+            detail: "invalid upstream uri",
+        })?;
+    let mut request = Request::builder()
+        .method(req.method.clone())
+        .uri(uri)
+        .body(Full::new(req.body.for_backend(&backend.config)))
+        .map_err(|_| Failure::Transport {
+            outcome: Outcome::ConnectError,
+            detail: "invalid upstream request",
+        })?;
+    let headers = request.headers_mut();
+    forward_request_headers(req.headers, headers);
+    headers.insert("api-key", backend.api_key_header.clone());
+    headers.insert("x-request-id", req.request_id.clone());
+
+    let response = match tokio::time::timeout(idle, gw.client.request(request)).await {
+        Err(_) => {
+            backend.state.record_failure(&upstream.passive_health);
+            return Err(Failure::Transport {
+                outcome: Outcome::Timeout,
+                detail: "timeout waiting for response headers",
+            });
+        }
+        Ok(Err(error)) => {
+            backend.state.record_failure(&upstream.passive_health);
+            let (outcome, detail) = classify_client_error(&error);
+            return Err(Failure::Transport { outcome, detail });
+        }
+        Ok(Ok(response)) => response,
+    };
+    let (parts, body) = response.into_parts();
+    let status = parts.status.as_u16();
+    backend.state.set_remaining(
+        header_i64(&parts.headers, "x-ratelimit-remaining-tokens"),
+        header_i64(&parts.headers, "x-ratelimit-remaining-requests"),
+    );
+    if status == 429 && triggers.http_429 {
+        let rest = retry_hint(&parts.headers).unwrap_or(upstream.default_cooldown);
+        backend.state.cool_down(rest);
+        return Err(Failure::Status {
+            outcome: Outcome::Http429,
+            status,
+            throttled: true,
+            detail: None,
+        });
+    }
+    if status >= 500 {
+        backend.state.record_failure(&upstream.passive_health);
+        if triggers.http_5xx {
+            return Err(Failure::Status {
+                outcome: Outcome::Http5xx,
+                status,
+                throttled: false,
+                detail: None,
+            });
+        }
+    }
+    let is_sse = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .map(|v| v.as_bytes().starts_with(b"text/event-stream"))
+        .unwrap_or(req.body.stream);
+    if parts.status.is_success() && is_sse {
+        return open_stream(body, idle, upstream.default_cooldown, backend)
+            .await
+            .map(|body| (parts, body));
+    }
+    if !req.route.operation.buffers_response() && parts.status.is_success() {
+        return Ok((parts, WinnerBody::Raw(body)));
+    }
+    let bytes = read_all(body, idle)
+        .await
+        .map_err(|outcome| Failure::Transport {
+            outcome,
+            detail: "response body broke before it was complete",
+        })?;
+    if req.pinned == Some(index)
+        && status == 400
+        && memchr::memmem::find(&bytes, b"invalid_encrypted_content").is_some()
+    {
+        return Err(Failure::Status {
+            outcome: Outcome::Http4xx,
+            status,
+            throttled: false,
+            detail: Some("invalid_encrypted_content".into()),
+        });
+    }
+    Ok((parts, WinnerBody::Buffered(bytes)))
+}
+
+fn classify_client_error(error: &hyper_util::client::legacy::Error) -> (Outcome, &'static str) {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return (Outcome::Timeout, "connect timeout");
+        }
+        if e.to_string().contains("timed out") {
+            return (Outcome::Timeout, "connect timeout");
+        }
+        source = e.source();
+    }
+    if error.is_connect() {
+        (Outcome::ConnectError, "connect or TLS error")
+    } else {
+        (Outcome::ConnectError, "connection failed before a response")
+    }
+}
+
+/// Reads a whole body with an idle timeout between frames.
+async fn read_all(mut body: Incoming, idle: Duration) -> Result<Bytes, Outcome> {
+    let mut buf = BytesMut::new();
+    loop {
+        match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => return Err(Outcome::Timeout),
+            Ok(None) => return Ok(buf.freeze()),
+            Ok(Some(Err(_))) => return Err(Outcome::ConnectError),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    if buf.len() + data.len() > MAX_BUFFERED_RESPONSE {
+                        return Err(Outcome::StreamError);
+                    }
+                    buf.extend_from_slice(&data);
+                }
+            }
+        }
+    }
+}
+
+/// Reads the opening events of a 200 stream: a throttling or server error there (before any output)
+/// fails over; the first real event commits.
+async fn open_stream(
+    mut body: Incoming,
+    idle: Duration,
+    default_cooldown: Duration,
+    backend: &crate::backend::Backend,
+) -> Result<WinnerBody, Failure> {
+    let mut framer = Framer::default();
+    let mut prefetched = Vec::new();
+    let mut events = Vec::new();
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => {
+                return Err(Failure::Transport {
+                    outcome: Outcome::Timeout,
+                    detail: "no first event before the read timeout",
+                });
+            }
+            Ok(Some(Err(_))) => {
+                return Err(Failure::Transport {
+                    outcome: Outcome::StreamError,
+                    detail: "stream broke before the first event",
+                });
+            }
+            Ok(None) => {
+                prefetched.extend(framer.take_rest());
+                return Ok(WinnerBody::Sse {
+                    prefetched,
+                    framer,
+                    upstream: body,
+                });
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        framer.push(&data, &mut events);
+        let mut drained = events.drain(..);
+        while let Some(event) = drained.next() {
+            match sse::opening(&event) {
+                Opening::Preamble => prefetched.push(event),
+                Opening::RetryableError { code } => {
+                    let throttled = matches!(
+                        code.as_str(),
+                        "too_many_requests" | "rate_limit_exceeded" | "429"
+                    );
+                    if throttled {
+                        backend.state.cool_down(default_cooldown);
+                    }
+                    return Err(Failure::Stream { code, throttled });
+                }
+                Opening::Commit => {
+                    prefetched.push(event);
+                    prefetched.extend(drained);
+                    return Ok(WinnerBody::Sse {
+                        prefetched,
+                        framer,
+                        upstream: body,
+                    });
+                }
+            }
+        }
+    }
+}

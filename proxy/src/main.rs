@@ -1,0 +1,95 @@
+//! `proxy`: run the gateway from a config file, or only validate one.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use proxy::{GatewayConfig, RunningGateway};
+
+/// Azure OpenAI gateway data plane.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// Config file to serve (YAML, see docs/gateway-config.schema.json).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["check", "print_schema"])]
+    config: Option<PathBuf>,
+    /// Validate this config file and exit (0 valid, 64 invalid).
+    #[arg(long, value_name = "FILE")]
+    check: Option<PathBuf>,
+    /// Print the JSON Schema of the config file and exit.
+    #[arg(long)]
+    print_schema: bool,
+}
+
+/// Exit code for an invalid config (EX_DATAERR-style, as hydrenv uses 64 for bad configuration).
+const EXIT_BAD_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.print_schema {
+        #[allow(clippy::print_stdout)]
+        {
+            print!("{}", proxy::config::json_schema());
+        }
+        return ExitCode::SUCCESS;
+    }
+    if let Some(path) = args.check {
+        return match GatewayConfig::load(&path) {
+            Ok(_) => {
+                eprintln!("{}: ok", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("{error}");
+                ExitCode::from(EXIT_BAD_CONFIG)
+            }
+        };
+    }
+    let Some(path) = args.config else {
+        eprintln!("error: give --config FILE (or --check FILE)");
+        return ExitCode::from(2);
+    };
+    let config = match GatewayConfig::load(&path) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    init_logging(&config.log.level);
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("error: {error:#}");
+            ExitCode::from(70)
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter =
+        tracing_subscriber::EnvFilter::new(format!("{level},hyper=warn,h2=warn,rustls=warn"));
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .with_writer(std::io::stdout)
+        .init();
+}
+
+#[tokio::main]
+async fn run(config: GatewayConfig) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let gateway = RunningGateway::start(config).await?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    tracing::info!("shutdown signal received");
+    gateway.shutdown().await;
+    tracing::info!("drained; exiting");
+    Ok(())
+}

@@ -1,0 +1,265 @@
+//! Prometheus metrics (`gateway_*`), one registry per process so counters survive config reloads.
+//! Per-backend handles are resolved once per config so an attempt only bumps an atomic.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::backend::Backend;
+use crate::error::Outcome;
+use crate::usage::Usage;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: &'static str,
+    pub operation: &'static str,
+    pub consumer: Arc<str>,
+    pub model: String,
+    pub backend: Arc<str>,
+    pub status: u16,
+    pub stream: bool,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttemptLabels {
+    backend: Arc<str>,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailoverLabels {
+    from_backend: Arc<str>,
+    to_backend: Arc<str>,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    consumer: Arc<str>,
+    model: String,
+    backend: Arc<str>,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    backend: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: &'static str,
+}
+
+/// All metric families of the process.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    attempts: Family<AttemptLabels, Counter>,
+    failovers: Family<FailoverLabels, Counter>,
+    tokens: Family<TokenLabels, Counter>,
+    backend_up: Family<BackendLabels, Gauge>,
+    cooldown: Family<BackendLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    remaining_tokens: Family<BackendLabels, Gauge>,
+    remaining_requests: Family<BackendLabels, Gauge>,
+    active_streams: Family<BackendLabels, Gauge>,
+    reloads: Family<ResultLabels, Counter>,
+}
+
+/// Counters of one backend, resolved once per config.
+#[derive(Debug, Clone)]
+pub struct BackendMetrics {
+    attempts: [Counter; Outcome::ALL.len()],
+    pub active_streams: Gauge,
+}
+
+impl BackendMetrics {
+    pub fn attempt(&self, outcome: Outcome) {
+        let slot = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
+        self.attempts[slot].inc();
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("gateway");
+        let requests = Family::default();
+        registry.register("requests", "Final outcome per request", requests.clone());
+        let attempts = Family::default();
+        registry.register(
+            "backend_attempts",
+            "Every backend attempt and skip, by outcome",
+            attempts.clone(),
+        );
+        let failovers = Family::default();
+        registry.register(
+            "failovers",
+            "Moves from one backend to the next within a request",
+            failovers.clone(),
+        );
+        let tokens = Family::default();
+        registry.register("tokens", "Tokens reported by backends", tokens.clone());
+        let backend_up = Family::default();
+        registry.register(
+            "backend_up",
+            "1 when the backend is healthy",
+            backend_up.clone(),
+        );
+        let cooldown = Family::default();
+        registry.register(
+            "backend_cooldown_seconds",
+            "Seconds until a throttled backend reopens",
+            cooldown.clone(),
+        );
+        let remaining_tokens = Family::default();
+        registry.register(
+            "backend_remaining_tokens",
+            "Last x-ratelimit-remaining-tokens seen",
+            remaining_tokens.clone(),
+        );
+        let remaining_requests = Family::default();
+        registry.register(
+            "backend_remaining_requests",
+            "Last x-ratelimit-remaining-requests seen",
+            remaining_requests.clone(),
+        );
+        let active_streams = Family::default();
+        registry.register(
+            "active_streams",
+            "Streams being relayed now",
+            active_streams.clone(),
+        );
+        let reloads = Family::default();
+        registry.register(
+            "config_reloads",
+            "Config reload attempts by result",
+            reloads.clone(),
+        );
+        let build_info = Family::<VersionLabels, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("build_info", "Build of this gateway", build_info);
+        Self {
+            registry,
+            requests,
+            attempts,
+            failovers,
+            tokens,
+            backend_up,
+            cooldown,
+            remaining_tokens,
+            remaining_requests,
+            active_streams,
+            reloads,
+        }
+    }
+
+    /// Handles for one backend.
+    pub fn backend(&self, name: &Arc<str>) -> BackendMetrics {
+        let attempts = Outcome::ALL.map(|outcome| {
+            self.attempts
+                .get_or_create(&AttemptLabels {
+                    backend: name.clone(),
+                    outcome: outcome.label(),
+                })
+                .clone()
+        });
+        BackendMetrics {
+            attempts,
+            active_streams: self
+                .active_streams
+                .get_or_create(&BackendLabels {
+                    backend: name.clone(),
+                })
+                .clone(),
+        }
+    }
+
+    pub fn request(&self, labels: &RequestLabels) {
+        self.requests.get_or_create(labels).inc();
+    }
+
+    pub fn failover(&self, from: &Arc<str>, to: &Arc<str>, reason: Outcome) {
+        self.failovers
+            .get_or_create(&FailoverLabels {
+                from_backend: from.clone(),
+                to_backend: to.clone(),
+                reason: reason.label(),
+            })
+            .inc();
+    }
+
+    pub fn tokens(&self, consumer: &Arc<str>, model: &str, backend: &Arc<str>, usage: &Usage) {
+        for (kind, value) in [
+            ("prompt", usage.prompt),
+            ("completion", usage.completion),
+            ("cached", usage.cached),
+            ("reasoning", usage.reasoning),
+        ] {
+            if value > 0 {
+                self.tokens
+                    .get_or_create(&TokenLabels {
+                        consumer: consumer.clone(),
+                        model: model.to_owned(),
+                        backend: backend.clone(),
+                        kind,
+                    })
+                    .inc_by(value);
+            }
+        }
+    }
+
+    pub fn reload(&self, ok: bool) {
+        self.reloads
+            .get_or_create(&ResultLabels {
+                result: if ok { "ok" } else { "error" },
+            })
+            .inc();
+    }
+
+    /// Text exposition, after refreshing the gauges that mirror backend state.
+    pub fn encode(&self, backends: &[Backend]) -> String {
+        for b in backends {
+            let labels = BackendLabels {
+                backend: b.config.name.clone(),
+            };
+            self.backend_up
+                .get_or_create(&labels)
+                .set(i64::from(b.state.is_healthy()));
+            self.cooldown
+                .get_or_create(&labels)
+                .set(b.state.cooldown_remaining().as_secs_f64());
+            let (tokens, requests) = b.state.remaining();
+            if let Some(t) = tokens {
+                self.remaining_tokens.get_or_create(&labels).set(t);
+            }
+            if let Some(r) = requests {
+                self.remaining_requests.get_or_create(&labels).set(r);
+            }
+        }
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

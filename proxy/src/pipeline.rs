@@ -1,0 +1,251 @@
+//! The request stages, in order, in one place. Read top to bottom, this is what the gateway does
+//! with a request; each stage lives in its own module.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use crate::auth::Consumer;
+use crate::config::HashOn;
+use crate::error::{GatewayError, ResponseBody, full_body};
+use crate::failover::{AttemptRequest, WinnerBody, attempt};
+use crate::gateway::Gateway;
+use crate::metrics::RequestLabels;
+use crate::relay::{Accounting, Relay, usage_of};
+use crate::request_body::RequestBody;
+use crate::routes::{self, Operation};
+use crate::upstream::{clean_response_headers, header_value};
+
+static ANONYMOUS: &str = "anonymous";
+
+/// Handles one client request end to end.
+pub async fn handle(
+    gw: Arc<Gateway>,
+    request: Request<Incoming>,
+    client: SocketAddr,
+) -> Response<ResponseBody> {
+    // 1. Request id first, so every answer (even a 401) can be correlated.
+    let request_id = request_id(request.headers());
+    let mut response = match serve(&gw, request, client, &request_id).await {
+        Ok(response) => response,
+        Err(error) => {
+            gw.metrics.request(&RequestLabels {
+                route: "none",
+                operation: "none",
+                consumer: Arc::from(ANONYMOUS),
+                model: String::new(),
+                backend: Arc::from(""),
+                status: error.status().as_u16(),
+                stream: false,
+            });
+            error.into_response()
+        }
+    };
+    response.headers_mut().insert("x-request-id", request_id);
+    response
+}
+
+async fn serve(
+    gw: &Arc<Gateway>,
+    request: Request<Incoming>,
+    client: SocketAddr,
+    request_id: &HeaderValue,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    // 2. Client auth before anything costly: unknown callers learn nothing about routes.
+    let consumer = gw.auth.authenticate(&parts.headers)?;
+    // 3. Route: only Azure OpenAI paths are served.
+    let route = routes::classify(parts.uri.path(), gw.config.server.test_mode)
+        .ok_or(GatewayError::NotFound)?;
+    // 4. Buffer the body (bounded) so any backend can be retried with it.
+    let body = read_body(body, &parts.headers, gw.config.server.max_body_bytes).await?;
+    let body = RequestBody::new(body, route.operation, gw.config.upstream.stream_usage);
+    // 5. Backend selection inputs: Responses affinity and the consistent-hash key.
+    let pinned = affinity(gw, route.response_id, body.previous_response_id.as_deref());
+    let hash_key = hash_key(gw, &parts.headers, consumer.as_ref(), client);
+    // 6. Attempts with failover until an answer can be committed.
+    let winner = attempt(
+        gw,
+        &AttemptRequest {
+            route: &route,
+            query: parts.uri.query(),
+            method: &parts.method,
+            headers: &parts.headers,
+            body: &body,
+            request_id,
+            hash_key: hash_key.as_deref(),
+            pinned,
+        },
+    )
+    .await?;
+    // 7. Response: headers cleaned and marked, body relayed, accounting when it ends.
+    let backend = &gw.backends[winner.backend];
+    let model = body
+        .model
+        .clone()
+        .or_else(|| route.deployment.map(str::to_owned))
+        .unwrap_or_default();
+    let mut accounting = Accounting {
+        gateway: gw.clone(),
+        labels: RequestLabels {
+            route: route.family.label(),
+            operation: route.operation.label(),
+            consumer: consumer.map_or_else(|| Arc::from(ANONYMOUS), |c| c.name),
+            model,
+            backend: backend.config.name.clone(),
+            status: winner.parts.status.as_u16(),
+            stream: body.stream,
+        },
+        request_id: request_id.to_str().unwrap_or_default().to_owned(),
+        started,
+        ttfb: Some(winner.ttfb),
+        attempts: winner.attempts,
+        usage: None,
+        completed: false,
+        path: parts.uri.path().to_owned(),
+        method: parts.method.to_string(),
+        client,
+        _in_flight: None,
+    };
+    let mut head = winner.parts;
+    let idle = gw.config.upstream.read_timeout;
+    let body = match winner.body {
+        WinnerBody::Buffered(bytes) => {
+            remember_response(gw, route.operation, &head, &bytes, winner.backend);
+            accounting.usage = usage_of(&bytes);
+            accounting.completed = true;
+            clean_response_headers(&mut head.headers, true);
+            head.headers
+                .insert(http::header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            drop(accounting);
+            full_body(bytes)
+        }
+        WinnerBody::Sse {
+            prefetched,
+            framer,
+            upstream,
+        } => {
+            if route.operation == Operation::ResponsesCreate {
+                for event in &prefetched {
+                    remember_response(gw, route.operation, &head, event, winner.backend);
+                }
+            }
+            clean_response_headers(&mut head.headers, true);
+            accounting._in_flight = Some(backend.state.track());
+            let gauge = gw.backend_metrics[winner.backend].active_streams.clone();
+            Relay::sse(
+                prefetched,
+                framer,
+                upstream,
+                body.injected_usage,
+                idle,
+                accounting,
+                gauge,
+            )
+            .boxed_unsync()
+        }
+        WinnerBody::Raw(upstream) => {
+            clean_response_headers(&mut head.headers, false);
+            Relay::raw(upstream, idle, accounting).boxed_unsync()
+        }
+    };
+    head.headers
+        .insert("x-gateway-backend", backend.name_header.clone());
+    head.headers
+        .insert("x-gateway-attempts", HeaderValue::from(winner.attempts));
+    Ok(Response::from_parts(head, body))
+}
+
+/// Reads the request body up to `limit` bytes; 413 above it (checked on `content-length` first).
+async fn read_body(body: Incoming, headers: &HeaderMap, limit: u64) -> Result<Bytes, GatewayError> {
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(GatewayError::PayloadTooLarge { limit });
+    }
+    match Limited::new(body, limit as usize).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(GatewayError::PayloadTooLarge { limit })
+        }
+        Err(_) => Err(GatewayError::BadRequest(
+            "The request body could not be read.".into(),
+        )),
+    }
+}
+
+/// The client's `x-request-id` if it is sane, else a new one.
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(value) = headers.get("x-request-id") {
+        let bytes = value.as_bytes();
+        if !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(|b| b.is_ascii_graphic()) {
+            return value.clone();
+        }
+    }
+    header_value(&format!("{:032x}", fastrand::u128(..)))
+}
+
+/// The backend holding the Responses state this request refers to, if known.
+fn affinity(gw: &Gateway, path_id: Option<&str>, previous: Option<&str>) -> Option<usize> {
+    let id = path_id.or(previous)?;
+    let name = gw.affinity.lookup(id)?;
+    gw.backend_index(&name)
+}
+
+/// After a created response, remember which backend holds it.
+fn remember_response(
+    gw: &Gateway,
+    operation: Operation,
+    head: &http::response::Parts,
+    body: &[u8],
+    backend: usize,
+) {
+    if operation != Operation::ResponsesCreate || !head.status.is_success() {
+        return;
+    }
+    let data = match crate::sse::parts(body) {
+        (_, Some(data)) if body.starts_with(b"event:") || body.starts_with(b"data:") => data,
+        _ => body,
+    };
+    #[derive(serde::Deserialize)]
+    struct Created {
+        id: Option<String>,
+        response: Option<Box<Created>>,
+    }
+    if let Ok(created) = serde_json::from_slice::<Created>(data) {
+        let id = created.response.and_then(|r| r.id).or(created.id);
+        if let Some(id) = id.filter(|id| id.starts_with("resp")) {
+            gw.affinity.remember(&id, &gw.backends[backend].config.name);
+        }
+    }
+}
+
+/// The consistent-hash key of a request, when hashing is configured.
+fn hash_key(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    consumer: Option<&Consumer>,
+    client: SocketAddr,
+) -> Option<Vec<u8>> {
+    match gw.balancer.hash_on()? {
+        HashOn::Consumer => consumer.map(|c| c.name.as_bytes().to_vec()),
+        HashOn::Header(name) => headers.get(name).map(|v| v.as_bytes().to_vec()),
+        HashOn::Cookie(name) => headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_bytes().to_vec()),
+        HashOn::RemoteAddr => Some(client.ip().to_string().into_bytes()),
+    }
+}

@@ -1,0 +1,278 @@
+//! Relaying the committed backend response to the client, frame by frame as it arrives, and the
+//! accounting that runs when it ends (usage → metrics, access log). SSE events are framed so the
+//! gateway can read usage and hide the usage chunk it asked for; nothing else is parsed.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::Sleep;
+
+use crate::backend::InFlight;
+use crate::error::BoxError;
+use crate::gateway::Gateway;
+use crate::metrics::RequestLabels;
+use crate::sse::{self, Framer};
+use crate::usage::{Usage, find_usage, mentions_usage_object};
+
+/// What is recorded once a request is over (when this is dropped).
+pub struct Accounting {
+    pub gateway: Arc<Gateway>,
+    pub labels: RequestLabels,
+    pub request_id: String,
+    pub started: Instant,
+    pub ttfb: Option<Duration>,
+    pub attempts: u32,
+    pub usage: Option<Usage>,
+    /// Whether the body reached its end (false: client went away or the stream broke).
+    pub completed: bool,
+    pub path: String,
+    pub method: String,
+    pub client: std::net::SocketAddr,
+    pub _in_flight: Option<InFlight>,
+}
+
+impl Drop for Accounting {
+    fn drop(&mut self) {
+        let gw = &self.gateway;
+        gw.metrics.request(&self.labels);
+        if let Some(usage) = &self.usage {
+            gw.metrics.tokens(
+                &self.labels.consumer,
+                &self.labels.model,
+                &self.labels.backend,
+                usage,
+            );
+        }
+        if gw.config.log.access {
+            let usage = self.usage.unwrap_or_default();
+            tracing::info!(
+                target: "access",
+                request_id = %self.request_id,
+                consumer = %self.labels.consumer,
+                client_ip = %self.client.ip(),
+                method = %self.method,
+                path = %self.path,
+                route = self.labels.route,
+                operation = self.labels.operation,
+                status = self.labels.status,
+                backend = %self.labels.backend,
+                attempts = self.attempts,
+                stream = self.labels.stream,
+                completed = self.completed,
+                latency_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+                ttfb_ms = self.ttfb.map(|t| t.as_secs_f64() * 1000.0),
+                prompt_tokens = usage.prompt,
+                completion_tokens = usage.completion,
+                model = %self.labels.model,
+                "request"
+            );
+        }
+    }
+}
+
+/// Scans a JSON body for usage (buffered responses).
+pub fn usage_of(body: &[u8]) -> Option<Usage> {
+    if mentions_usage_object(body) {
+        find_usage(body)
+    } else {
+        None
+    }
+}
+
+/// The streaming response body.
+pub struct Relay {
+    pending: VecDeque<Bytes>,
+    upstream: Option<Incoming>,
+    sse: Option<SseFilter>,
+    idle: Duration,
+    sleep: Pin<Box<Sleep>>,
+    accounting: Accounting,
+    _stream_gauge: Option<StreamGauge>,
+}
+
+struct SseFilter {
+    framer: Framer,
+    hide_usage_chunk: bool,
+    events: Vec<Bytes>,
+}
+
+/// Keeps `gateway_active_streams{backend}` right even when the client goes away.
+struct StreamGauge(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for StreamGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl Relay {
+    /// An SSE relay; `prefetched` are the events already read while checking the opening.
+    pub fn sse(
+        prefetched: Vec<Bytes>,
+        framer: Framer,
+        upstream: Incoming,
+        hide_usage_chunk: bool,
+        idle: Duration,
+        accounting: Accounting,
+        gauge: prometheus_client::metrics::gauge::Gauge,
+    ) -> Self {
+        gauge.inc();
+        let mut relay = Self {
+            pending: VecDeque::new(),
+            upstream: Some(upstream),
+            sse: Some(SseFilter {
+                framer,
+                hide_usage_chunk,
+                events: Vec::new(),
+            }),
+            idle,
+            sleep: Box::pin(tokio::time::sleep(idle)),
+            accounting,
+            _stream_gauge: Some(StreamGauge(gauge)),
+        };
+        let opening = relay.filter(prefetched);
+        relay.pending.extend(opening);
+        relay
+    }
+
+    /// A raw relay (bodies the gateway does not look into).
+    pub fn raw(upstream: Incoming, idle: Duration, accounting: Accounting) -> Self {
+        Self {
+            pending: VecDeque::new(),
+            upstream: Some(upstream),
+            sse: None,
+            idle,
+            sleep: Box::pin(tokio::time::sleep(idle)),
+            accounting,
+            _stream_gauge: None,
+        }
+    }
+
+    /// Reads usage and hides what the client did not ask for; joins the rest into one frame.
+    fn filter(&mut self, events: Vec<Bytes>) -> Option<Bytes> {
+        let hide = self.sse.as_ref().is_some_and(|s| s.hide_usage_chunk);
+        let mut kept: Vec<Bytes> = Vec::with_capacity(events.len());
+        for event in events {
+            if mentions_usage_object(&event) {
+                if let Some(usage) = find_usage(&event) {
+                    self.accounting.usage = Some(usage);
+                }
+                if hide
+                    && let (_, Some(data)) = sse::parts(&event)
+                    && sse::is_usage_only_chunk(data)
+                {
+                    continue;
+                }
+            }
+            kept.push(if hide {
+                sse::strip_null_usage(event)
+            } else {
+                event
+            });
+        }
+        match kept.len() {
+            0 => None,
+            1 => kept.pop(),
+            _ => {
+                let mut joined = BytesMut::with_capacity(kept.iter().map(Bytes::len).sum());
+                for k in &kept {
+                    joined.extend_from_slice(k);
+                }
+                Some(joined.freeze())
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        self.upstream = None;
+    }
+
+    /// The stream broke after bytes reached the client: SSE gets a final error event.
+    fn broken(
+        &mut self,
+        code: &str,
+        message: &str,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.finish();
+        if self.sse.is_some() {
+            tracing::warn!(request_id = %self.accounting.request_id, backend = %self.accounting.labels.backend, code, "stream broke mid-way");
+            Poll::Ready(Some(Ok(Frame::data(sse::error_event(code, message)))))
+        } else {
+            Poll::Ready(Some(Err(message.to_owned().into())))
+        }
+    }
+}
+
+impl Body for Relay {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Some(bytes) = this.pending.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(bytes))));
+        }
+        loop {
+            let Some(upstream) = this.upstream.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match Pin::new(upstream).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let deadline = tokio::time::Instant::now() + this.idle;
+                    this.sleep.as_mut().reset(deadline);
+                    let data = match frame.into_data() {
+                        Ok(data) => data,
+                        Err(_) => continue, // trailers: not relayed
+                    };
+                    let Some(sse) = this.sse.as_mut() else {
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    };
+                    let mut events = std::mem::take(&mut sse.events);
+                    sse.framer.push(&data, &mut events);
+                    if let Some(bytes) = this.filter(events) {
+                        return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                    }
+                }
+                Poll::Ready(Some(Err(_))) => {
+                    return this.broken(
+                        "stream_error",
+                        "The backend stream broke before it was complete.",
+                    );
+                }
+                Poll::Ready(None) => {
+                    this.accounting.completed = true;
+                    this.finish();
+                    let rest = this.sse.as_mut().and_then(|s| s.framer.take_rest());
+                    return match rest.and_then(|r| this.filter(vec![r])) {
+                        Some(rest) => Poll::Ready(Some(Ok(Frame::data(rest)))),
+                        None => Poll::Ready(None),
+                    };
+                }
+                Poll::Pending => {
+                    ready!(this.sleep.as_mut().poll(cx));
+                    return this.broken(
+                        "timeout",
+                        "The backend stopped sending before the stream was complete.",
+                    );
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.upstream.is_none() && self.pending.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}

@@ -1,0 +1,162 @@
+//! The buffered request body: what the gateway reads from it (stream flag, model, response chain)
+//! and the per-backend variants it sends (deployment alias in `model`, `include_usage` added).
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+use crate::config::BackendConfig;
+use crate::routes::Operation;
+
+#[derive(Deserialize, Default)]
+struct Probe<'a> {
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    previous_response_id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Deserialize, Default)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+/// The request body and what the gateway learned from it.
+#[derive(Debug, Clone)]
+pub struct RequestBody {
+    /// What is sent upstream unless a backend alias rewrites `model`.
+    pub bytes: Bytes,
+    pub stream: bool,
+    pub model: Option<String>,
+    pub previous_response_id: Option<String>,
+    /// The gateway added `stream_options.include_usage`; the usage-only chunk must be hidden.
+    pub injected_usage: bool,
+}
+
+impl RequestBody {
+    /// Reads a buffered body. Non-JSON bodies (multipart, binary) are forwarded untouched.
+    pub fn new(bytes: Bytes, operation: Operation, add_stream_usage: bool) -> Self {
+        let probe = if operation.has_json_body() && !bytes.is_empty() {
+            serde_json::from_slice::<Probe<'_>>(&bytes).unwrap_or_default()
+        } else {
+            Probe::default()
+        };
+        let stream = probe.stream.unwrap_or(false);
+        let wants_usage = probe
+            .stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false);
+        let model = probe.model.map(Cow::into_owned);
+        let previous_response_id = probe.previous_response_id.map(Cow::into_owned);
+        let inject = add_stream_usage
+            && stream
+            && !wants_usage
+            && matches!(
+                operation,
+                Operation::ChatCompletions | Operation::Completions
+            );
+        let (bytes, injected_usage) = match inject.then(|| with_include_usage(&bytes)).flatten() {
+            Some(rewritten) => (rewritten, true),
+            None => (bytes, false),
+        };
+        Self {
+            bytes,
+            stream,
+            model,
+            previous_response_id,
+            injected_usage,
+        }
+    }
+
+    /// The body for one backend: `model` rewritten when the backend aliases it.
+    pub fn for_backend(&self, backend: &BackendConfig) -> Bytes {
+        let real = self
+            .model
+            .as_deref()
+            .and_then(|m| backend.deployments.get(m));
+        match real {
+            None => self.bytes.clone(),
+            Some(real) => rewrite_model(&self.bytes, real).unwrap_or_else(|| self.bytes.clone()),
+        }
+    }
+}
+
+fn with_include_usage(bytes: &[u8]) -> Option<Bytes> {
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let object = value.as_object_mut()?;
+    let options = object
+        .entry("stream_options")
+        .or_insert_with(|| serde_json::json!({}));
+    if !options.is_object() {
+        *options = serde_json::json!({});
+    }
+    options
+        .as_object_mut()?
+        .insert("include_usage".into(), true.into());
+    serde_json::to_vec(&value).ok().map(Bytes::from)
+}
+
+fn rewrite_model(bytes: &[u8], model: &str) -> Option<Bytes> {
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    value.as_object_mut()?.insert("model".into(), model.into());
+    serde_json::to_vec(&value).ok().map(Bytes::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adds_include_usage_only_when_streaming_without_it() {
+        let body = RequestBody::new(
+            Bytes::from_static(br#"{"stream":true,"messages":[]}"#),
+            Operation::ChatCompletions,
+            true,
+        );
+        assert!(body.injected_usage);
+        let v: serde_json::Value = serde_json::from_slice(&body.bytes).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        let asked = RequestBody::new(
+            Bytes::from_static(br#"{"stream":true,"stream_options":{"include_usage":true}}"#),
+            Operation::ChatCompletions,
+            true,
+        );
+        assert!(!asked.injected_usage);
+        let plain = RequestBody::new(
+            Bytes::from_static(br#"{"messages":[]}"#),
+            Operation::ChatCompletions,
+            true,
+        );
+        assert!(!plain.injected_usage && !plain.stream);
+        let off = RequestBody::new(
+            Bytes::from_static(br#"{"stream":true}"#),
+            Operation::ChatCompletions,
+            false,
+        );
+        assert!(!off.injected_usage);
+    }
+
+    #[test]
+    fn reads_model_and_previous_response() {
+        let body = RequestBody::new(
+            Bytes::from_static(br#"{"model":"gpt","previous_response_id":"resp_1","input":"hi"}"#),
+            Operation::ResponsesCreate,
+            true,
+        );
+        assert_eq!(body.model.as_deref(), Some("gpt"));
+        assert_eq!(body.previous_response_id.as_deref(), Some("resp_1"));
+        let garbage = RequestBody::new(
+            Bytes::from_static(b"not json"),
+            Operation::ChatCompletions,
+            true,
+        );
+        assert_eq!(&garbage.bytes[..], b"not json");
+    }
+}

@@ -1,0 +1,171 @@
+//! Listeners: the API listener (HTTP/1.1 and h2c on one port, `TCP_NODELAY`) and the admin
+//! listener (`/healthz`, `/readyz`, `/metrics`), and the graceful drain on shutdown.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::GatewayConfig;
+use crate::error::{ResponseBody, full_body};
+use crate::gateway::Gateway;
+use crate::metrics::Metrics;
+
+/// A running gateway (both listeners).
+pub struct RunningGateway {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub current: Arc<ArcSwap<Gateway>>,
+    shutdown: watch::Sender<bool>,
+    api: JoinHandle<()>,
+    admin: JoinHandle<()>,
+}
+
+impl RunningGateway {
+    /// Binds both listeners from the config and starts serving.
+    pub async fn start(config: GatewayConfig) -> std::io::Result<Self> {
+        let api_listener = TcpListener::bind(config.server.listen).await?;
+        let admin_listener = TcpListener::bind(config.server.admin_listen).await?;
+        let drain = config.server.drain_timeout;
+        let metrics = Arc::new(Metrics::new());
+        let current = Arc::new(ArcSwap::new(Gateway::new(config, metrics)));
+        let (shutdown, watcher) = watch::channel(false);
+        let addr = api_listener.local_addr()?;
+        let admin_addr = admin_listener.local_addr()?;
+        let api = tokio::spawn(serve_api(
+            api_listener,
+            current.clone(),
+            watcher.clone(),
+            drain,
+        ));
+        let admin = tokio::spawn(serve_admin(admin_listener, current.clone(), watcher));
+        tracing::info!(%addr, %admin_addr, "gateway listening");
+        Ok(Self {
+            addr,
+            admin_addr,
+            current,
+            shutdown,
+            api,
+            admin,
+        })
+    }
+
+    /// Stops accepting, lets in-flight requests and streams finish (up to the drain timeout),
+    /// then returns.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.api.await;
+        let _ = self.admin.await;
+    }
+}
+
+async fn serve_api(
+    listener: TcpListener,
+    current: Arc<ArcSwap<Gateway>>,
+    mut stop: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (stream, client) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let current = current.clone();
+        let service = service_fn(move |request: Request<Incoming>| {
+            let gateway = current.load_full();
+            async move { Ok::<_, Infallible>(crate::pipeline::handle(gateway, request, client).await) }
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    tracing::info!("draining in-flight requests");
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(?drain, "drain timeout passed with requests still in flight");
+    }
+}
+
+async fn serve_admin(
+    listener: TcpListener,
+    current: Arc<ArcSwap<Gateway>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(_) => continue,
+            },
+            _ = stop.changed() => break,
+        };
+        let current = current.clone();
+        let service = service_fn(move |request: Request<Incoming>| {
+            let gateway = current.load_full();
+            async move { Ok::<_, Infallible>(admin(&gateway, &request)) }
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+}
+
+fn admin(gateway: &Gateway, request: &Request<Incoming>) -> Response<ResponseBody> {
+    let (status, content_type, body) = match request.uri().path() {
+        "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+        "/readyz" if gateway.ready() => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
+        "/readyz" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "no backend is usable\n".to_owned(),
+        ),
+        "/metrics" => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            gateway.metrics.encode(&gateway.backends),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_owned(),
+        ),
+    };
+    let mut response = Response::new(full_body(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    response
+}

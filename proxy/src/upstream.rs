@@ -1,0 +1,204 @@
+//! The pooled HTTP client to backends: keep-alive, `TCP_NODELAY`, rustls (HTTP/1.1 and h2 by ALPN),
+//! connect timeout; and the header hygiene of what goes upstream and what comes back.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use http_body_util::Full;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// The client type used for every backend call.
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Builds the shared client. One per config: the connect timeout is part of the connector.
+pub fn client(connect_timeout: Duration) -> UpstreamClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_all_versions()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .build(https)
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) plus `host`, never forwarded in either direction.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    http::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    http::header::PROXY_AUTHENTICATE,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+];
+
+/// Client headers the gateway never forwards: credentials, framing, and its own control headers.
+fn drop_from_client(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    HOP_BY_HOP.contains(name)
+        || matches!(
+            n,
+            "host"
+                | "content-length"
+                | "authorization"
+                | "api-key"
+                | "ocp-apim-subscription-key"
+                | "accept-encoding"
+                | "x-request-id"
+                | "proxy-connection"
+        )
+        || n.starts_with("x-gateway-")
+        || n.starts_with("x-gw-")
+}
+
+/// Copies the client's headers for the backend, minus everything [`drop_from_client`] names.
+/// `accept-encoding` is dropped so the gateway can read usage from identity-encoded bodies.
+pub fn forward_request_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    for (name, value) in from {
+        if !drop_from_client(name) {
+            to.append(name.clone(), value.clone());
+        }
+    }
+}
+
+/// Removes hop-by-hop headers from a backend response; `content-length` too when the gateway
+/// re-frames the body.
+pub fn clean_response_headers(headers: &mut HeaderMap, reframed: bool) {
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove("proxy-connection");
+    if reframed {
+        headers.remove(http::header::CONTENT_LENGTH);
+    }
+    // Nobody but the gateway speaks for the gateway.
+    let own: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().starts_with("x-gateway-"))
+        .cloned()
+        .collect();
+    for name in own {
+        headers.remove(name);
+    }
+}
+
+/// Parses an integer header.
+pub fn header_i64(headers: &HeaderMap, name: &str) -> Option<i64> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// How long a throttled backend should rest, from the hints Azure sends, in order of precision:
+/// `retry-after-ms`, `retry-after` (seconds or HTTP date), `x-ratelimit-reset-requests`/`-tokens`.
+pub fn retry_hint(headers: &HeaderMap) -> Option<Duration> {
+    if let Some(ms) = header_f64(headers, "retry-after-ms") {
+        return Some(Duration::from_secs_f64(ms / 1000.0));
+    }
+    if let Some(value) = headers
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+    {
+        let value = value.trim();
+        if let Ok(seconds) = value.parse::<f64>() {
+            if seconds.is_finite() && seconds >= 0.0 {
+                return Some(Duration::from_secs_f64(seconds));
+            }
+        } else if let Ok(at) = httpdate::parse_http_date(value) {
+            return Some(
+                at.duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    let reset = ["x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"]
+        .iter()
+        .filter_map(|n| header_f64(headers, n))
+        .fold(None, |acc: Option<f64>, v| {
+            Some(acc.map_or(v, |a| a.max(v)))
+        });
+    reset.map(Duration::from_secs_f64)
+}
+
+fn header_f64(headers: &HeaderMap, name: &str) -> Option<f64> {
+    let v: f64 = headers
+        .get(name)?
+        .to_str()
+        .ok()?
+        .trim()
+        .trim_end_matches('s')
+        .parse()
+        .ok()?;
+    (0.0..86_400_000.0).contains(&v).then_some(v)
+}
+
+/// A header value from a string known to be header-safe.
+pub fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("invalid"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    HeaderName::from_static(k),
+                    HeaderValue::from_str(v).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn retry_hints_in_order_of_precision() {
+        assert_eq!(
+            retry_hint(&map(&[("retry-after-ms", "1500"), ("retry-after", "9")])),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            retry_hint(&map(&[("retry-after", "3")])),
+            Some(Duration::from_secs(3))
+        );
+        let future = std::time::SystemTime::now() + Duration::from_secs(120);
+        let hint = retry_hint(&map(&[("retry-after", &httpdate::fmt_http_date(future))])).unwrap();
+        assert!(hint > Duration::from_secs(100) && hint <= Duration::from_secs(120));
+        assert_eq!(
+            retry_hint(&map(&[
+                ("x-ratelimit-reset-tokens", "7"),
+                ("x-ratelimit-reset-requests", "2")
+            ])),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(retry_hint(&map(&[("retry-after", "soon")])), None);
+    }
+
+    #[test]
+    fn strips_credentials_and_control_headers() {
+        let from = map(&[
+            ("authorization", "Bearer client"),
+            ("api-key", "client"),
+            ("ocp-apim-subscription-key", "client"),
+            ("x-gateway-backend", "evil"),
+            ("content-type", "application/json"),
+            ("x-priority", "low"),
+        ]);
+        let mut to = HeaderMap::new();
+        forward_request_headers(&from, &mut to);
+        assert_eq!(to.len(), 2);
+        assert!(to.contains_key("content-type") && to.contains_key("x-priority"));
+    }
+}

@@ -1,0 +1,218 @@
+//! The `proxy` binary: `--check`, refusing bad configs, the exported schema, SIGTERM drain.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use http::Method;
+use mock::MockOptions;
+
+use crate::harness::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_proxy");
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn check_accepts_a_good_file_and_names_every_problem_of_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(
+        &dir,
+        "good.yaml",
+        &config_yaml(&[b("a", "https://eus.openai.azure.com".into())], ""),
+    );
+    let out = Command::new(BIN)
+        .arg("--check")
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let bad = write(
+        &dir,
+        "gateway.yaml",
+        "version: 1\nbackends:\n  - name: a\n    endpoint: eus.openai.azure.com\n    auth: { mode: api-key, api_key: k }\n  - name: a\n    endpoint: https://x\n    auth: { mode: api-key }\nupstream:\n  connect_timeout: 60\nclients:\n  require_auth: true\n",
+    );
+    let out = Command::new(BIN).arg("--check").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "gateway.yaml: backends[0].endpoint: `eus.openai.azure.com` is a relative URL",
+        "gateway.yaml: backends[1].name: `a` is used by another backend",
+        "gateway.yaml: backends[1].auth.api_key: required",
+        "gateway.yaml: upstream.connect_timeout: `60` has no unit",
+        "gateway.yaml: clients.require_auth: true, but clients.consumers is empty",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing `{expected}` in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn unknown_fields_and_type_errors_name_the_field_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = write(
+        &dir,
+        "gateway.yaml",
+        "version: 1\nbackends:\n  - name: a\n    endpoint: https://x\n    wieght: 2\n    auth: { mode: api-key, api_key: k }\n",
+    );
+    let out = Command::new(BIN)
+        .arg("--check")
+        .arg(&typo)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("gateway.yaml: backends[0]") && stderr.contains("wieght"),
+        "{stderr}"
+    );
+
+    let wrong_type = write(
+        &dir,
+        "gateway.yaml",
+        "version: 1\nbackends:\n  - name: a\n    endpoint: https://x\n    weight: heavy\n    auth: { mode: api-key, api_key: k }\n",
+    );
+    let out = Command::new(BIN)
+        .arg("--check")
+        .arg(&wrong_type)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("gateway.yaml: backends[0].weight"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn errors_never_print_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(
+        &dir,
+        "gateway.yaml",
+        "version: 1\nbackends:\n  - name: a\n    endpoint: nope\n    auth: { mode: api-key, api_key: sk-SECRET-1 }\nclients:\n  consumers:\n    - { name: x, key: ck-SECRET-2 }\n    - { name: y, key: ck-SECRET-2 }\n",
+    );
+    let out = Command::new(BIN).arg("--check").arg(&bad).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("clients.consumers[1].key"), "{stderr}");
+    assert!(!stderr.contains("SECRET"), "{stderr}");
+}
+
+#[test]
+fn serving_refuses_to_start_on_a_bad_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(&dir, "gateway.yaml", "version: 2\nbackends: []\n");
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("gateway.yaml: version: unsupported version 2"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("gateway.yaml: backends: at least one backend is required"),
+        "{stderr}"
+    );
+    let missing = Command::new(BIN)
+        .arg("--config")
+        .arg(dir.path().join("absent.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(64));
+}
+
+#[test]
+fn exported_json_schema_is_up_to_date() {
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/gateway-config.schema.json"
+    ))
+    .unwrap_or_default();
+    assert!(
+        committed == proxy::config::json_schema(),
+        "docs/gateway-config.schema.json is stale: run `cargo run -p proxy -- --print-schema > docs/gateway-config.schema.json`"
+    );
+}
+
+#[test]
+fn example_configs_are_valid() {
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            proxy::GatewayConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_streams_then_exits_zero() {
+    let backend = mock_with(MockOptions {
+        chunk_interval: Duration::from_millis(100),
+        chunk_count: 10,
+        ..opts("a")
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        &dir,
+        "gateway.yaml",
+        &config_yaml(&[b("a", backend.url())], ""),
+    );
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    // The JSON log line "gateway listening" carries the bound address.
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let addr: std::net::SocketAddr = loop {
+        let line = lines
+            .next()
+            .expect("proxy exited before listening")
+            .unwrap();
+        if line.contains("gateway listening") {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            break v["fields"]["addr"].as_str().unwrap().parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let response = open(request(Method::POST, addr, CHAT, &[], STREAM_BODY)).await;
+    let mut body = response.into_body();
+    let mut text = String::from_utf8(next_chunk(&mut body).await.unwrap().to_vec()).unwrap();
+    // SIGTERM while the stream is in flight.
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    while let Some(chunk) = next_chunk(&mut body).await {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(text.ends_with("data: [DONE]\n\n"), "stream was cut: {text}");
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
+    // New connections are refused once draining finished.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}

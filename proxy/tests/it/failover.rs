@@ -1,0 +1,533 @@
+//! Failover inside one request, cooldowns, and the answer when every backend is exhausted.
+
+use std::time::{Duration, Instant};
+
+use http::Method;
+use mock::MockOptions;
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn fails_over_on_429_and_cools_the_backend_down() {
+    let throttled = mock_with(MockOptions {
+        status_override: Some(429),
+        retry_after_ms: 60_000,
+        ..opts("eus")
+    })
+    .await;
+    let healthy = mock("wus").await;
+    let gw = gateway(&config_yaml(
+        &[
+            B {
+                priority: 10,
+                ..b("eus", throttled.url())
+            },
+            b("wus", healthy.url()),
+        ],
+        "",
+    ))
+    .await;
+
+    let reply = post(gw.addr, CHAT, CHAT_BODY).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("x-gateway-backend"), "wus");
+    assert_eq!(reply.header("x-gateway-attempts"), "2");
+    assert_eq!(throttled.stats().requests(), 1);
+
+    // The throttled backend is not retried before its retry-after passed.
+    for _ in 0..5 {
+        let reply = post(gw.addr, CHAT, CHAT_BODY).await;
+        assert_eq!(reply.header("x-gateway-backend"), "wus");
+        assert_eq!(reply.header("x-gateway-attempts"), "1");
+    }
+    assert_eq!(throttled.stats().requests(), 1);
+
+    let text = metrics(&gw).await;
+    assert_eq!(
+        metric_sum(
+            &text,
+            "gateway_backend_attempts_total",
+            &["backend=\"eus\"", "outcome=\"http_429\""]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_sum(
+            &text,
+            "gateway_backend_attempts_total",
+            &["backend=\"eus\"", "outcome=\"skipped_cooldown\""]
+        ),
+        5.0
+    );
+    assert_eq!(
+        metric_sum(
+            &text,
+            "gateway_failovers_total",
+            &[
+                "from_backend=\"eus\"",
+                "to_backend=\"wus\"",
+                "reason=\"http_429\""
+            ]
+        ),
+        1.0
+    );
+    assert!(
+        metric_sum(
+            &text,
+            "gateway_backend_cooldown_seconds",
+            &["backend=\"eus\""]
+        ) > 50.0
+    );
+}
+
+#[tokio::test]
+async fn fails_over_on_5xx() {
+    let broken = mock_with(MockOptions {
+        status_override: Some(503),
+        ..opts("a")
+    })
+    .await;
+    let healthy = mock("b").await;
+    let gw = gateway(&config_yaml(
+        &[
+            B {
+                priority: 10,
+                ..b("a", broken.url())
+            },
+            b("b", healthy.url()),
+        ],
+        "",
+    ))
+    .await;
+    let reply = post(gw.addr, CHAT, CHAT_BODY).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-gateway-backend"), "b");
+    assert_eq!(broken.stats().requests(), 1);
+}
+
+#[tokio::test]
+async fn fails_over_on_connect_error() {
+    // A port nobody listens on: bind, learn the port, close.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let healthy = mock("b").await;
+    let gw = gateway(&config_yaml(
+        &[
+            B {
+                priority: 10,
+                ..b("dead", format!("http://{dead}"))
+            },
+            b("b", healthy.url()),
+        ],
+        "",
+    ))
+    .await;
+    let reply = post(gw.addr, CHAT, CHAT_BODY).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-gateway-backend"), "b");
+    assert_eq!(reply.header("x-gateway-attempts"), "2");
+    let text = metrics(&gw).await;
+    assert_eq!(
+        metric_sum(
+            &text,
+            "gateway_backend_attempts_total",
+            &["backend=\"dead\"", "outcome=\"connect_error\""]
+        ),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn fails_over_on_connect_timeout() {
+    // A listener with a zero backlog that never accepts, filled up: further SYNs are dropped.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(s)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            fillers.push(s);
+        }
+    }
+    let healthy = mock("b").await;
+    let gw = gateway(&config_yaml(
+        &[
+            B {
+                priority: 10,
+                ..b("blackhole", format!("http://{addr}"))
+            },
+            b("b", healthy.url()),
+        ],
+        "upstream:\n  connect_timeout: 300ms\n",
+    ))
+    .await;
+    let reply = post(gw.addr, CHAT, CHAT_BODY).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("x-gateway-backend"), "b");
+    let text = metrics(&gw).await;
+    assert_eq!(
+        metric_sum(
+            &text,
+            "gateway_backend_attempts_total",
+            &["backend=\"blackhole\"", "outcome=\"timeout\""]
+        ),
+        1.0
+    );
+    drop(listener);
+}
+
+#[tokio::test]
+async fn fails_over_on_idle_timeout_before_first_byte() {
+    let slow = mock_with(MockOptions {
+        latency: Duration::from_secs(30),
+        ..opts("slow")
+    })
+    .await;
+    let healthy = mock("b").await;
+    let gw = gateway(&config_yaml(
+        &[
+            B {
+                priority: 10,
+                ..b("slow", slow.url())
+            },
+            b("b", healthy.url()),
+        ],
+        "upstream:\n  read_timeout: 300ms\n",
+    ))
+    .await;
+    let reply = post(gw.addr, CHAT, CHAT_BODY).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-gateway-backend"), "b");
+    let text = metrics(&gw).await;
+    assert_eq!(
+        metric_sum(
+            &text,
+            "gateway_backend_attempts_total",
+            &["backend=\"slow\"", "outcome=\"timeout\""]
+        ),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn fails_over_on_in_stream_throttling_error() {
+    let throttled = mock_with(MockOptions {
+        stream_error_first: Some("too_many_requests".into()),
+        ..opts("a")
+    })
+    .await;
+    let healthy = mock("b").await;
+    let gw = gateway(&config_yaml(
+        &[
+            B {
+                priority: 10,
+                ..b("a", throttled.url())
+            },
+            b("b", healthy.url()),
+        ],
+        "",
+    ))
+    .await;
+    let reply = post(gw.addr, CHAT, STREAM_BODY).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-gateway-backend"), "b");
+    let text = reply.text();
+    assert!(!text.contains("too_many_requests"), "{text}");
+    assert!(text.contains("data: [DONE]"), "{text}");
+    assert_eq!(throttled.stats().requests(), 1);
+}
+
+#[tokio::test]
+async fn all_throttled_gives_429_with_earliest_reopening() {
+    let a = mock_with(MockOptions {
+        status_override: Some(429),
+        retry_after_ms: 20_000,
+        ..opts("a")
+    })
+    .await;
+    let c = mock_with(MockOptions {
+        status_override: Some(429),
+        retry_after_ms: 7_000,
+        ..opts("c")
+    })
+    .await;
+    let gw = gateway(&config_yaml(&[b("a", a.url()), b("c", c.url())], "")).await;
+    let reply = post(gw.addr, CHAT, CHAT_BODY).await;
+    assert_eq!(reply.status, 429);
+    assert_eq!(reply.header("x-gateway-error"), "all_backends_throttled");
+    assert_eq!(reply.header("retry-after"), "7");
+    let ms: u64 = reply.header("retry-after-ms").parse().unwrap();
+    assert!((6_000..=7_000).contains(&ms), "{ms}");
+    let body = reply.json();
+    let details = body["error"]["details"].as_array().unwrap();
+    assert_eq!(details.len(), 2);
+    assert!(
+        details
+            .iter()
+            .all(|d| d["outcome"] == "http_429" && d["status"] == 429)
+    );
+
+    // While both cool down no backend is called, and the answer still says when to come back.
+    let again = post(gw.addr, CHAT, CHAT_BODY).await;
+    assert_eq!(again.status, 429);
+    assert!(
+        again.json()["error"]["details"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["outcome"] == "skipped_cooldown")
+    );
+    assert_eq!(a.stats().requests() + c.stats().requests(), 2);
+}
+
+#[tokio::test]
+async fn all_failed_gives_502_listing_attempts() {
+    let a = mock_with(MockOptions {
+        status_override: Some(500),
+        ..opts("a")
+    })
+    .await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let gw = gateway(&config_yaml(
+        &[b("a", a.url()), b("dead", format!("http://{dead}"))],
+        "",
+    ))
+    .await;
+    let reply = post(gw.addr, CHAT, CHAT_BODY).await;
+    assert_eq!(reply.status, 502);
+    assert_eq!(reply.header("x-gateway-error"), "all_backends_failed");
+    let body = reply.json();
+    let outcomes: Vec<&str> = body["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes.len(), 2);
+    assert!(outcomes.contains(&"http_5xx") && outcomes.contains(&"connect_error"));
+}
+
+#[tokio::test]
+async fn all_timed_out_gives_504() {
+    let slow = mock_with(MockOptions {
+        latency: Duration::from_secs(30),
+        ..opts("slow")
+    })
+    .await;
+    let gw = gateway(&config_yaml(
+        &[b("slow", slow.url())],
+        "upstream:\n  read_timeout: 200ms\n",
+    ))
+    .await;
+    let reply = post(gw.addr, CHAT, CHAT_BODY).await;
+    assert_eq!(reply.status, 504);
+    assert_eq!(reply.header("x-gateway-error"), "all_backends_timed_out");
+}
+
+#[tokio::test]
+async fn request_deadline_bounds_all_attempts() {
+    let slow_a = mock_with(MockOptions {
+        latency: Duration::from_secs(30),
+        ..opts("a")
+    })
+    .await;
+    let slow_b = mock_with(MockOptions {
+        latency: Duration::from_secs(30),
+        ..opts("b")
+    })
+    .await;
+    let gw = gateway(&config_yaml(
+        &[b("a", slow_a.url()), b("b", slow_b.url())],
+        "upstream:\n  read_timeout: 20s\n  request_deadline: 400ms\n",
+    ))
+    .await;
+    let reply = post(gw.addr, CHAT, CHAT_BODY).await;
+    assert_eq!(reply.status, 504);
+    // The deadline, not the 20 s read timeout, ended the request: one attempt, then no time left.
+    assert_eq!(reply.header("x-gateway-error"), "deadline_exceeded");
+    assert_eq!(
+        reply.json()["error"]["details"].as_array().unwrap().len(),
+        1
+    );
+    assert_eq!(slow_a.stats().requests() + slow_b.stats().requests(), 1);
+}
+
+#[tokio::test]
+async fn non_retryable_4xx_is_passed_through() {
+    let a = mock_with(MockOptions {
+        status_override: Some(400),
+        ..opts("a")
+    })
+    .await;
+    let other = mock("b").await;
+    let gw = gateway(&config_yaml(
+        &[
+            B {
+                priority: 10,
+                ..b("a", a.url())
+            },
+            b("b", other.url()),
+        ],
+        "",
+    ))
+    .await;
+    let reply = post(gw.addr, CHAT, CHAT_BODY).await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.header("x-gateway-backend"), "a");
+    assert_eq!(reply.header("x-gateway-error"), "");
+    assert_eq!(other.stats().requests(), 0);
+}
+
+#[tokio::test]
+async fn passive_health_marks_backend_unhealthy_after_consecutive_failures() {
+    let broken = mock_with(MockOptions {
+        status_override: Some(500),
+        ..opts("a")
+    })
+    .await;
+    let healthy = mock("b").await;
+    let gw = gateway(&config_yaml(
+        &[
+            B {
+                priority: 10,
+                ..b("a", broken.url())
+            },
+            b("b", healthy.url()),
+        ],
+        "upstream:\n  passive_health: { failures: 2, unhealthy_for: 60s }\n",
+    ))
+    .await;
+    for _ in 0..5 {
+        assert_eq!(post(gw.addr, CHAT, CHAT_BODY).await.status, 200);
+    }
+    assert_eq!(broken.stats().requests(), 2);
+    let text = metrics(&gw).await;
+    assert_eq!(
+        metric_sum(&text, "gateway_backend_up", &["backend=\"a\""]),
+        0.0
+    );
+    assert_eq!(
+        metric_sum(
+            &text,
+            "gateway_backend_attempts_total",
+            &["backend=\"a\"", "outcome=\"skipped_unhealthy\""]
+        ),
+        3.0
+    );
+}
+
+#[tokio::test]
+async fn active_health_checks_probe_and_recover() {
+    let backend = mock_with(MockOptions {
+        status_override: Some(503),
+        ..opts("a")
+    })
+    .await;
+    let spare = mock("b").await;
+    let gw = gateway(&config_yaml(
+        &[B { priority: 10, ..b("a", backend.url()) }, b("b", spare.url())],
+        "upstream:\n  passive_health: { failures: 0 }\n  active_health: { enabled: true, path: /openai/v1/models, healthy_interval: 50ms, unhealthy_interval: 50ms, timeout: 1s }\n",
+    ))
+    .await;
+    // Wait (bounded) until a probe saw the 503 and readiness reflects the other backend.
+    wait_until(|| async {
+        metric_sum(
+            &metrics(&gw).await,
+            "gateway_backend_up",
+            &["backend=\"a\""],
+        ) == 0.0
+    })
+    .await;
+    let probes = backend.stats().requests_log();
+    assert!(
+        probes
+            .iter()
+            .all(|r| r.method == "GET" && r.path_and_query == "/openai/v1/models")
+    );
+    assert!(probes.iter().all(|r| {
+        r.headers
+            .iter()
+            .any(|(k, v)| k == "api-key" && v == BACKEND_KEY)
+    }));
+    let before = backend.stats().requests();
+    let reply = post(gw.addr, CHAT, CHAT_BODY).await;
+    assert_eq!(reply.header("x-gateway-backend"), "b");
+    // Only probes reached the unhealthy backend, not the request.
+    assert!(
+        backend.stats().requests_log()[before as usize..]
+            .iter()
+            .all(|r| r.method == "GET")
+    );
+
+    backend.set_options(MockOptions {
+        api_key: Some(BACKEND_KEY.into()),
+        ..opts("a")
+    });
+    wait_until(|| async {
+        metric_sum(
+            &metrics(&gw).await,
+            "gateway_backend_up",
+            &["backend=\"a\""],
+        ) == 1.0
+    })
+    .await;
+    assert_eq!(
+        post(gw.addr, CHAT, CHAT_BODY)
+            .await
+            .header("x-gateway-backend"),
+        "a"
+    );
+}
+
+#[tokio::test]
+async fn readyz_reflects_usable_backends() {
+    let only = mock_with(MockOptions {
+        status_override: Some(500),
+        ..opts("a")
+    })
+    .await;
+    let gw = gateway(&config_yaml(
+        &[b("a", only.url())],
+        "upstream:\n  passive_health: { failures: 1, unhealthy_for: 60s }\n",
+    ))
+    .await;
+    let ready =
+        |gw: &proxy::RunningGateway| send(request(Method::GET, gw.admin_addr, "/readyz", &[], ""));
+    assert_eq!(ready(&gw).await.status, 200);
+    assert_eq!(
+        send(request(Method::GET, gw.admin_addr, "/healthz", &[], ""))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(post(gw.addr, CHAT, CHAT_BODY).await.status, 502);
+    assert_eq!(ready(&gw).await.status, 503);
+}
+
+/// Polls a condition every 20 ms for at most 10 s (state that changes on its own clock, such as
+/// health probes, has no event to await).
+async fn wait_until<F, Fut>(mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let give_up = Instant::now() + Duration::from_secs(10);
+    while !condition().await {
+        assert!(
+            Instant::now() < give_up,
+            "condition not reached within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

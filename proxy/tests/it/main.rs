@@ -1,0 +1,12 @@
+//! Integration tests of the proxy: real listeners on port 0, mock Azure OpenAI backends.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+mod auth;
+mod balancing;
+mod cli;
+mod failover;
+mod routing;
+mod sdk;
+mod streaming;

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every test of the project: formatting, lints, unit and integration tests (including the
+# official openai SDK end-to-end test). Installs what the tests need first (idempotent).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup-python.sh
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+else
+  cargo test --workspace --no-fail-fast
+fi
