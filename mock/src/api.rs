@@ -152,7 +152,7 @@ fn random_id(prefix: &str) -> String {
 
 /// Chat and completions `usage`, with the detail objects Azure fills in.
 fn usage_json(prompt_tokens: u64, completion_tokens: u64) -> String {
-    let total = prompt_tokens + completion_tokens;
+    let total = prompt_tokens.saturating_add(completion_tokens);
     format!(
         concat!(
             r#"{{"prompt_tokens":{},"completion_tokens":{},"total_tokens":{},"#,

@@ -52,7 +52,11 @@ pub(crate) struct Pacing {
 
 enum Phase {
     Head,
-    Deltas { next: usize },
+    Deltas {
+        next: usize,
+    },
+    /// `disconnect_after_chunks` reached: the next poll fails the body.
+    Cut,
     Tail,
     Finished,
 }
@@ -107,13 +111,16 @@ impl SseBody {
                     None => self.phase = Phase::Deltas { next: 0 },
                 },
                 Phase::Deltas { next } => {
-                    if self.pacing.disconnect_after.is_some_and(|limit| next >= limit) {
-                        self.phase = Phase::Finished;
-                        self.stats.stream_disconnected();
-                        return Poll::Ready(Some(Err(io::Error::new(
-                            io::ErrorKind::ConnectionAborted,
-                            "mock: disconnect_after_chunks",
-                        ))));
+                    if self
+                        .pacing
+                        .disconnect_after
+                        .is_some_and(|limit| next >= limit)
+                    {
+                        // Yield once first: hyper flushes what is buffered while the body
+                        // waits, but drops it when the body fails.
+                        self.phase = Phase::Cut;
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
                     }
                     if next >= self.pacing.chunk_count {
                         self.queue.extend(self.script.tail());
@@ -132,6 +139,14 @@ impl SseBody {
                         return Poll::Ready(None);
                     }
                 },
+                Phase::Cut => {
+                    self.phase = Phase::Finished;
+                    self.stats.stream_disconnected();
+                    return Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "mock: disconnect_after_chunks",
+                    ))));
+                }
                 Phase::Finished => return Poll::Ready(None),
             }
         }

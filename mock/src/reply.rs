@@ -53,7 +53,10 @@ pub(crate) fn sse(body: SseBody) -> MockResponse {
 
 /// `{"error":{"code","message"}}`.
 pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> MockResponse {
-    json_value(status, &json!({"error": {"code": code, "message": message}}))
+    json_value(
+        status,
+        &json!({"error": {"code": code, "message": message}}),
+    )
 }
 
 /// An OpenAI-style request error: `{"error":{"code","message","type":"invalid_request_error","param"}}`.

@@ -145,7 +145,10 @@ mod tests {
             op(Method::DELETE, "/openai/deployments/d/responses/resp_2"),
             Some((ResponseDelete("resp_2"), Some("d"), true))
         );
-        assert_eq!(op(Method::GET, "/openai/v1/models"), Some((Models, None, false)));
+        assert_eq!(
+            op(Method::GET, "/openai/v1/models"),
+            Some((Models, None, false))
+        );
     }
 
     #[test]
@@ -159,14 +162,20 @@ mod tests {
             Some(Operation::Echo)
         );
         assert_eq!(op(Method::POST, "/openai/files"), None);
-        assert_eq!(op(Method::POST, "/openai/deployments//chat/completions"), None);
+        assert_eq!(
+            op(Method::POST, "/openai/deployments//chat/completions"),
+            None
+        );
         assert_eq!(op(Method::GET, "/healthz"), None);
         assert_eq!(op(Method::GET, "/openai/responses/"), None);
     }
 
     #[test]
     fn api_version_is_read_from_the_query() {
-        assert_eq!(api_version(Some("a=1&api-version=2024-10-21")), Some("2024-10-21"));
+        assert_eq!(
+            api_version(Some("a=1&api-version=2024-10-21")),
+            Some("2024-10-21")
+        );
         assert_eq!(api_version(Some("api-version=")), None);
         assert_eq!(api_version(None), None);
     }

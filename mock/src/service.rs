@@ -12,8 +12,8 @@ use http_body_util::BodyExt;
 use http_body_util::Collected;
 use hyper::body::Incoming;
 
-use crate::api::{self, Call, Quota};
 use crate::api::responses::ResponseStore;
+use crate::api::{self, Call, Quota};
 use crate::options::{MockOptions, Profile};
 use crate::reply::{self, MockResponse};
 use crate::route;
@@ -196,7 +196,9 @@ fn random_uuid() -> HeaderValue {
         ((bits >> 52) & 0x3fff) | 0x8000,
         bits & 0xffff_ffff_ffff
     );
-    HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("00000000-0000-4000-8000-000000000000"))
+    HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static(
+        "00000000-0000-4000-8000-000000000000",
+    ))
 }
 
 #[cfg(test)]

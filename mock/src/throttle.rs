@@ -13,8 +13,13 @@ const REQUESTS_PER_THOUSAND_TOKENS: u64 = 6;
 /// Outcome of asking the window for tokens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Admission {
-    Admitted { remaining_tokens: u64, remaining_requests: u64 },
-    Throttled { retry_after: Duration },
+    Admitted {
+        remaining_tokens: u64,
+        remaining_requests: u64,
+    },
+    Throttled {
+        retry_after: Duration,
+    },
 }
 
 /// Tokens spent in the last minute.
@@ -50,7 +55,7 @@ impl TokenWindow {
         if inner.total == 0 || inner.total.saturating_add(cost) <= limit {
             inner.total = inner.total.saturating_add(cost);
             inner.spent.push_back((now, cost));
-            let request_limit = (limit * REQUESTS_PER_THOUSAND_TOKENS / 1000).max(1);
+            let request_limit = (limit.saturating_mul(REQUESTS_PER_THOUSAND_TOKENS) / 1000).max(1);
             return Admission::Admitted {
                 remaining_tokens: limit.saturating_sub(inner.total),
                 remaining_requests: request_limit.saturating_sub(inner.spent.len() as u64),
@@ -82,23 +87,34 @@ mod tests {
         let start = Instant::now();
         assert!(matches!(
             window.admit(100, 60, start),
-            Admission::Admitted { remaining_tokens: 40, .. }
+            Admission::Admitted {
+                remaining_tokens: 40,
+                ..
+            }
         ));
         let later = start + Duration::from_secs(10);
         assert!(matches!(
             window.admit(100, 30, later),
-            Admission::Admitted { remaining_tokens: 10, .. }
+            Admission::Admitted {
+                remaining_tokens: 10,
+                ..
+            }
         ));
         // 90 spent; 20 more only fits once the first 60 expire, 50 s from `later`.
         let now = later;
         assert_eq!(
             window.admit(100, 20, now),
-            Admission::Throttled { retry_after: Duration::from_secs(50) }
+            Admission::Throttled {
+                retry_after: Duration::from_secs(50)
+            }
         );
         let after_expiry = start + WINDOW;
         assert!(matches!(
             window.admit(100, 20, after_expiry),
-            Admission::Admitted { remaining_tokens: 50, .. }
+            Admission::Admitted {
+                remaining_tokens: 50,
+                ..
+            }
         ));
     }
 
@@ -106,7 +122,16 @@ mod tests {
     fn oversized_request_passes_an_empty_window() {
         let window = TokenWindow::default();
         let now = Instant::now();
-        assert!(matches!(window.admit(10, 50, now), Admission::Admitted { remaining_tokens: 0, .. }));
-        assert!(matches!(window.admit(10, 1, now), Admission::Throttled { .. }));
+        assert!(matches!(
+            window.admit(10, 50, now),
+            Admission::Admitted {
+                remaining_tokens: 0,
+                ..
+            }
+        ));
+        assert!(matches!(
+            window.admit(10, 1, now),
+            Admission::Throttled { .. }
+        ));
     }
 }

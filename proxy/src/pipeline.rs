@@ -31,9 +31,22 @@ pub async fn handle(
 ) -> Response<ResponseBody> {
     // 1. Request id first, so every answer (even a 401) can be correlated.
     let request_id = request_id(request.headers());
+    let (method, uri) = (request.method().clone(), request.uri().clone());
     let mut response = match serve(&gw, request, client, &request_id).await {
         Ok(response) => response,
         Err(error) => {
+            if gw.config.log.access {
+                tracing::info!(
+                    target: "access",
+                    request_id = request_id.to_str().unwrap_or_default(),
+                    client_ip = %client.ip(),
+                    method = %method,
+                    path = uri.path(),
+                    status = error.status().as_u16(),
+                    error = error.code(),
+                    "request"
+                );
+            }
             gw.metrics.request(&RequestLabels {
                 route: "none",
                 operation: "none",

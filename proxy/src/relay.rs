@@ -88,12 +88,17 @@ pub fn usage_of(body: &[u8]) -> Option<Usage> {
 /// The streaming response body.
 pub struct Relay {
     pending: VecDeque<Bytes>,
-    upstream: Option<Incoming>,
     sse: Option<SseFilter>,
     idle: Duration,
+    /// Fires at most once per idle period; re-armed from `last_frame` only when it fires, so a
+    /// busy stream never touches the timer wheel per chunk.
     sleep: Pin<Box<Sleep>>,
+    last_frame: tokio::time::Instant,
     accounting: Accounting,
     _stream_gauge: Option<StreamGauge>,
+    /// Last field: dropped after the accounting, so the in-flight count is down before the
+    /// backend sees the connection close.
+    upstream: Option<Incoming>,
 }
 
 struct SseFilter {
@@ -133,6 +138,7 @@ impl Relay {
             }),
             idle,
             sleep: Box::pin(tokio::time::sleep(idle)),
+            last_frame: tokio::time::Instant::now(),
             accounting,
             _stream_gauge: Some(StreamGauge(gauge)),
         };
@@ -149,6 +155,7 @@ impl Relay {
             sse: None,
             idle,
             sleep: Box::pin(tokio::time::sleep(idle)),
+            last_frame: tokio::time::Instant::now(),
             accounting,
             _stream_gauge: None,
         }
@@ -227,8 +234,7 @@ impl Body for Relay {
             };
             match Pin::new(upstream).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
-                    let deadline = tokio::time::Instant::now() + this.idle;
-                    this.sleep.as_mut().reset(deadline);
+                    this.last_frame = tokio::time::Instant::now();
                     let data = match frame.into_data() {
                         Ok(data) => data,
                         Err(_) => continue, // trailers: not relayed
@@ -257,13 +263,19 @@ impl Body for Relay {
                         None => Poll::Ready(None),
                     };
                 }
-                Poll::Pending => {
+                Poll::Pending => loop {
                     ready!(this.sleep.as_mut().poll(cx));
+                    let idle_until = this.last_frame + this.idle;
+                    if idle_until > tokio::time::Instant::now() {
+                        // Data came since the timer was armed: re-arm and keep waiting.
+                        this.sleep.as_mut().reset(idle_until);
+                        continue;
+                    }
                     return this.broken(
                         "timeout",
                         "The backend stopped sending before the stream was complete.",
                     );
-                }
+                },
             }
         }
     }

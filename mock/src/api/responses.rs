@@ -11,8 +11,8 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-pub(crate) use self::store::ResponseStore;
 use self::object::Draft;
+pub(crate) use self::store::ResponseStore;
 use self::stream::ResponseStream;
 use super::words::WordCount;
 use super::{Call, Rejection, parse_json, random_id, unix_now};
@@ -59,7 +59,7 @@ pub(super) fn create(call: &mut Call<'_>) -> Result<MockResponse, Rejection> {
         .map_or(0, |text| text.split_whitespace().count() as u64);
     let input_tokens = WordCount(request.input.0 + instruction_words).tokens();
     let output_tokens = call.profile.options.chunk_count as u64;
-    call.spend(input_tokens + output_tokens)?;
+    call.spend(input_tokens.saturating_add(output_tokens))?;
 
     let store = request.store != Some(false);
     let draft = Draft {

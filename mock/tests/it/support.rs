@@ -95,7 +95,11 @@ pub async fn post_json(server: &MockServer, path: &str, body: &Value) -> Reply {
 }
 
 pub async fn get(server: &MockServer, path: &str) -> Reply {
-    send(&client(), request(server, Method::GET, path, &[], Bytes::new())).await
+    send(
+        &client(),
+        request(server, Method::GET, path, &[], Bytes::new()),
+    )
+    .await
 }
 
 /// The `data:` payloads of an SSE body, in order.

@@ -210,3 +210,110 @@ async fn consistent_hash_on_consumer_fails_over_when_its_backend_throttles() {
     assert_eq!(moved.status, 200);
     assert_eq!(moved.header("x-gateway-backend"), other);
 }
+
+#[tokio::test]
+async fn consistent_hash_on_cookie_and_client_address() {
+    let mocks = [mock("a").await, mock("b").await, mock("c").await];
+    let backends: Vec<B<'_>> = mocks
+        .iter()
+        .zip(["a", "b", "c"])
+        .map(|(m, n)| b(n, m.url()))
+        .collect();
+    let by_cookie = gateway(&config_yaml(
+        &backends,
+        "balancer: { algorithm: chash, hash_on: cookie, hash_key: sid }\n",
+    ))
+    .await;
+    let mut homes = std::collections::HashSet::new();
+    for user in 0..20 {
+        let cookie = format!("theme=dark; sid=user-{user}");
+        let first = send(request(
+            Method::POST,
+            by_cookie.addr,
+            CHAT,
+            &[("cookie", &cookie)],
+            CHAT_BODY,
+        ))
+        .await;
+        let home = first.header("x-gateway-backend").to_owned();
+        for _ in 0..3 {
+            let again = send(request(
+                Method::POST,
+                by_cookie.addr,
+                CHAT,
+                &[("cookie", &cookie)],
+                CHAT_BODY,
+            ))
+            .await;
+            assert_eq!(again.header("x-gateway-backend"), home);
+        }
+        homes.insert(home);
+    }
+    assert!(homes.len() >= 2, "{homes:?}");
+
+    let by_addr = gateway(&config_yaml(
+        &backends,
+        "balancer: { algorithm: chash, hash_on: vars, hash_key: remote_addr }\n",
+    ))
+    .await;
+    let home = post(by_addr.addr, CHAT, CHAT_BODY)
+        .await
+        .header("x-gateway-backend")
+        .to_owned();
+    for _ in 0..10 {
+        assert_eq!(
+            post(by_addr.addr, CHAT, CHAT_BODY)
+                .await
+                .header("x-gateway-backend"),
+            home
+        );
+    }
+}
+
+#[tokio::test]
+async fn bounded_load_moves_a_hot_key_off_a_busy_backend() {
+    // One session holds long streams on its home backend; with bounded load (1.0) the next
+    // concurrent request of the same session goes elsewhere instead of piling up.
+    let slow = MockOptions {
+        chunk_interval: Duration::from_millis(200),
+        chunk_count: 20,
+        ..opts("x")
+    };
+    let a = mock_with(MockOptions {
+        name: "a".into(),
+        ..slow.clone()
+    })
+    .await;
+    let c = mock_with(MockOptions {
+        name: "c".into(),
+        ..slow
+    })
+    .await;
+    let gw = gateway(&config_yaml(
+        &[b("a", a.url()), b("c", c.url())],
+        "balancer: { algorithm: chash, hash_on: header, hash_key: x-session, bounded_load: 1.0 }\n",
+    ))
+    .await;
+    let headers = [("x-session", "hot")];
+    let first = open(request(Method::POST, gw.addr, CHAT, &headers, STREAM_BODY)).await;
+    let home = first.headers()["x-gateway-backend"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let second = open(request(Method::POST, gw.addr, CHAT, &headers, STREAM_BODY)).await;
+    assert_ne!(
+        second.headers()["x-gateway-backend"].to_str().unwrap(),
+        home
+    );
+    drop((first, second));
+    // Idle again: the key goes home.
+    let c_or_a = if home == "a" { &a } else { &c };
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        c_or_a.stats().wait_for_streams_aborted(1),
+    )
+    .await
+    .unwrap();
+    let third = send(request(Method::POST, gw.addr, CHAT, &headers, CHAT_BODY)).await;
+    assert_eq!(third.header("x-gateway-backend"), home);
+}

@@ -160,7 +160,7 @@ fn example_configs_are_valid() {
 }
 
 #[tokio::test]
-async fn sigterm_drains_in_flight_streams_then_exits_zero() {
+async fn sigterm_drains_in_flight_streams_then_exits_zero_and_logs_no_secret() {
     let backend = mock_with(MockOptions {
         chunk_interval: Duration::from_millis(100),
         chunk_count: 10,
@@ -171,7 +171,10 @@ async fn sigterm_drains_in_flight_streams_then_exits_zero() {
     let path = write(
         &dir,
         "gateway.yaml",
-        &config_yaml(&[b("a", backend.url())], ""),
+        &config_yaml(
+            &[b("a", backend.url())],
+            "clients:\n  consumers:\n    - { name: team-a, key: client-key-in-logs }\nlog: { level: debug, access: true }\n",
+        ),
     );
     let mut child = Command::new(BIN)
         .arg("--config")
@@ -193,8 +196,24 @@ async fn sigterm_drains_in_flight_streams_then_exits_zero() {
             break v["fields"]["addr"].as_str().unwrap().parse().unwrap();
         }
     };
-    std::thread::spawn(move || for _ in lines {});
-    let response = open(request(Method::POST, addr, CHAT, &[], STREAM_BODY)).await;
+    let log = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let plain = send(request(
+        Method::POST,
+        addr,
+        CHAT,
+        &[("api-key", "client-key-in-logs")],
+        CHAT_BODY,
+    ))
+    .await;
+    assert_eq!(plain.status, 200);
+    let response = open(request(
+        Method::POST,
+        addr,
+        CHAT,
+        &[("authorization", "Bearer client-key-in-logs")],
+        STREAM_BODY,
+    ))
+    .await;
     let mut body = response.into_body();
     let mut text = String::from_utf8(next_chunk(&mut body).await.unwrap().to_vec()).unwrap();
     // SIGTERM while the stream is in flight.
@@ -215,4 +234,11 @@ async fn sigterm_drains_in_flight_streams_then_exits_zero() {
     assert_eq!(exit.code(), Some(0));
     // New connections are refused once draining finished.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    // The run logged access records at debug level, and never a key.
+    let log = log.join().unwrap().join("\n");
+    assert!(log.contains("\"consumer\":\"team-a\""), "{log}");
+    assert!(
+        !log.contains(BACKEND_KEY) && !log.contains("client-key-in-logs"),
+        "{log}"
+    );
 }

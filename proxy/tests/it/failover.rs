@@ -531,3 +531,35 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn fails_over_on_tls_error() {
+    // https:// to a plain-HTTP server: the TLS handshake fails.
+    let plain = mock("plain").await;
+    let healthy = mock("b").await;
+    let tls_url = plain.url().replace("http://", "https://");
+    let gw = gateway(&config_yaml(
+        &[
+            B {
+                priority: 10,
+                ..b("tls", tls_url)
+            },
+            b("b", healthy.url()),
+        ],
+        "",
+    ))
+    .await;
+    let reply = post(gw.addr, CHAT, CHAT_BODY).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-gateway-backend"), "b");
+    let text = metrics(&gw).await;
+    assert_eq!(
+        metric_sum(
+            &text,
+            "gateway_backend_attempts_total",
+            &["backend=\"tls\"", "outcome=\"connect_error\""]
+        ),
+        1.0
+    );
+    assert_eq!(plain.stats().requests(), 0);
+}

@@ -378,3 +378,90 @@ async fn h2c_clients_are_served() {
         assert!(String::from_utf8_lossy(&bytes).contains("tok"));
     }
 }
+
+#[tokio::test]
+async fn lost_response_state_fails_over_on_invalid_encrypted_content() {
+    let a = mock("a").await;
+    let c = mock("c").await;
+    let gw = gateway(&config_yaml(
+        &[
+            B {
+                priority: 10,
+                ..b("a", a.url())
+            },
+            b("c", c.url()),
+        ],
+        "",
+    ))
+    .await;
+    let created = post(
+        gw.addr,
+        "/openai/v1/responses",
+        r#"{"model":"gpt-4o","input":"hi"}"#,
+    )
+    .await;
+    assert_eq!(created.header("x-gateway-backend"), "a");
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    // Backend a restarts on the same address and has forgotten the response.
+    let addr = a.addr();
+    a.shutdown().await;
+    let _a = mock::MockServer::start_on(
+        addr,
+        mock::MockOptions {
+            api_key: Some(BACKEND_KEY.into()),
+            ..opts("a")
+        },
+    )
+    .await
+    .unwrap();
+    let next = post(
+        gw.addr,
+        "/openai/v1/responses",
+        &format!(r#"{{"model":"gpt-4o","input":"more","previous_response_id":"{id}"}}"#),
+    )
+    .await;
+    // Pinned a said it cannot verify the state, so the request moved on (c cannot either here:
+    // the mock keeps no shared state, and its answer is passed through).
+    assert_eq!(next.header("x-gateway-attempts"), "2");
+    assert_eq!(next.header("x-gateway-backend"), "c");
+    assert_eq!(c.stats().requests(), 1);
+}
+
+#[tokio::test]
+async fn pinned_backend_errors_other_than_lost_state_do_not_move_the_request() {
+    let a = mock("a").await;
+    let c = mock("c").await;
+    let gw = gateway(&config_yaml(
+        &[
+            B {
+                priority: 10,
+                ..b("a", a.url())
+            },
+            b("c", c.url()),
+        ],
+        "",
+    ))
+    .await;
+    let created = post(
+        gw.addr,
+        "/openai/v1/responses",
+        r#"{"model":"gpt-4o","input":"hi"}"#,
+    )
+    .await;
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    a.set_options(mock::MockOptions {
+        status_override: Some(429),
+        retry_after_ms: 5000,
+        api_key: Some(BACKEND_KEY.into()),
+        ..opts("a")
+    });
+    let next = post(
+        gw.addr,
+        "/openai/v1/responses",
+        &format!(r#"{{"model":"gpt-4o","input":"more","previous_response_id":"{id}"}}"#),
+    )
+    .await;
+    assert_eq!(next.status, 429);
+    assert!(next.header("retry-after-ms").parse::<u64>().unwrap() > 4000);
+    assert_eq!(c.stats().requests(), 0, "the state lives on a only");
+}

@@ -225,3 +225,28 @@ async fn responses_stream_usage_comes_from_response_completed() {
         5.0
     );
 }
+
+#[tokio::test]
+async fn a_stream_that_goes_silent_ends_with_a_timeout_error_event() {
+    // The opening events come at once, then the backend stalls longer than the read timeout.
+    let stalling = mock_with(MockOptions {
+        chunk_interval: Duration::from_secs(30),
+        chunk_count: 3,
+        ..opts("a")
+    })
+    .await;
+    let gw = gateway(&config_yaml(
+        &[b("a", stalling.url())],
+        "upstream:\n  read_timeout: 300ms\n",
+    ))
+    .await;
+    let reply = post(gw.addr, CHAT, STREAM_BODY).await;
+    assert_eq!(reply.status, 200);
+    let text = reply.text();
+    assert!(text.contains("tok0"), "{text}");
+    assert!(
+        text.ends_with("\n\n")
+            && text.contains("event: error\ndata: {\"error\":{\"code\":\"timeout\""),
+        "{text}"
+    );
+}

@@ -83,7 +83,7 @@ impl Draft {
             "input_tokens_details": {"cached_tokens": 0},
             "output_tokens": self.output_tokens,
             "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": self.input_tokens + self.output_tokens,
+            "total_tokens": self.input_tokens.saturating_add(self.output_tokens),
         })
     }
 }
