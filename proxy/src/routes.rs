@@ -99,15 +99,19 @@ pub struct Route<'a> {
     pub deployment: Option<&'a str>,
     /// Response id named in the path (`responses/{id}...`).
     pub response_id: Option<&'a str>,
+    /// Reached through a test-mode prefix: responses get the test header shim.
+    pub test_prefixed: bool,
 }
 
 /// Classifies a path; `None` means "not an AI route" (404).
 pub fn classify(path: &str, test_mode: bool) -> Option<Route<'_>> {
-    let path = if test_mode {
+    let stripped = if test_mode {
         strip_test_prefix(path)
     } else {
         path
     };
+    let test_prefixed = stripped.len() != path.len();
+    let path = stripped;
     let rest = path.strip_prefix("/openai/")?;
     if let Some(after) = rest.strip_prefix("deployments/") {
         let (deployment, operation) = after.split_once('/')?;
@@ -121,6 +125,7 @@ pub fn classify(path: &str, test_mode: bool) -> Option<Route<'_>> {
             path,
             deployment: Some(deployment),
             response_id,
+            test_prefixed,
         });
     }
     if let Some(op) = rest.strip_prefix("v1/") {
@@ -134,6 +139,7 @@ pub fn classify(path: &str, test_mode: bool) -> Option<Route<'_>> {
             path,
             deployment: None,
             response_id,
+            test_prefixed,
         });
     }
     if rest == "responses" || rest.starts_with("responses/") {
@@ -144,6 +150,7 @@ pub fn classify(path: &str, test_mode: bool) -> Option<Route<'_>> {
             path,
             deployment: None,
             response_id,
+            test_prefixed,
         });
     }
     None
@@ -308,6 +315,8 @@ mod tests {
         assert_eq!(r.path, "/openai/v1/models");
         let r = classify("/round-robin-simple-v2/openai/v1/models", true).unwrap();
         assert_eq!(r.path, "/openai/v1/models");
+        assert!(r.test_prefixed);
+        assert!(!classify("/openai/v1/models", true).unwrap().test_prefixed);
     }
 
     #[test]

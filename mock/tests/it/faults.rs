@@ -1,5 +1,6 @@
 //! Injected failures: status overrides, random faults, the TPM window and authentication.
 
+use bytes::Bytes;
 use http::{Method, StatusCode};
 use mock::{MockOptions, MockServer};
 use serde_json::json;
@@ -150,5 +151,46 @@ async fn api_key_is_required_when_configured() {
     assert_eq!(
         get(&server, "/openai/v1/models").await.status,
         StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn hostile_input_gets_answers_not_crashes() {
+    let server = MockServer::start(MockOptions::default()).await.unwrap();
+    let bodies = [
+        Bytes::from_static(b"\xff\xfe\x00garbage"),
+        Bytes::from("[".repeat(10_000)),
+        Bytes::from(json!({"messages": "x", "stream": "yes"}).to_string()),
+        Bytes::from(json!({"model": 7, "input": {"a": [1, {"text": 2}]}}).to_string()),
+        Bytes::from_static(b"[1, 2]"),
+        Bytes::from_static(b"null"),
+    ];
+    let paths = [
+        CHAT_LEGACY,
+        CHAT_V1,
+        "/openai/v1/completions",
+        "/openai/v1/embeddings",
+        "/openai/v1/responses",
+        "/openai/v1/responses/resp_x/cancel",
+        "/openai/deployments/%ff%00/chat/completions?api-version=x&api-version=",
+        "/openai/v1/%ff/..",
+    ];
+    for path in paths {
+        for body in &bodies {
+            let request = request(&server, Method::POST, path, &[], body.clone());
+            let reply = send(&client(), request).await;
+            assert!(
+                reply.status.is_success() || reply.status.is_client_error(),
+                "{path}: {}",
+                reply.status
+            );
+            assert_eq!(reply.header("x-mock-backend"), "mock");
+        }
+    }
+    let requests = (paths.len() * bodies.len()) as u64;
+    assert_eq!(server.stats().requests(), requests);
+    assert_eq!(
+        get(&server, "/openai/v1/models").await.status,
+        StatusCode::OK
     );
 }

@@ -267,6 +267,24 @@ async fn test_mode_prefixes_are_removed_before_forwarding() {
     .await;
     assert_eq!(reply.status, 200);
     assert_eq!(backend.stats().requests_log()[0].path_and_query, CHAT);
+    // The test header shim, on prefixed routes only.
+    assert_eq!(reply.header("x-gw-priority"), "high");
+    assert!(!reply.header("x-ratelimit-remaining-tokens").is_empty());
+    assert_eq!(
+        reply.header("x-gw-remaining-tokens"),
+        reply.header("x-ratelimit-remaining-tokens")
+    );
+    let low = send(request(
+        Method::POST,
+        gw.addr,
+        "/prioritization-simple/openai/v1/chat/completions",
+        &[("x-priority", "low")],
+        CHAT_BODY,
+    ))
+    .await;
+    assert_eq!(low.header("x-gw-priority"), "low");
+    let plain = post(gw.addr, CHAT, CHAT_BODY).await;
+    assert_eq!(plain.header("x-gw-priority"), "");
 }
 
 #[tokio::test]
