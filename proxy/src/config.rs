@@ -48,6 +48,7 @@ pub struct ServerConfig {
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
     pub connect_timeout: Duration,
+    pub send_timeout: Duration,
     pub read_timeout: Duration,
     pub request_deadline: Duration,
     pub max_attempts: usize,

@@ -312,7 +312,10 @@ async fn try_backend(
     headers.insert("api-key", backend.api_key_header.clone());
     headers.insert("x-request-id", req.request_id.clone());
 
-    let response = match tokio::time::timeout(idle, gw.client.request(request)).await {
+    // Sending the request and getting the response headers: bounded by the send timeout and by
+    // the read timeout (silence), whichever is shorter, and by the request deadline.
+    let headers_timeout = upstream.send_timeout.min(idle);
+    let response = match tokio::time::timeout(headers_timeout, gw.client.request(request)).await {
         Err(_) => {
             backend.state.record_failure(&upstream.passive_health);
             return Err(Failure::Transport {

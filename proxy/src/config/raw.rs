@@ -58,6 +58,8 @@ pub struct RawServer {
 pub struct RawUpstream {
     /// Time allowed to open a TCP+TLS connection to a backend. Default `60s`.
     pub connect_timeout: Option<String>,
+    /// Time to send a request to a backend and receive its response headers. Default `300s`.
+    pub send_timeout: Option<String>,
     /// Longest silence while reading a backend response (headers or between body bytes). Default `300s`.
     pub read_timeout: Option<String>,
     /// Deadline for the whole attempt phase of one request (until the response is committed). Default `240s`.

@@ -126,6 +126,7 @@ fn resolve_upstream(
 ) -> UpstreamConfig {
     let RawUpstream {
         connect_timeout,
+        send_timeout,
         read_timeout,
         request_deadline,
         max_attempts,
@@ -183,6 +184,11 @@ fn resolve_upstream(
             "upstream.connect_timeout",
             connect_timeout,
             Duration::from_secs(60),
+        ),
+        send_timeout: problems.duration(
+            "upstream.send_timeout",
+            send_timeout,
+            Duration::from_secs(300),
         ),
         read_timeout: problems.duration(
             "upstream.read_timeout",
