@@ -48,19 +48,33 @@ pub struct Gateway {
     pub auth: ClientAuth,
     pub client: UpstreamClient,
     pub metrics: Arc<Metrics>,
-    pub affinity: Affinity,
+    pub affinity: Arc<Affinity>,
     by_name: HashMap<Arc<str>, usize>,
     _health: Option<HealthChecks>,
 }
 
 impl Gateway {
     /// Builds the runtime and starts active health checks (they stop when it is dropped).
-    /// Must run inside a Tokio runtime.
-    pub fn new(config: GatewayConfig, metrics: Arc<Metrics>) -> Arc<Self> {
+    /// With `previous` (a reload), what describes the outside world carries over: the state of
+    /// backends that keep their name and endpoint (cooldowns, health), the pooled client when its
+    /// settings did not change, and the Responses affinity store. Must run inside a Tokio runtime.
+    pub fn new(
+        config: GatewayConfig,
+        metrics: Arc<Metrics>,
+        previous: Option<&Gateway>,
+    ) -> Arc<Self> {
         let backends: Vec<Backend> = config
             .backends
             .iter()
-            .map(|b| Backend::new(b.clone(), Arc::new(BackendState::new())))
+            .map(|b| {
+                let state = previous
+                    .and_then(|p| p.backend_index(&b.name).map(|i| &p.backends[i]))
+                    .filter(|old| {
+                        old.config.scheme == b.scheme && old.config.authority == b.authority
+                    })
+                    .map_or_else(|| Arc::new(BackendState::new()), |old| old.state.clone());
+                Backend::new(b.clone(), state)
+            })
             .collect();
         let backend_metrics = backends
             .iter()
@@ -71,11 +85,22 @@ impl Gateway {
             .enumerate()
             .map(|(i, b)| (b.config.name.clone(), i))
             .collect();
-        let client = client(config.upstream.connect_timeout);
+        let client = previous
+            .filter(|p| p.config.upstream.connect_timeout == config.upstream.connect_timeout)
+            .map_or_else(
+                || client(config.upstream.connect_timeout),
+                |p| p.client.clone(),
+            );
+        let affinity = previous
+            .filter(|p| {
+                p.config.responses.affinity_ttl == config.responses.affinity_ttl
+                    && p.config.responses.affinity_capacity == config.responses.affinity_capacity
+            })
+            .map_or_else(|| Arc::new(Affinity::new(&config)), |p| p.affinity.clone());
         let mut gateway = Self {
             balancer: Balancer::new(&config),
             auth: ClientAuth::new(&config.clients),
-            affinity: Affinity::new(&config),
+            affinity,
             client,
             backends,
             backend_metrics,

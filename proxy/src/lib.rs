@@ -15,6 +15,7 @@ pub mod health;
 pub mod metrics;
 pub mod pipeline;
 pub mod relay;
+pub mod reload;
 pub mod request_body;
 pub mod routes;
 pub mod secret;

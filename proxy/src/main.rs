@@ -57,7 +57,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&config.log.level);
-    match run(config) {
+    match run(config, path) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
@@ -79,17 +79,32 @@ fn init_logging(level: &str) {
 }
 
 #[tokio::main]
-async fn run(config: GatewayConfig) -> anyhow::Result<()> {
+async fn run(config: GatewayConfig, path: PathBuf) -> anyhow::Result<()> {
+    use proxy::reload::{Trigger, watch};
+    use std::sync::Arc;
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
-    let gateway = RunningGateway::start(config).await?;
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
+    let mut hangup = signal(SignalKind::hangup())?;
+    let gateway = Arc::new(RunningGateway::start(config).await?);
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
+    let watcher = tokio::spawn(watch(path, gateway.clone(), reload_rx));
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            _ = hangup.recv() => {
+                let _ = reload_tx.try_send(Trigger::Signal);
+            }
+        }
     }
     tracing::info!("shutdown signal received");
-    gateway.shutdown().await;
+    watcher.abort();
+    let _ = watcher.await;
+    match Arc::try_unwrap(gateway) {
+        Ok(gateway) => gateway.shutdown().await,
+        Err(_) => tracing::warn!("gateway still referenced; exiting without drain"),
+    }
     tracing::info!("drained; exiting");
     Ok(())
 }

@@ -39,7 +39,7 @@ impl RunningGateway {
         let admin_listener = TcpListener::bind(config.server.admin_listen).await?;
         let drain = config.server.drain_timeout;
         let metrics = Arc::new(Metrics::new());
-        let current = Arc::new(ArcSwap::new(Gateway::new(config, metrics)));
+        let current = Arc::new(ArcSwap::new(Gateway::new(config, metrics, None)));
         let (shutdown, watcher) = watch::channel(false);
         let addr = api_listener.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
@@ -59,6 +59,43 @@ impl RunningGateway {
             api,
             admin,
         })
+    }
+
+    /// Swaps in a new config: requests in flight finish on the old one, new requests use the new
+    /// one. Listener addresses cannot move without a restart; a change there is reported and the
+    /// rest of the config is applied.
+    pub fn reload(&self, config: GatewayConfig) {
+        let old = self.current.load_full();
+        for (what, before, after) in [
+            (
+                "server.listen",
+                old.config.server.listen,
+                config.server.listen,
+            ),
+            (
+                "server.admin_listen",
+                old.config.server.admin_listen,
+                config.server.admin_listen,
+            ),
+        ] {
+            if before != after {
+                tracing::warn!(field = what, %before, %after, "listener address changes need a restart; keeping the old one");
+            }
+        }
+        let metrics = old.metrics.clone();
+        let next = Gateway::new(config, metrics.clone(), Some(&old));
+        self.current.store(next);
+        metrics.reload(true);
+        tracing::info!(
+            backends = self.current.load().backends.len(),
+            "config reloaded"
+        );
+    }
+
+    /// Counts and logs a rejected reload; the running config stays.
+    pub fn reject_reload(&self, error: &dyn std::fmt::Display) {
+        self.current.load().metrics.reload(false);
+        tracing::error!(%error, "new config rejected; keeping the running one");
     }
 
     /// Stops accepting, lets in-flight requests and streams finish (up to the drain timeout),

@@ -7,6 +7,7 @@ mod auth;
 mod balancing;
 mod cli;
 mod failover;
+mod reload;
 mod routing;
 mod sdk;
 mod streaming;
