@@ -11,6 +11,8 @@
 mod api;
 mod body;
 pub mod cli;
+pub mod identity;
+pub mod keyvault;
 mod options;
 mod reply;
 mod route;

@@ -7,6 +7,7 @@ mod binary;
 mod chat;
 mod embeddings;
 mod faults;
+mod keyvault;
 mod responses;
 mod streams;
 mod support;

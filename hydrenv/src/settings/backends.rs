@@ -1,0 +1,134 @@
+//! `AZURE_OPENAI_<KEY>_<N>`: the backends, in index order (gaps allowed).
+
+use serde::Serialize;
+
+use super::groups;
+use super::{Reader, SecretText};
+use crate::vars::BACKEND_KEYS;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Backend {
+    pub index: u32,
+    pub name: String,
+    pub endpoint: String,
+    pub priority: i64,
+    pub weight: u64,
+    pub api_key: SecretText,
+    pub deployments: Vec<Alias>,
+    pub api_version: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Alias {
+    pub alias: String,
+    pub deployment: String,
+}
+
+const GLOBALS: &[&str] = &["AZURE_OPENAI_TOKEN_RESOURCE", "AZURE_OPENAI_MSI_CLIENT_ID"];
+const ENTRA_ALIASES: &[&str] = &["entra", "aad", "entra-id", "entra_id", "managed-identity"];
+
+pub fn read(r: &mut Reader<'_>) -> Vec<Backend> {
+    let members = groups::collect(r.env, "AZURE_OPENAI_", BACKEND_KEYS, GLOBALS, &mut r.errors);
+    if members.is_empty() {
+        r.error("AZURE_OPENAI_ENDPOINT_0", "no backend configured: set AZURE_OPENAI_ENDPOINT_<N> (and AZURE_OPENAI_KEY_<N>) for at least one N");
+    }
+    let mut names = std::collections::BTreeMap::<String, String>::new();
+    let mut backends = Vec::new();
+    for (index, vars) in &members {
+        let get = |key: &str| vars.get(key).copied();
+        let Some((_, endpoint)) = get("ENDPOINT") else {
+            let (first, _) = vars.values().next().copied().unwrap_or(("", ""));
+            r.error(
+                &format!("AZURE_OPENAI_ENDPOINT_{index}"),
+                format!(
+                    "missing: backend {index} is configured ({first} is set) but has no endpoint"
+                ),
+            );
+            continue;
+        };
+        let name =
+            get("NAME").map_or_else(|| format!("backend-{index}"), |(_, v)| v.trim().to_owned());
+        let name_var = format!("AZURE_OPENAI_NAME_{index}");
+        if let Some(other) = names.insert(name.clone(), name_var.clone()) {
+            r.error(
+                &name_var,
+                format!("backend name `{name}` is already used by {other}"),
+            );
+        }
+        let key = get("KEY").map(|(_, v)| v);
+        let mode = get("AUTH_MODE").map(|(_, v)| v.trim().to_ascii_lowercase());
+        let api_key = match (mode.as_deref(), key) {
+            (None | Some("api-key"), Some(key)) if !key.is_empty() => key.to_owned(),
+            (None, _) => {
+                r.error(
+                    &format!("AZURE_OPENAI_KEY_{index}"),
+                    "missing: set the backend's api-key, or AZURE_OPENAI_AUTH_MODE_N",
+                );
+                String::new()
+            }
+            (Some("api-key"), _) => {
+                r.error(
+                    &format!("AZURE_OPENAI_KEY_{index}"),
+                    "missing: AZURE_OPENAI_AUTH_MODE is api-key but no key is set",
+                );
+                String::new()
+            }
+            (Some(m), _) if ENTRA_ALIASES.contains(&m) => {
+                r.error(
+                    &format!("AZURE_OPENAI_AUTH_MODE_{index}"),
+                    "`entra` (managed identity) backend authentication is not built in this version yet; use api-key",
+                );
+                String::new()
+            }
+            (Some(other), _) => {
+                r.error(
+                    &format!("AZURE_OPENAI_AUTH_MODE_{index}"),
+                    format!("`{other}` is not api-key or entra"),
+                );
+                String::new()
+            }
+        };
+        for entra_only in ["TOKEN_RESOURCE", "MSI_CLIENT_ID"] {
+            if let Some((var, _)) = get(entra_only) {
+                r.error(
+                    var,
+                    super::not_built("Entra ID (managed identity) backend authentication"),
+                );
+            }
+        }
+        let priority = get("PRIORITY").map_or(5, |(n, v)| r.int(n, v).unwrap_or(5));
+        let weight = get("WEIGHT").map_or(1, |(n, v)| r.uint(n, v).unwrap_or(1));
+        let deployments = get("DEPLOYMENTS").map_or_else(Vec::new, |(n, v)| aliases(r, n, v));
+        let api_version = get("API_VERSION").map(|(_, v)| v.trim().to_owned());
+        backends.push(Backend {
+            index: *index,
+            name,
+            endpoint: endpoint.trim().to_owned(),
+            priority,
+            weight,
+            api_key: SecretText(api_key),
+            deployments,
+            api_version,
+        });
+    }
+    backends
+}
+
+/// `alias=deployment,alias2=deployment2`.
+fn aliases(r: &mut Reader<'_>, name: &str, value: &str) -> Vec<Alias> {
+    let mut out = Vec::new();
+    for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some((alias, deployment))
+                if !alias.trim().is_empty() && !deployment.trim().is_empty() =>
+            {
+                out.push(Alias {
+                    alias: alias.trim().to_owned(),
+                    deployment: deployment.trim().to_owned(),
+                })
+            }
+            _ => r.error(name, format!("`{pair}` is not alias=deployment")),
+        }
+    }
+    out
+}

@@ -1,0 +1,66 @@
+//! `GATEWAY_CLIENT_<KEY>_<N>`: consumers, contiguous from 0, each with a name and a key.
+
+use serde::Serialize;
+
+use super::groups;
+use super::{Reader, SecretText};
+use crate::vars::CLIENT_KEYS;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Client {
+    pub name: String,
+    pub key: SecretText,
+    pub lane: String,
+}
+
+pub fn read(r: &mut Reader<'_>) -> Vec<Client> {
+    let members = groups::collect(r.env, "GATEWAY_CLIENT_", CLIENT_KEYS, &[], &mut r.errors);
+    let mut clients = Vec::new();
+    for (expected, (index, vars)) in members.iter().enumerate() {
+        if *index as usize != expected {
+            let (first, _) = vars.values().next().copied().unwrap_or(("", ""));
+            r.error(
+                first,
+                format!("client indexes must be contiguous from 0: index {expected} is missing before {index}"),
+            );
+            break;
+        }
+        let name = vars.get("NAME").map(|(_, v)| v.trim().to_owned());
+        let key = vars.get("KEY").map(|(_, v)| (*v).to_owned());
+        if name.as_deref().is_none_or(str::is_empty) {
+            r.error(
+                &format!("GATEWAY_CLIENT_NAME_{index}"),
+                format!("missing: client {index} needs a name"),
+            );
+        }
+        if key.as_deref().is_none_or(str::is_empty) {
+            r.error(
+                &format!("GATEWAY_CLIENT_KEY_{index}"),
+                format!("missing: client {index} needs a key"),
+            );
+        }
+        let lane = match vars
+            .get("PRIORITY")
+            .map(|(_, v)| v.trim().to_ascii_lowercase())
+        {
+            None => "high".to_owned(),
+            Some(lane) if lane == "high" || lane == "low" => lane,
+            Some(other) => {
+                r.error(
+                    &format!("GATEWAY_CLIENT_PRIORITY_{index}"),
+                    format!("`{other}` is not high or low"),
+                );
+                "high".to_owned()
+            }
+        };
+        if let Some((name_var, _)) = vars.get("TOKEN_QUOTA") {
+            r.error(name_var, super::not_built("per-client token quotas"));
+        }
+        clients.push(Client {
+            name: name.unwrap_or_default(),
+            key: SecretText(key.unwrap_or_default()),
+            lane,
+        });
+    }
+    clients
+}

@@ -1,0 +1,142 @@
+//! `hydrenv supervise`: stay the parent of the proxy. Forward SIGTERM/SIGINT/SIGHUP, reap every
+//! child (we may be PID 1), and re-render on a change of the env-file directory or, every
+//! `HYDRENV_REFRESH_SECONDS`, of Key Vault secrets; a new release is followed by SIGHUP so the
+//! proxy reloads without dropping requests.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use notify::{RecursiveMode, Watcher};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::app::{self, EXIT_INTERNAL, Failure, Vault};
+use crate::env::Env;
+use crate::render::Templates;
+
+/// Runs until the child exits; returns its exit code.
+pub async fn run(env: Env, templates: Templates, command: Vec<String>) -> Result<u8, Failure> {
+    let render = app::prepare(env.clone(), &templates, Vault::FromEnv).await?;
+    let root = render.settings.shared_root.clone();
+    let released = crate::cli::publish(&root, &render)?;
+    eprint!("hydrenv: {}", crate::cli::describe(&released));
+    let has_vault = !render.secret_versions.is_empty();
+    let refresh = env
+        .get("HYDRENV_REFRESH_SECONDS")
+        .map(|v| crate::env::parse_seconds("HYDRENV_REFRESH_SECONDS", v))
+        .transpose()
+        .map_err(|e| Failure::config(vec![e.to_string()]))?
+        .unwrap_or(Duration::from_secs(300))
+        .max(Duration::from_secs(1));
+    let command = if command.is_empty() {
+        crate::cli::default_command(&root)?
+    } else {
+        command
+    };
+    // Orphans of the proxy become ours to reap even when we are not PID 1.
+    let _ = nix::sys::prctl::set_child_subreaper(true);
+    let mut sigchld = signal(SignalKind::child()).map_err(internal)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(internal)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(internal)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(internal)?;
+    let child = Command::new(&command[0])
+        .args(&command[1..])
+        .spawn()
+        .map_err(|e| Failure::one(EXIT_INTERNAL, format!("cannot start {}: {e}", command[0])))?;
+    let child = Pid::from_raw(child.id() as i32);
+    let (changes_tx, mut changes) = tokio::sync::mpsc::channel::<()>(16);
+    let _watcher = watch_env_dir(&env, changes_tx)?;
+    let mut ticker = tokio::time::interval(refresh);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = sigchld.recv() => {
+                if let Some(code) = reap(child) {
+                    return Ok(code);
+                }
+            }
+            _ = sigterm.recv() => forward(child, Signal::SIGTERM),
+            _ = sigint.recv() => forward(child, Signal::SIGINT),
+            _ = sighup.recv() => forward(child, Signal::SIGHUP),
+            Some(()) = changes.recv() => {
+                // Let a burst of file events settle, then render once.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                while changes.try_recv().is_ok() {}
+                rerender(&env, &templates, child, "env-file directory changed").await;
+            }
+            _ = ticker.tick(), if has_vault => {
+                rerender(&env, &templates, child, "Key Vault refresh").await;
+            }
+        }
+    }
+}
+
+fn internal(e: std::io::Error) -> Failure {
+    Failure::one(EXIT_INTERNAL, format!("signal setup failed: {e}"))
+}
+
+fn forward(child: Pid, signal: Signal) {
+    let _ = kill(child, signal);
+}
+
+/// Reaps every exited child; returns the exit code once the main child is gone.
+fn reap(child: Pid) -> Option<u8> {
+    let mut result = None;
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == child => result = Some(code as u8),
+            Ok(WaitStatus::Signaled(pid, signal, _)) if pid == child => {
+                result = Some(128 + signal as u8)
+            }
+            Ok(WaitStatus::StillAlive) | Err(_) => return result,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Renders again; a changed release is announced to the child with SIGHUP. Failures keep the
+/// running release and are only reported.
+async fn rerender(env: &Env, templates: &Templates, child: Pid, why: &str) {
+    let render = match app::prepare(env.clone(), templates, Vault::FromEnv).await {
+        Ok(render) => render,
+        Err(failure) => {
+            eprint!("hydrenv: {why}: new render rejected, keeping the current release\n{failure}");
+            return;
+        }
+    };
+    match crate::cli::publish(&render.settings.shared_root.clone(), &render) {
+        Ok(released) if released.switched => {
+            eprint!("hydrenv: {why}: {}", crate::cli::describe(&released));
+            forward(child, Signal::SIGHUP);
+        }
+        Ok(_) => {}
+        Err(failure) => eprint!("hydrenv: {why}: {failure}"),
+    }
+}
+
+fn watch_env_dir(
+    env: &Env,
+    changes: tokio::sync::mpsc::Sender<()>,
+) -> Result<Option<notify::RecommendedWatcher>, Failure> {
+    let Some(dir) = env.get("HYDRENV_ENV_DIR").filter(|d| !d.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| !e.kind.is_access()) {
+            let _ = changes.try_send(());
+        }
+    })
+    .map_err(|e| Failure::one(EXIT_INTERNAL, format!("HYDRENV_ENV_DIR: cannot watch: {e}")))?;
+    watcher
+        .watch(&PathBuf::from(dir), RecursiveMode::NonRecursive)
+        .map_err(|e| {
+            Failure::one(
+                EXIT_INTERNAL,
+                format!("HYDRENV_ENV_DIR: cannot watch {dir}: {e}"),
+            )
+        })?;
+    Ok(Some(watcher))
+}

@@ -1,0 +1,710 @@
+//! Every environment variable hydrenv knows: name, default, what it controls, whether it is a
+//! secret, and whether its feature is built. `explain`, `docs/configuration.md` and the checks
+//! for not-yet-built features are all generated from this one table.
+
+/// Where a variable ends up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Rendered into the gateway config.
+    Gateway,
+    /// Rendered into the OpenTelemetry Collector config.
+    Collector,
+    /// Used by hydrenv itself (Key Vault, release location, supervise).
+    Hydrenv,
+    /// Read at run time by the proxy's own identity code, never written to files.
+    Runtime,
+}
+
+impl Target {
+    pub fn label(self) -> &'static str {
+        match self {
+            Target::Gateway => "gateway config",
+            Target::Collector => "collector config",
+            Target::Hydrenv => "hydrenv",
+            Target::Runtime => "proxy at run time",
+        }
+    }
+}
+
+/// Whether the feature behind a variable exists in this build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Built,
+    /// Setting the variable is an error naming this feature (an `ENABLE_*` flag may be `false`).
+    NotBuilt(&'static str),
+}
+
+/// One documented variable. Group variables are written with an `_N` suffix.
+#[derive(Debug, Clone, Copy)]
+pub struct Var {
+    pub name: &'static str,
+    /// Default as text; empty = none.
+    pub default: &'static str,
+    pub secret: bool,
+    pub target: Target,
+    pub status: Status,
+    pub help: &'static str,
+}
+
+const fn var(name: &'static str, default: &'static str, target: Target, help: &'static str) -> Var {
+    Var {
+        name,
+        default,
+        secret: false,
+        target,
+        status: Status::Built,
+        help,
+    }
+}
+
+const fn secret(name: &'static str, target: Target, help: &'static str) -> Var {
+    Var {
+        name,
+        default: "",
+        secret: true,
+        target,
+        status: Status::Built,
+        help,
+    }
+}
+
+const fn later(
+    name: &'static str,
+    default: &'static str,
+    feature: &'static str,
+    help: &'static str,
+) -> Var {
+    Var {
+        name,
+        default,
+        secret: false,
+        target: Target::Gateway,
+        status: Status::NotBuilt(feature),
+        help,
+    }
+}
+
+use Target::*;
+
+const ENTRA: &str = "Entra ID (managed identity) backend authentication";
+const AI_LIMIT: &str = "token-aware rate limiting";
+const RATE: &str = "request-rate limiting";
+const QUOTA: &str = "request quotas";
+const REDIS: &str = "shared counters in Redis";
+const IP: &str = "IP restriction";
+const CORS: &str = "CORS";
+const REWRITE: &str = "security response headers";
+const CACHE: &str = "the response cache";
+const OIDC: &str = "OIDC client authentication";
+const TRACES: &str = "trace export from the gateway";
+const COST: &str = "the cost metric";
+const APIM: &str = "APIM-style logs to Log Analytics";
+
+/// Keys of the indexed backend group `AZURE_OPENAI_<KEY>_<N>`.
+pub const BACKEND_KEYS: &[&str] = &[
+    "ENDPOINT",
+    "KEY",
+    "NAME",
+    "PRIORITY",
+    "WEIGHT",
+    "AUTH_MODE",
+    "TOKEN_RESOURCE",
+    "MSI_CLIENT_ID",
+    "DEPLOYMENTS",
+    "API_VERSION",
+];
+
+/// Keys of the sequential client group `GATEWAY_CLIENT_<KEY>_<N>`.
+pub const CLIENT_KEYS: &[&str] = &["NAME", "KEY", "PRIORITY", "TOKEN_QUOTA"];
+
+/// The table.
+pub const VARS: &[Var] = &[
+    // Backends (indexed group).
+    var(
+        "AZURE_OPENAI_ENDPOINT_N",
+        "required",
+        Gateway,
+        "Base URL of backend N, e.g. https://eus.openai.azure.com (path ignored)",
+    ),
+    secret("AZURE_OPENAI_KEY_N", Gateway, "api-key of backend N"),
+    var(
+        "AZURE_OPENAI_NAME_N",
+        "backend-N",
+        Gateway,
+        "Backend id in metrics, logs and x-gateway-backend; unique",
+    ),
+    var(
+        "AZURE_OPENAI_PRIORITY_N",
+        "5",
+        Gateway,
+        "Priority tier; higher is tried first, lower tiers only when every higher backend is unavailable",
+    ),
+    var(
+        "AZURE_OPENAI_WEIGHT_N",
+        "1",
+        Gateway,
+        "Weight inside the tier (0 = never picked unless named by affinity)",
+    ),
+    var(
+        "AZURE_OPENAI_AUTH_MODE_N",
+        "api-key if KEY set",
+        Gateway,
+        "api-key (entra and its aliases are not built yet)",
+    ),
+    later(
+        "AZURE_OPENAI_TOKEN_RESOURCE_N",
+        "",
+        ENTRA,
+        "Entra resource/scope for backend N",
+    ),
+    later(
+        "AZURE_OPENAI_MSI_CLIENT_ID_N",
+        "",
+        ENTRA,
+        "User-assigned identity for backend N",
+    ),
+    var(
+        "AZURE_OPENAI_DEPLOYMENTS_N",
+        "",
+        Gateway,
+        "Aliases alias=deployment,alias2=deployment2: rewrites the deployment segment / model for backend N",
+    ),
+    var(
+        "AZURE_OPENAI_API_VERSION_N",
+        "",
+        Gateway,
+        "Forces this api-version on legacy paths to backend N",
+    ),
+    later(
+        "AZURE_OPENAI_TOKEN_RESOURCE",
+        "https://cognitiveservices.azure.com/",
+        ENTRA,
+        "Default Entra resource for entra backends",
+    ),
+    later(
+        "AZURE_OPENAI_MSI_CLIENT_ID",
+        "",
+        ENTRA,
+        "Default user-assigned identity for entra backends",
+    ),
+    // Upstream behaviour.
+    var(
+        "AI_PROXY_CONNECT_TIMEOUT",
+        "60",
+        Gateway,
+        "Seconds to open a connection to a backend",
+    ),
+    var(
+        "AI_PROXY_SEND_TIMEOUT",
+        "300",
+        Gateway,
+        "Seconds to send a request to a backend and get its response headers",
+    ),
+    var(
+        "AI_PROXY_READ_TIMEOUT",
+        "300",
+        Gateway,
+        "Seconds of silence allowed while reading a backend response",
+    ),
+    var(
+        "AI_PROXY_FALLBACK_STRATEGY",
+        "http_429,http_5xx,connect_error,timeout",
+        Gateway,
+        "Failover triggers, CSV or JSON list of http_429, http_5xx, connect_error, timeout",
+    ),
+    var(
+        "AI_PROXY_MAX_ATTEMPTS",
+        "number of backends",
+        Gateway,
+        "Most backends tried for one request",
+    ),
+    var(
+        "AI_PROXY_REQUEST_DEADLINE",
+        "240",
+        Gateway,
+        "Seconds for all attempts of one request",
+    ),
+    var(
+        "LB_ALG",
+        "roundrobin",
+        Gateway,
+        "roundrobin or chash (latency and headroom are not built yet)",
+    ),
+    var(
+        "LB_HASH_ON",
+        "consumer",
+        Gateway,
+        "chash key: consumer, header, cookie or vars",
+    ),
+    var(
+        "LB_HASH_KEY",
+        "",
+        Gateway,
+        "Header name, cookie name or variable (remote_addr) for LB_HASH_ON=header/cookie/vars",
+    ),
+    var(
+        "APISIX_ACTIVE_HEALTH_CHECKS",
+        "false",
+        Gateway,
+        "Probe every backend actively",
+    ),
+    var(
+        "APISIX_ACTIVE_HEALTH_CHECK_SCHEME",
+        "http",
+        Gateway,
+        "Scheme of health probes (http or https)",
+    ),
+    var(
+        "APISIX_ACTIVE_HEALTH_CHECK_TIMEOUT",
+        "1",
+        Gateway,
+        "Seconds before a probe counts as failed",
+    ),
+    var(
+        "APISIX_ACTIVE_HEALTH_CHECK_PATH",
+        "/openai/v1/models",
+        Gateway,
+        "Path probed with GET",
+    ),
+    var(
+        "APISIX_ACTIVE_HEALTH_CHECK_VERIFY_CERT",
+        "true",
+        Gateway,
+        "Verify TLS certificates of probes (false is refused)",
+    ),
+    var(
+        "APISIX_ACTIVE_HEALTH_CHECK_HEALTHY_INTERVAL",
+        "10",
+        Gateway,
+        "Seconds between probes of a healthy backend",
+    ),
+    var(
+        "APISIX_ACTIVE_HEALTH_CHECK_UNHEALTHY_INTERVAL",
+        "5",
+        Gateway,
+        "Seconds between probes of an unhealthy backend",
+    ),
+    // Clients (sequential group).
+    var(
+        "GATEWAY_CLIENT_NAME_N",
+        "required",
+        Gateway,
+        "Consumer name (metrics/log label, hash key)",
+    ),
+    secret(
+        "GATEWAY_CLIENT_KEY_N",
+        Gateway,
+        "The key consumer N presents",
+    ),
+    var(
+        "GATEWAY_CLIENT_PRIORITY_N",
+        "high",
+        Gateway,
+        "Default lane of consumer N (high/low)",
+    ),
+    later(
+        "GATEWAY_CLIENT_TOKEN_QUOTA_N",
+        "",
+        AI_LIMIT,
+        "Tokens per QUOTA_TIME_WINDOW for consumer N",
+    ),
+    var(
+        "GATEWAY_REQUIRE_AUTH",
+        "false",
+        Gateway,
+        "Require a client key on every AI route (needs at least one client)",
+    ),
+    // Guardrails (not built yet).
+    later(
+        "ENABLE_AI_RATE_LIMIT",
+        "false",
+        AI_LIMIT,
+        "Token-aware limiting",
+    ),
+    later(
+        "AI_RATE_LIMIT_STRATEGY",
+        "total_tokens",
+        AI_LIMIT,
+        "total_tokens, prompt_tokens, completion_tokens or req",
+    ),
+    later("AI_RATE_LIMIT_WINDOW_SECONDS", "60", AI_LIMIT, "Window"),
+    later(
+        "AI_RATE_LIMIT_HIGH_LIMIT",
+        "200",
+        AI_LIMIT,
+        "Limit of the high lane",
+    ),
+    later(
+        "AI_RATE_LIMIT_LOW_LIMIT",
+        "20",
+        AI_LIMIT,
+        "Limit of the low lane",
+    ),
+    later(
+        "AI_RATE_LIMIT_REJECT_CODE",
+        "503",
+        AI_LIMIT,
+        "Status on rejection",
+    ),
+    later(
+        "AI_RATE_LIMIT_REJECT_MESSAGE",
+        "rate limited",
+        AI_LIMIT,
+        "Message on rejection",
+    ),
+    later("AI_RATE_LIMIT_KEY", "route", AI_LIMIT, "route or consumer"),
+    later(
+        "ENABLE_RATE_LIMIT",
+        "false",
+        RATE,
+        "Request-rate limit per client address",
+    ),
+    later("RATE_LIMIT_RATE", "0", RATE, "Requests per second"),
+    later("RATE_LIMIT_BURST", "0", RATE, "Burst"),
+    later("ENABLE_QUOTA", "false", QUOTA, "Request count per window"),
+    later("QUOTA_COUNT", "0", QUOTA, "Requests per window"),
+    later("QUOTA_TIME_WINDOW", "0", QUOTA, "Window in seconds"),
+    later(
+        "RATE_LIMIT_REDIS_URL",
+        "",
+        REDIS,
+        "Share limit counters through Redis",
+    ),
+    later("ENABLE_IP_RESTRICTION", "false", IP, "Allow/deny lists"),
+    later("IP_WHITELIST", "", IP, "Allowed IPs/CIDRs"),
+    later("IP_BLACKLIST", "", IP, "Denied IPs/CIDRs"),
+    later(
+        "TRUSTED_PROXIES",
+        "",
+        IP,
+        "CIDRs whose X-Forwarded-For is believed",
+    ),
+    later("ENABLE_CORS", "false", CORS, "CORS on AI routes"),
+    later("CORS_ALLOW_ORIGINS", "", CORS, "Allowed origins"),
+    later("CORS_ALLOW_METHODS", "", CORS, "Allowed methods"),
+    later("CORS_ALLOW_HEADERS", "", CORS, "Allowed headers"),
+    later("CORS_EXPOSE_HEADERS", "", CORS, "Exposed headers"),
+    later("CORS_MAX_AGE", "86400", CORS, "Preflight cache seconds"),
+    later("CORS_ALLOW_CREDENTIALS", "false", CORS, "Allow credentials"),
+    later(
+        "ENABLE_RESPONSE_REWRITE",
+        "false",
+        REWRITE,
+        "Security headers on responses",
+    ),
+    later("ENABLE_CACHE", "false", CACHE, "Exact-match response cache"),
+    later("CACHE_TTL", "", CACHE, "Cache TTL seconds"),
+    later("CACHE_MAX_BYTES", "", CACHE, "Cache size"),
+    later("ENABLE_OIDC", "false", OIDC, "Bearer JWT validation"),
+    later("OIDC_CLIENT_ID", "", OIDC, "Audience"),
+    later("OIDC_CLIENT_SECRET", "", OIDC, "Client secret"),
+    later("OIDC_DISCOVERY_URL", "", OIDC, "Issuer discovery URL"),
+    later("OIDC_REDIRECT_URI", "", OIDC, "Redirect URI"),
+    // Responses API affinity.
+    var(
+        "RESPONSES_AFFINITY_TTL_SECONDS",
+        "86400",
+        Gateway,
+        "How long a response id stays pinned to the backend that created it (in-process store)",
+    ),
+    later(
+        "RESPONSES_AFFINITY_REDIS_HOST",
+        "",
+        REDIS,
+        "Share the affinity store through Redis",
+    ),
+    later("RESPONSES_AFFINITY_REDIS_PORT", "6379", REDIS, "Redis port"),
+    later(
+        "RESPONSES_AFFINITY_REDIS_PASSWORD",
+        "",
+        REDIS,
+        "Redis password",
+    ),
+    later(
+        "RESPONSES_AFFINITY_REDIS_TIMEOUT_MS",
+        "1000",
+        REDIS,
+        "Redis timeout",
+    ),
+    // Observability.
+    later(
+        "OTEL_COLLECTOR_ENDPOINT",
+        "",
+        TRACES,
+        "OTLP/HTTP host:port the gateway exports traces to",
+    ),
+    later(
+        "OTEL_SAMPLE_RATE",
+        "by mode",
+        TRACES,
+        "Trace sampling ratio",
+    ),
+    var(
+        "OTEL_SERVICE_NAME",
+        "genai-gateway",
+        Collector,
+        "service.name resource attribute",
+    ),
+    var(
+        "GATEWAY_LOG_MODE",
+        "prod",
+        Gateway,
+        "prod, test or dev; test/dev write one JSON access record per request",
+    ),
+    secret(
+        "APPLICATIONINSIGHTS_CONNECTION_STRING",
+        Collector,
+        "Application Insights connection string (azuremonitor exporter)",
+    ),
+    var(
+        "AZURE_MONITOR_WORKSPACE_ENDPOINT",
+        "",
+        Collector,
+        "Azure Monitor workspace remote-write endpoint (prometheusremotewrite + azureauth)",
+    ),
+    var(
+        "ENABLE_DEBUG_EXPORTER",
+        "true in dev",
+        Collector,
+        "Add the debug exporter",
+    ),
+    var(
+        "SERVICE_VERSION",
+        "0.1.0",
+        Collector,
+        "service.version resource attribute",
+    ),
+    var(
+        "ENVIRONMENT",
+        "dev",
+        Collector,
+        "deployment.environment resource attribute; dev turns the debug exporter on",
+    ),
+    var(
+        "CLOUD_PLATFORM",
+        "azure_container_apps",
+        Collector,
+        "cloud.platform resource attribute",
+    ),
+    var(
+        "CLUSTER_NAME",
+        "",
+        Collector,
+        "k8s.cluster.name resource attribute when set",
+    ),
+    var(
+        "OTEL_MEMORY_LIMIT_MIB",
+        "512",
+        Collector,
+        "memory_limiter limit",
+    ),
+    var(
+        "OTEL_MEMORY_SPIKE_MIB",
+        "128",
+        Collector,
+        "memory_limiter spike limit",
+    ),
+    var(
+        "OTEL_BATCH_TIMEOUT",
+        "10s",
+        Collector,
+        "batch processor timeout",
+    ),
+    var("OTEL_BATCH_SIZE", "1024", Collector, "batch processor size"),
+    var(
+        "PROMETHEUS_SCRAPE_INTERVAL",
+        "30s",
+        Collector,
+        "Scrape interval of the gateway admin port",
+    ),
+    var(
+        "PROMETHEUS_SCRAPE_TIMEOUT",
+        "10s",
+        Collector,
+        "Scrape timeout",
+    ),
+    var(
+        "PROMETHEUS_REMOTE_WRITE_TIMEOUT",
+        "30s",
+        Collector,
+        "Remote-write request timeout",
+    ),
+    var(
+        "PROMETHEUS_REMOTE_WRITE_QUEUE_SIZE",
+        "10000",
+        Collector,
+        "Remote-write queue size",
+    ),
+    var(
+        "PROMETHEUS_REMOTE_WRITE_NUM_CONSUMERS",
+        "5",
+        Collector,
+        "Remote-write consumers",
+    ),
+    var(
+        "PROMETHEUS_REMOTE_WRITE_RETRY_INITIAL_INTERVAL",
+        "5s",
+        Collector,
+        "Remote-write first retry",
+    ),
+    var(
+        "PROMETHEUS_REMOTE_WRITE_RETRY_MAX_INTERVAL",
+        "30s",
+        Collector,
+        "Remote-write longest retry interval",
+    ),
+    var(
+        "PROMETHEUS_REMOTE_WRITE_RETRY_MAX_ELAPSED_TIME",
+        "300s",
+        Collector,
+        "Remote-write retry budget",
+    ),
+    var("OTEL_LOG_LEVEL", "info", Collector, "Collector log level"),
+    later("LLM_PRICES", "", COST, "model=in_per_1M:out_per_1M,..."),
+    later(
+        "APIM_GATEWAY_LOGS_INGEST_URI",
+        "",
+        APIM,
+        "Log Analytics data collection endpoint",
+    ),
+    later("APIM_GATEWAY_ID", "", APIM, "GatewayId column"),
+    later("GATEWAY_PRODUCT_ID", "", APIM, "ProductId column"),
+    // Runtime and test mode.
+    var("GATEWAY_LISTEN", "0.0.0.0:8080", Gateway, "API listener"),
+    var(
+        "GATEWAY_ADMIN_LISTEN",
+        "0.0.0.0:9091",
+        Gateway,
+        "Admin listener (/healthz, /readyz, /metrics)",
+    ),
+    var(
+        "GATEWAY_MAX_BODY_BYTES",
+        "16777216",
+        Gateway,
+        "Largest request body accepted (413 above)",
+    ),
+    var(
+        "SHARED_ROOT",
+        "/shared-configs",
+        Hydrenv,
+        "Shared volume holding config releases",
+    ),
+    var(
+        "GATEWAY_E2E_TEST_MODE",
+        "false",
+        Gateway,
+        "Test-prefixed routes and the x-gw-* header shim",
+    ),
+    // Key Vault and hydrenv.
+    var(
+        "KEY_VAULT_URI",
+        "",
+        Hydrenv,
+        "Default vault for kv:// references and HYDRENV_KEY_VAULT_SECRETS",
+    ),
+    var(
+        "KEY_VAULT_NAME",
+        "",
+        Hydrenv,
+        "Vault name, when KEY_VAULT_URI is not set",
+    ),
+    var(
+        "HYDRENV_KEY_VAULT_SECRETS",
+        "",
+        Hydrenv,
+        "CSV of secret names imported as variables (gateway-client-key-0 -> GATEWAY_CLIENT_KEY_0)",
+    ),
+    var(
+        "ACA_MANAGED_IDENTITY_CLIENT_ID",
+        "",
+        Hydrenv,
+        "User-assigned identity used to read the vault",
+    ),
+    var(
+        "AZURE_CLIENT_ID",
+        "",
+        Runtime,
+        "User-assigned identity (fallback)",
+    ),
+    var(
+        "IDENTITY_ENDPOINT",
+        "",
+        Runtime,
+        "Managed identity endpoint (injected by Container Apps)",
+    ),
+    secret(
+        "IDENTITY_HEADER",
+        Runtime,
+        "Managed identity header secret (injected by Container Apps)",
+    ),
+    var(
+        "HYDRENV_REFRESH_SECONDS",
+        "300",
+        Hydrenv,
+        "supervise: how often Key Vault secret versions are polled",
+    ),
+    var(
+        "HYDRENV_ENV_DIR",
+        "",
+        Hydrenv,
+        "supervise/render: directory of files NAME containing the value, layered over the environment and watched",
+    ),
+    var(
+        "HYDRENV_KEEP_RELEASES",
+        "5",
+        Hydrenv,
+        "Releases kept under SHARED_ROOT/releases",
+    ),
+];
+
+/// Looks a variable up by exact name (group variables by their `_N` form).
+pub fn find(name: &str) -> Option<&'static Var> {
+    VARS.iter().find(|v| v.name == name)
+}
+
+/// The documented form of a name: `AZURE_OPENAI_KEY_3` → `AZURE_OPENAI_KEY_N`.
+pub fn documented_form(name: &str) -> String {
+    match name.rsplit_once('_') {
+        Some((head, index))
+            if !index.is_empty()
+                && index.bytes().all(|b| b.is_ascii_digit())
+                && (head.starts_with("AZURE_OPENAI_") || head.starts_with("GATEWAY_CLIENT_")) =>
+        {
+            format!("{head}_N")
+        }
+        _ => name.to_owned(),
+    }
+}
+
+/// Whether the value of this variable is a secret (redacted everywhere but the 0600 files).
+pub fn is_secret(name: &str) -> bool {
+    find(&documented_form(name)).is_some_and(|v| v.secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_group_forms_resolve() {
+        let mut names: Vec<&str> = VARS.iter().map(|v| v.name).collect();
+        names.sort_unstable();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(before, names.len());
+        assert!(is_secret("AZURE_OPENAI_KEY_12"));
+        assert!(is_secret("GATEWAY_CLIENT_KEY_0"));
+        assert!(!is_secret("AZURE_OPENAI_NAME_0"));
+        assert_eq!(
+            documented_form("AZURE_OPENAI_ENDPOINT_7"),
+            "AZURE_OPENAI_ENDPOINT_N"
+        );
+        assert_eq!(documented_form("LB_ALG"), "LB_ALG");
+        for key in BACKEND_KEYS {
+            assert!(find(&format!("AZURE_OPENAI_{key}_N")).is_some(), "{key}");
+        }
+        for key in CLIENT_KEYS {
+            assert!(find(&format!("GATEWAY_CLIENT_{key}_N")).is_some(), "{key}");
+        }
+    }
+}

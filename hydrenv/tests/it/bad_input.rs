@@ -1,0 +1,272 @@
+//! Every kind of bad input of `spec/hydrenv.md`: a clear message naming the culprit, the right
+//! exit code, and the previous release and `current` untouched.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::support::*;
+
+/// A shared root with one good release already in place.
+fn with_release() -> (tempfile::TempDir, BTreeMap<String, String>) {
+    let root = tempfile::tempdir().unwrap();
+    let mut vars = minimal(&[]);
+    vars.insert("SHARED_ROOT".into(), root.path().display().to_string());
+    let out = hydrenv(&["render"], &vars);
+    assert!(out.status.success(), "{}", stderr(&out));
+    (root, vars)
+}
+
+/// Runs `render` with changed variables; checks exit code, message and that nothing moved.
+fn rejects(changes: &[(&str, Option<&str>)], code: i32, expected: &[&str]) {
+    let (root, mut vars) = with_release();
+    for (k, v) in changes {
+        match v {
+            Some(v) => vars.insert((*k).to_owned(), (*v).to_owned()),
+            None => vars.remove(*k),
+        };
+    }
+    let before = tree(root.path());
+    let out = hydrenv(&["render"], &vars);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(code), "{err}");
+    for e in expected {
+        assert!(err.contains(e), "expected `{e}` in:\n{err}");
+    }
+    assert!(
+        !err.contains("sk-backend-0-secret"),
+        "secret in error: {err}"
+    );
+    assert_eq!(tree(root.path()), before, "the previous release changed");
+    // `check` agrees.
+    let check = hydrenv(&["check"], &vars);
+    assert_eq!(check.status.code(), Some(code));
+}
+
+#[test]
+fn missing_endpoint_for_a_backend_index() {
+    rejects(
+        &[("AZURE_OPENAI_KEY_3", Some("k3"))],
+        64,
+        &[
+            "AZURE_OPENAI_ENDPOINT_3: missing: backend 3 is configured (AZURE_OPENAI_KEY_3 is set) but has no endpoint",
+        ],
+    );
+}
+
+#[test]
+fn no_backend_at_all() {
+    rejects(
+        &[
+            ("AZURE_OPENAI_ENDPOINT_0", None),
+            ("AZURE_OPENAI_KEY_0", None),
+        ],
+        64,
+        &["AZURE_OPENAI_ENDPOINT_0: no backend configured"],
+    );
+}
+
+#[test]
+fn gap_in_client_indexes() {
+    rejects(
+        &[
+            ("GATEWAY_CLIENT_NAME_0", Some("a")),
+            ("GATEWAY_CLIENT_KEY_0", Some("ka")),
+            ("GATEWAY_CLIENT_NAME_2", Some("c")),
+            ("GATEWAY_CLIENT_KEY_2", Some("kc")),
+        ],
+        64,
+        &["client indexes must be contiguous from 0: index 1 is missing before 2"],
+    );
+}
+
+#[test]
+fn partial_client_group() {
+    rejects(
+        &[("GATEWAY_CLIENT_NAME_0", Some("a"))],
+        64,
+        &["GATEWAY_CLIENT_KEY_0: missing: client 0 needs a key"],
+    );
+}
+
+#[test]
+fn require_auth_without_clients() {
+    rejects(
+        &[("GATEWAY_REQUIRE_AUTH", Some("true"))],
+        64,
+        &["GATEWAY_REQUIRE_AUTH: true, but no client is configured"],
+    );
+}
+
+#[test]
+fn bad_boolean_and_bad_number_are_reported_together() {
+    rejects(
+        &[
+            ("GATEWAY_E2E_TEST_MODE", Some("maybe")),
+            ("AZURE_OPENAI_WEIGHT_0", Some("heavy")),
+            ("AI_PROXY_READ_TIMEOUT", Some("5 minutes")),
+        ],
+        64,
+        &[
+            "GATEWAY_E2E_TEST_MODE: `maybe` is not a boolean",
+            "AZURE_OPENAI_WEIGHT_0: `heavy` is not a whole number",
+            "AI_PROXY_READ_TIMEOUT: ",
+        ],
+    );
+}
+
+#[test]
+fn unknown_group_key_suggests_the_closest() {
+    rejects(
+        &[("AZURE_OPENAI_WIEGHT_0", Some("2"))],
+        64,
+        &["AZURE_OPENAI_WIEGHT_0: unknown key `WIEGHT` (did you mean AZURE_OPENAI_WEIGHT_0?)"],
+    );
+}
+
+#[test]
+fn chash_without_key() {
+    rejects(
+        &[("LB_ALG", Some("chash")), ("LB_HASH_ON", Some("header"))],
+        64,
+        &["LB_HASH_KEY: required when LB_HASH_ON=header"],
+    );
+}
+
+#[test]
+fn oidc_on_with_a_missing_value_is_refused() {
+    rejects(
+        &[
+            ("ENABLE_OIDC", Some("true")),
+            ("OIDC_CLIENT_ID", Some("abc")),
+        ],
+        64,
+        &[
+            "ENABLE_OIDC: not built in this version yet (OIDC client authentication)",
+            "OIDC_CLIENT_ID: not built in this version yet (OIDC client authentication)",
+        ],
+    );
+}
+
+#[test]
+fn ip_restriction_on_with_empty_lists_is_refused() {
+    rejects(
+        &[("ENABLE_IP_RESTRICTION", Some("true"))],
+        64,
+        &["ENABLE_IP_RESTRICTION: not built in this version yet (IP restriction)"],
+    );
+}
+
+#[test]
+fn duplicate_backend_names_and_entra_mode() {
+    rejects(
+        &[
+            ("AZURE_OPENAI_ENDPOINT_1", Some("https://x")),
+            ("AZURE_OPENAI_KEY_1", Some("k")),
+            ("AZURE_OPENAI_NAME_0", Some("same")),
+            ("AZURE_OPENAI_NAME_1", Some("same")),
+            ("AZURE_OPENAI_AUTH_MODE_1", Some("entra")),
+        ],
+        64,
+        &[
+            "AZURE_OPENAI_NAME_1: backend name `same` is already used by AZURE_OPENAI_NAME_0",
+            "AZURE_OPENAI_AUTH_MODE_1: `entra`",
+        ],
+    );
+}
+
+#[test]
+fn bad_endpoint_is_rejected_by_the_proxy_parser_before_writing() {
+    rejects(
+        &[("AZURE_OPENAI_ENDPOINT_0", Some("eus.openai.azure.com"))],
+        64,
+        &[
+            "gateway.yaml (rendered from templates/gateway.yaml.tera) would be rejected",
+            "backends[0].endpoint",
+        ],
+    );
+}
+
+fn templates_dir(gateway: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gateway.yaml.tera"), gateway).unwrap();
+    std::fs::write(
+        dir.path().join("otel-collector.yaml.tera"),
+        hydrenv::render::MANIFEST[1].2,
+    )
+    .unwrap();
+    dir
+}
+
+fn rejects_templates(dir: &Path, expected: &str) {
+    let (root, vars) = with_release();
+    let before = tree(root.path());
+    let out = hydrenv(&["render", "--templates", dir.to_str().unwrap()], &vars);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(stderr(&out).contains(expected), "{}", stderr(&out));
+    assert_eq!(tree(root.path()), before);
+}
+
+#[test]
+fn template_syntax_error() {
+    let dir = templates_dir("version: 1\n{% for b in backends %}\n");
+    rejects_templates(dir.path(), "template gateway.yaml.tera:");
+}
+
+#[test]
+fn template_with_an_undefined_variable() {
+    let dir = templates_dir("version: {{ no_such_thing }}\n");
+    rejects_templates(dir.path(), "no_such_thing");
+}
+
+#[test]
+fn templates_dir_override_is_used() {
+    let (root, vars) = with_release();
+    let custom = hydrenv::render::MANIFEST[0]
+        .2
+        .replace("level: info", "level: debug");
+    let dir = templates_dir(&custom);
+    let out = hydrenv(
+        &["render", "--templates", dir.path().to_str().unwrap()],
+        &vars,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rendered = std::fs::read_to_string(root.path().join("current/gateway.yaml")).unwrap();
+    assert!(rendered.contains("level: debug"));
+}
+
+#[test]
+fn unwritable_shared_volume() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let mut vars = minimal(&[]);
+    vars.insert(
+        "SHARED_ROOT".into(),
+        file.join("shared").display().to_string(),
+    );
+    let out = hydrenv(&["render"], &vars);
+    assert_eq!(out.status.code(), Some(69));
+    assert!(
+        stderr(&out).contains("cannot write to the shared volume"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn current_pointing_at_garbage() {
+    let (root, vars) = with_release();
+    std::fs::remove_file(root.path().join("current")).unwrap();
+    std::os::unix::fs::symlink("/etc", root.path().join("current")).unwrap();
+    let before = tree(root.path());
+    let mut changed = vars.clone();
+    changed.insert("AZURE_OPENAI_WEIGHT_0".into(), "3".into());
+    let out = hydrenv(&["render"], &changed);
+    assert_eq!(out.status.code(), Some(69));
+    assert!(
+        stderr(&out).contains("`current` is not a symlink to a release (it points at /etc)"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(tree(root.path()), before);
+}

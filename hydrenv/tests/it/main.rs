@@ -1,0 +1,11 @@
+//! Integration tests of hydrenv: rendering, releases, the binary, Key Vault.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+mod bad_input;
+mod cli;
+mod keyvault;
+mod release;
+mod render;
+mod supervise;

@@ -1,0 +1,211 @@
+//! Rendering: the fixture matrix of `spec/hydrenv.md` as reviewed snapshots, escaping, and the
+//! rendered gateway config being what the proxy itself accepts.
+
+use hydrenv::env::Env;
+
+use crate::support::*;
+
+fn weighted() -> Env {
+    env(&[
+        ("AZURE_OPENAI_ENDPOINT_0", "https://eus.openai.azure.com"),
+        ("AZURE_OPENAI_KEY_0", "sk-eus"),
+        ("AZURE_OPENAI_NAME_0", "eus"),
+        ("AZURE_OPENAI_WEIGHT_0", "2"),
+        (
+            "AZURE_OPENAI_ENDPOINT_2",
+            "https://wus.openai.azure.com/some/path",
+        ),
+        ("AZURE_OPENAI_KEY_2", "sk-wus"),
+        ("AZURE_OPENAI_NAME_2", "wus"),
+        (
+            "AZURE_OPENAI_DEPLOYMENTS_2",
+            "gpt-4o=gpt-4o-wus, mini=gpt-4o-mini",
+        ),
+        ("AZURE_OPENAI_API_VERSION_2", "2024-10-21"),
+        ("AZURE_OPENAI_ENDPOINT_7", "https://swc.openai.azure.com"),
+        ("AZURE_OPENAI_KEY_7", "sk-swc"),
+        ("GATEWAY_CLIENT_NAME_0", "team-a"),
+        ("GATEWAY_CLIENT_KEY_0", "ck-a"),
+        ("GATEWAY_CLIENT_NAME_1", "batch"),
+        ("GATEWAY_CLIENT_KEY_1", "ck-b"),
+        ("GATEWAY_CLIENT_PRIORITY_1", "low"),
+        ("GATEWAY_REQUIRE_AUTH", "yes"),
+    ])
+}
+
+#[test]
+fn minimal_single_backend() {
+    insta::assert_snapshot!(dry_run(&minimal(&[])).unwrap());
+}
+
+#[test]
+fn weighted_multi_backend_with_clients() {
+    insta::assert_snapshot!(dry_run(&weighted()).unwrap());
+}
+
+#[test]
+fn ptu_and_payg_priority_tiers_with_health_checks_and_chash() {
+    let e = env(&[
+        (
+            "AZURE_OPENAI_ENDPOINT_0",
+            "https://eus-ptu.openai.azure.com",
+        ),
+        ("AZURE_OPENAI_KEY_0", "sk-ptu"),
+        ("AZURE_OPENAI_NAME_0", "eus-ptu"),
+        ("AZURE_OPENAI_PRIORITY_0", "10"),
+        (
+            "AZURE_OPENAI_ENDPOINT_1",
+            "https://eus-payg.openai.azure.com",
+        ),
+        ("AZURE_OPENAI_KEY_1", "sk-payg"),
+        ("AZURE_OPENAI_NAME_1", "eus-payg"),
+        ("AZURE_OPENAI_PRIORITY_1", "1"),
+        ("AI_PROXY_FALLBACK_STRATEGY", r#"["http_429","http_5xx"]"#),
+        ("AI_PROXY_CONNECT_TIMEOUT", "5"),
+        ("AI_PROXY_READ_TIMEOUT", "120"),
+        ("AI_PROXY_MAX_ATTEMPTS", "2"),
+        ("LB_ALG", "chash"),
+        ("LB_HASH_ON", "header"),
+        ("LB_HASH_KEY", "x-session-id"),
+        ("APISIX_ACTIVE_HEALTH_CHECKS", "on"),
+        ("APISIX_ACTIVE_HEALTH_CHECK_SCHEME", "https"),
+        ("RESPONSES_AFFINITY_TTL_SECONDS", "3600"),
+    ]);
+    insta::assert_snapshot!(dry_run(&e).unwrap());
+}
+
+#[test]
+fn entra_backends_are_refused_until_built() {
+    let e = env(&[
+        ("AZURE_OPENAI_ENDPOINT_0", "https://eus.openai.azure.com"),
+        ("AZURE_OPENAI_AUTH_MODE_0", "managed-identity"),
+        (
+            "AZURE_OPENAI_MSI_CLIENT_ID_0",
+            "00000000-0000-0000-0000-000000000001",
+        ),
+        (
+            "AZURE_OPENAI_TOKEN_RESOURCE",
+            "https://cognitiveservices.azure.com/",
+        ),
+    ]);
+    insta::assert_snapshot!(dry_run(&e).unwrap_err());
+}
+
+#[test]
+fn every_guardrail_on_is_refused_naming_each_variable() {
+    let e = minimal(&[
+        ("ENABLE_AI_RATE_LIMIT", "true"),
+        ("AI_RATE_LIMIT_HIGH_LIMIT", "500"),
+        ("ENABLE_RATE_LIMIT", "true"),
+        ("ENABLE_QUOTA", "true"),
+        ("ENABLE_IP_RESTRICTION", "true"),
+        ("ENABLE_CORS", "true"),
+        ("ENABLE_RESPONSE_REWRITE", "true"),
+        ("ENABLE_CACHE", "true"),
+        ("ENABLE_OIDC", "true"),
+        ("RATE_LIMIT_REDIS_URL", "redis://localhost"),
+    ]);
+    insta::assert_snapshot!(dry_run(&e).unwrap_err());
+    // Off means off, and is accepted.
+    assert!(dry_run(&minimal(&[("ENABLE_CACHE", "no"), ("ENABLE_OIDC", "off")])).is_ok());
+}
+
+#[test]
+fn test_mode() {
+    insta::assert_snapshot!(
+        dry_run(&minimal(&[
+            ("GATEWAY_E2E_TEST_MODE", "true"),
+            ("GATEWAY_LOG_MODE", "test")
+        ]))
+        .unwrap()
+    );
+}
+
+#[test]
+fn otel_with_app_insights_and_monitor_workspace() {
+    insta::assert_snapshot!(
+        dry_run(&minimal(&[
+            ("APPLICATIONINSIGHTS_CONNECTION_STRING", "InstrumentationKey=00000000-0000-0000-0000-000000000000;IngestionEndpoint=https://x"),
+            ("AZURE_MONITOR_WORKSPACE_ENDPOINT", "https://amw.eastus-1.metrics.ingest.monitor.azure.com/dataCollectionRules/dcr-1/streams/Microsoft-PrometheusMetrics/api/v1/write?api-version=2023-04-24"),
+            ("ACA_MANAGED_IDENTITY_CLIENT_ID", "11111111-1111-1111-1111-111111111111"),
+            ("ENVIRONMENT", "prod"),
+            ("SERVICE_VERSION", "1.2.3"),
+            ("CLUSTER_NAME", "aca-eus"),
+        ]))
+        .unwrap()
+    );
+}
+
+#[test]
+fn debug_exporter_only() {
+    insta::assert_snapshot!(
+        dry_run(&minimal(&[
+            ("ENVIRONMENT", "staging"),
+            ("ENABLE_DEBUG_EXPORTER", "true"),
+            ("OTEL_BATCH_SIZE", "256")
+        ]))
+        .unwrap()
+    );
+}
+
+#[test]
+fn secrets_never_appear_in_the_dry_run() {
+    let text = dry_run(&weighted()).unwrap();
+    for secret in ["sk-eus", "sk-wus", "sk-swc", "ck-a", "ck-b"] {
+        assert!(!text.contains(secret), "{secret} leaked");
+    }
+    assert!(
+        text.contains("<redacted:AZURE_OPENAI_KEY_0>")
+            && text.contains("<redacted:GATEWAY_CLIENT_KEY_1>")
+    );
+}
+
+#[test]
+fn hostile_values_cannot_break_or_inject_yaml() {
+    let hostile = "k\"ey: \n  require_auth: false\n# x: 'y'";
+    let e = minimal(&[
+        ("GATEWAY_CLIENT_NAME_0", "evil: name\nlane: low"),
+        ("GATEWAY_CLIENT_KEY_0", hostile),
+        ("GATEWAY_REQUIRE_AUTH", "true"),
+    ]);
+    let (_, files, _) = hydrenv::app::render(
+        &e,
+        &Default::default(),
+        &hydrenv::render::Templates::embedded().unwrap(),
+    )
+    .unwrap();
+    let gateway = files.iter().find(|f| f.name == "gateway.yaml").unwrap();
+    let config = proxy::GatewayConfig::parse("gateway.yaml", &gateway.contents).unwrap();
+    assert!(config.clients.require_auth);
+    assert_eq!(config.clients.consumers.len(), 1);
+    assert_eq!(config.clients.consumers[0].key.expose(), hostile);
+    assert_eq!(&*config.clients.consumers[0].name, "evil: name\nlane: low");
+    assert_eq!(config.clients.consumers[0].lane, proxy::config::Lane::High);
+}
+
+#[test]
+fn rendered_configs_are_what_the_proxy_accepts() {
+    let (_, files, _) = hydrenv::app::render(
+        &weighted(),
+        &Default::default(),
+        &hydrenv::render::Templates::embedded().unwrap(),
+    )
+    .unwrap();
+    let gateway = files.iter().find(|f| f.name == "gateway.yaml").unwrap();
+    let config = proxy::GatewayConfig::parse("gateway.yaml", &gateway.contents).unwrap();
+    let names: Vec<&str> = config.backends.iter().map(|b| &*b.name).collect();
+    assert_eq!(names, ["eus", "wus", "backend-7"]);
+    assert_eq!(config.backends[0].weight, 2);
+    assert_eq!(
+        config.backends[1].authority.as_str(),
+        "wus.openai.azure.com"
+    );
+    assert_eq!(config.backends[1].deployments["mini"], "gpt-4o-mini");
+    assert_eq!(config.backends[2].api_key.expose(), "sk-swc");
+    assert!(gateway.secret, "holds keys: written 0600");
+    let collector = files
+        .iter()
+        .find(|f| f.name == "otel-collector.yaml")
+        .unwrap();
+    assert!(!collector.secret);
+}

@@ -1,0 +1,118 @@
+//! `hydrenv supervise`: re-render on an env-file change and SIGHUP the child, forward SIGTERM,
+//! reap orphans, exit with the child's code.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let give_up = Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(Instant::now() < give_up, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Children of `pid`: (state, command line).
+fn children_of(pid: u32) -> Vec<(String, String)> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| {
+            let dir = e.ok()?.path();
+            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+            let after = stat.rsplit_once(") ")?.1.to_owned();
+            let mut fields = after.split(' ');
+            let state = fields.next()?.to_owned();
+            let ppid = fields.next()?.parse::<u32>().ok()?;
+            let cmdline = std::fs::read_to_string(dir.join("cmdline"))
+                .unwrap_or_default()
+                .replace('\0', " ");
+            (ppid == pid).then_some((state, cmdline))
+        })
+        .collect()
+}
+
+#[test]
+fn rerenders_on_env_file_change_signals_the_child_and_forwards_sigterm() {
+    let root = tempfile::tempdir().unwrap();
+    let env_dir = tempfile::tempdir().unwrap();
+    let marker = root.path().join("hups");
+    std::fs::write(env_dir.path().join("AZURE_OPENAI_WEIGHT_0"), "1\n").unwrap();
+    let mut vars = minimal(&[]);
+    vars.insert(
+        "SHARED_ROOT".into(),
+        root.path().join("shared").display().to_string(),
+    );
+    vars.insert(
+        "HYDRENV_ENV_DIR".into(),
+        env_dir.path().display().to_string(),
+    );
+    vars.insert("PATH".into(), std::env::var("PATH").unwrap_or_default());
+    vars.insert("MARKER".into(), marker.display().to_string());
+    // The child: counts SIGHUPs, leaves an orphan behind, exits 7 on SIGTERM.
+    let script = r#"trap 'echo hup >> "$MARKER"' HUP; trap 'exit 7' TERM; (sleep 0.7 &); echo ready >> "$MARKER"; while :; do sleep 0.05; done"#;
+    let mut child = Command::new(BIN)
+        .args(["supervise", "--", "sh", "-c", script])
+        .env_clear()
+        .envs(&vars)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    wait_for("the child to start", || read(&marker).contains("ready"));
+    let gateway = root.path().join("shared/current/gateway.yaml");
+    assert!(read(&gateway).contains("weight: 1"));
+
+    // The orphaned `sleep` is adopted by hydrenv (subreaper), then reaped when it exits: it
+    // would otherwise stay listed as a zombie child of hydrenv.
+    let orphan = |c: &(String, String)| c.1.starts_with("sleep 0.7");
+    wait_for("the orphan to be adopted", || {
+        children_of(child.id()).iter().any(orphan)
+    });
+    wait_for("the orphan to be reaped", || {
+        !children_of(child.id()).iter().any(orphan)
+    });
+
+    // Change a setting through the env-file directory: new release, then SIGHUP.
+    std::fs::write(env_dir.path().join("AZURE_OPENAI_WEIGHT_0"), "3\n").unwrap();
+    wait_for("the new release", || read(&gateway).contains("weight: 3"));
+    wait_for("SIGHUP to reach the child", || {
+        read(&marker).contains("hup")
+    });
+
+    // A bad change keeps the running release and sends nothing.
+    let hups = read(&marker).matches("hup").count();
+    std::fs::write(env_dir.path().join("AZURE_OPENAI_WEIGHT_0"), "heavy\n").unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(read(&gateway).contains("weight: 3"));
+    assert_eq!(read(&marker).matches("hup").count(), hups);
+
+    // SIGHUP to hydrenv is forwarded.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    wait_for("forwarded SIGHUP", || {
+        read(&marker).matches("hup").count() == hups + 1
+    });
+
+    // SIGTERM is forwarded and the child's exit code becomes ours.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(7));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        err.contains("AZURE_OPENAI_WEIGHT_0: `heavy` is not a whole number"),
+        "{err}"
+    );
+    assert!(err.contains("keeping the current release"), "{err}");
+}
