@@ -134,6 +134,18 @@ pub fn references(env: &Env) -> Result<(References, References), Failure> {
     }
 }
 
+/// A Key Vault client built from the environment, when any value refers to Key Vault.
+pub fn vault_from_env(env: &Env) -> Result<Option<KeyVaultSource>, Failure> {
+    let env = layer_env_dir(env.clone())?;
+    let (single, bulk) = references(&env)?;
+    if single.is_empty() && bulk.is_empty() {
+        return Ok(None);
+    }
+    KeyVaultSource::from_env(&env, keyvault::FetchOptions::default())
+        .map(Some)
+        .map_err(|e| Failure::one(EXIT_CONFIG, format!("Key Vault: {e}")))
+}
+
 /// Step 2: replaces every reference by its secret. Returns the environment and the variables
 /// whose values came from Key Vault (they are redacted like secrets).
 pub async fn resolve_secrets(

@@ -29,7 +29,7 @@ fn main() -> ExitCode {
         Command::Run { templates, command } => runtime.block_on(run(env, templates, command)),
         Command::Supervise { templates, command } => runtime.block_on(async {
             let templates = app::templates(templates.as_deref())?;
-            hydrenv::supervise::run(env, templates, command)
+            hydrenv::supervise::run(env, templates, command, None)
                 .await
                 .map(|code| (String::new(), code))
         }),

@@ -15,11 +15,24 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::app::{self, EXIT_INTERNAL, Failure, Vault};
 use crate::env::Env;
+use crate::keyvault::KeyVaultSource;
 use crate::render::Templates;
 
 /// Runs until the child exits; returns its exit code.
-pub async fn run(env: Env, templates: Templates, command: Vec<String>) -> Result<u8, Failure> {
-    let render = app::prepare(env.clone(), &templates, Vault::FromEnv).await?;
+/// `source`: the Key Vault client to use for every render (tests pass one that trusts a test CA);
+/// `None` builds one from the environment, once, so polls reuse its token and connections.
+pub async fn run(
+    env: Env,
+    templates: Templates,
+    command: Vec<String>,
+    source: Option<KeyVaultSource>,
+) -> Result<u8, Failure> {
+    let source = match source {
+        Some(source) => Some(source),
+        None => app::vault_from_env(&env)?,
+    };
+    let vault = || source.as_ref().map_or(Vault::FromEnv, Vault::Source);
+    let render = app::prepare(env.clone(), &templates, vault()).await?;
     let root = render.settings.shared_root.clone();
     let released = crate::cli::publish(&root, &render)?;
     eprint!("hydrenv: {}", crate::cli::describe(&released));
@@ -65,10 +78,10 @@ pub async fn run(env: Env, templates: Templates, command: Vec<String>) -> Result
                 // Let a burst of file events settle, then render once.
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 while changes.try_recv().is_ok() {}
-                rerender(&env, &templates, child, "env-file directory changed").await;
+                rerender(&env, &templates, vault(), child, "env-file directory changed").await;
             }
             _ = ticker.tick(), if has_vault => {
-                rerender(&env, &templates, child, "Key Vault refresh").await;
+                rerender(&env, &templates, vault(), child, "Key Vault refresh").await;
             }
         }
     }
@@ -99,8 +112,8 @@ fn reap(child: Pid) -> Option<u8> {
 
 /// Renders again; a changed release is announced to the child with SIGHUP. Failures keep the
 /// running release and are only reported.
-async fn rerender(env: &Env, templates: &Templates, child: Pid, why: &str) {
-    let render = match app::prepare(env.clone(), templates, Vault::FromEnv).await {
+async fn rerender(env: &Env, templates: &Templates, vault: Vault<'_>, child: Pid, why: &str) {
+    let render = match app::prepare(env.clone(), templates, vault).await {
         Ok(render) => render,
         Err(failure) => {
             eprint!("hydrenv: {why}: new render rejected, keeping the current release\n{failure}");

@@ -3,6 +3,7 @@
 
 mod fetch;
 pub(crate) mod harness;
+mod pipeline;
 
 use hydrenv::keyvault::{
     self, FetchOptions, KeyVaultSource, SecretRef, bulk_references, default_vault, parse_reference,

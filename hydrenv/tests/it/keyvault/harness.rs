@@ -114,6 +114,14 @@ impl Outcome {
 }
 
 impl Scenario {
+    /// A run with no vault and no identity: only the variables set on it.
+    pub(crate) fn plain() -> Scenario {
+        Scenario {
+            vars: BTreeMap::new(),
+            resolve: Vec::new(),
+        }
+    }
+
     pub(crate) fn var(mut self, name: &str, value: &str) -> Self {
         self.vars.insert(name.to_owned(), value.to_owned());
         self
@@ -135,10 +143,9 @@ impl Scenario {
         self.var(CHILD_RETRIES, &retries.to_string())
     }
 
-    /// Runs [`child_fetch`] in a child process with exactly these variables.
-    pub(crate) async fn run(self) -> Outcome {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("outcome.json");
+    /// This test binary, filtered to the ignored child test `test`, with exactly these variables
+    /// (plus where to write its outcome).
+    pub(crate) fn command(&self, test: &str, out: &std::path::Path) -> Command {
         let resolve: Vec<String> = self
             .resolve
             .iter()
@@ -146,11 +153,19 @@ impl Scenario {
             .collect();
         let mut command = Command::new(std::env::current_exe().unwrap());
         command
-            .args([CHILD_TEST, "--exact", "--ignored", "--test-threads=1"])
+            .args([test, "--exact", "--ignored", "--test-threads=1"])
             .env_clear()
             .envs(&self.vars)
             .env(CHILD_RESOLVE, resolve.join(","))
-            .env(CHILD_OUT, &out);
+            .env(CHILD_OUT, out);
+        command
+    }
+
+    /// Runs [`child_fetch`] in a child process with exactly these variables.
+    pub(crate) async fn run(self) -> Outcome {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("outcome.json");
+        let mut command = self.command(CHILD_TEST, &out);
         let output = tokio::task::spawn_blocking(move || command.output())
             .await
             .unwrap()
@@ -216,6 +231,31 @@ async fn child_fetch() {
     let (vars, _) = hydrenv::env::snapshot();
     let outcome = child_outcome(&vars).await;
     std::fs::write(out, outcome.to_string()).unwrap();
+}
+
+/// In a child: the Key Vault client hydrenv would build from `vars`, trusting only the test CA.
+pub(crate) fn child_source(vars: &BTreeMap<String, String>) -> Result<KeyVaultSource, String> {
+    let number = |name: &str| vars[name].parse::<u64>().unwrap();
+    let options = FetchOptions {
+        timeout: Duration::from_millis(number(CHILD_TIMEOUT_MS)),
+        retries: u32::try_from(number(CHILD_RETRIES)).unwrap(),
+        retry_delay: Duration::from_millis(1),
+    };
+    let resolve: Vec<(&str, SocketAddr)> = vars[CHILD_RESOLVE]
+        .split(',')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (host, addr) = pair.split_once('=').unwrap();
+            (host, addr.parse().unwrap())
+        })
+        .collect();
+    let http = keyvault::http_client_for_test_ca(&vars[CHILD_CA], &resolve).unwrap();
+    KeyVaultSource::from_env_with_client(vars, options, http)
+}
+
+/// In a child: where the parent wants the outcome written (None: not started by a parent).
+pub(crate) fn child_out() -> Option<std::ffi::OsString> {
+    std::env::var_os(CHILD_OUT)
 }
 
 async fn child_outcome(vars: &BTreeMap<String, String>) -> Value {
