@@ -7,6 +7,10 @@
 //! tokens-per-minute window), server errors, in-stream errors and dropped connections;
 //! [`MockStats`] tells a test what the server saw. Used by the proxy's tests, the benchmark and the
 //! local demo; the `mock` binary is a thin command line over the same library.
+//!
+//! [`keyvault::MockKeyVault`] (HTTPS with a test CA made at start-up, the 401 challenge, secret
+//! versions, throttling and outages) and [`identity::MockIdentity`] (the Container Apps managed
+//! identity protocol) let hydrenv's Key Vault code run unchanged through the Azure SDK.
 
 mod api;
 mod body;
