@@ -259,22 +259,7 @@ pub(crate) fn child_out() -> Option<std::ffi::OsString> {
 }
 
 async fn child_outcome(vars: &BTreeMap<String, String>) -> Value {
-    let number = |name: &str| vars[name].parse::<u64>().unwrap();
-    let options = FetchOptions {
-        timeout: Duration::from_millis(number(CHILD_TIMEOUT_MS)),
-        retries: u32::try_from(number(CHILD_RETRIES)).unwrap(),
-        retry_delay: Duration::from_millis(1),
-    };
-    let resolve: Vec<(&str, SocketAddr)> = vars[CHILD_RESOLVE]
-        .split(',')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (host, addr) = pair.split_once('=').unwrap();
-            (host, addr.parse().unwrap())
-        })
-        .collect();
-    let http = keyvault::http_client_for_test_ca(&vars[CHILD_CA], &resolve).unwrap();
-    let source = match KeyVaultSource::from_env_with_client(vars, options, http) {
+    let source = match child_source(vars) {
         Ok(source) => source,
         Err(e) => return json!({ "setup_error": e }),
     };
