@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the project: formatting, lints, unit and integration tests (including the
-# official openai SDK end-to-end test). Installs what the tests need first (idempotent).
+# official openai SDK end-to-end test), then the benchmark smoke run. Installs what the tests need
+# first (idempotent).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-python.sh
@@ -11,3 +12,7 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast
 fi
+# Benchmark smoke (bench/README.md): every case once, tiny durations, on the debug binaries the
+# tests just built, so the harness cannot rot. Installs nginx/wrk if missing. The numbers are
+# meaningless and never fail CI; a broken harness does. Last line: `BENCH SMOKE OK: ...`.
+BENCH_DEBUG=1 bench/run.sh --smoke

@@ -17,7 +17,12 @@ use crate::gateway::Gateway;
 use crate::request_body::RequestBody;
 use crate::routes::{Route, upstream_path_and_query};
 use crate::sse::{self, Framer, Opening};
-use crate::upstream::{forward_request_headers, header_i64, retry_hint};
+use crate::upstream::{
+    REMAINING_REQUESTS, REMAINING_TOKENS, forward_request_headers, header_i64, retry_hint,
+};
+
+const API_KEY: http::HeaderName = http::HeaderName::from_static("api-key");
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// Largest response body the gateway buffers for a JSON operation.
 const MAX_BUFFERED_RESPONSE: usize = 64 * 1024 * 1024;
@@ -80,8 +85,7 @@ pub async fn attempt(gw: &Gateway, req: &AttemptRequest<'_>) -> Result<Winner, G
     let upstream = &gw.config.upstream;
     let started = Instant::now();
     let deadline = started + upstream.request_deadline;
-    let n = gw.backends.len();
-    let mut considered = vec![false; n];
+    let mut considered = Considered::new(gw.backends.len());
     let mut records: Vec<AttemptRecord> = Vec::new();
     let mut attempts = 0u32;
     let mut earliest_reopen: Option<u64> = None;
@@ -94,12 +98,12 @@ pub async fn attempt(gw: &Gateway, req: &AttemptRequest<'_>) -> Result<Winner, G
 
     loop {
         let candidate = match pinned {
-            Some(i) if !considered[i] => Some(i),
+            Some(i) if !considered.contains(i) => Some(i),
             Some(_) => None,
             None => next_in_tiers(gw, req, &considered, &mut tier),
         };
         let Some(index) = candidate else { break };
-        considered[index] = true;
+        considered.insert(index);
         let backend = &gw.backends[index];
         let metrics = &gw.backend_metrics[index];
         if attempts as usize >= upstream.max_attempts {
@@ -227,19 +231,49 @@ fn record(
 fn next_in_tiers(
     gw: &Gateway,
     req: &AttemptRequest<'_>,
-    considered: &[bool],
+    considered: &Considered,
     tier: &mut usize,
 ) -> Option<usize> {
     while let Some(t) = gw.balancer.tiers.get(*tier) {
         if let Some(i) = gw
             .balancer
-            .pick(t, &gw.backends, req.hash_key, |i| considered[i])
+            .pick(t, &gw.backends, req.hash_key, |i| considered.contains(i))
         {
             return Some(i);
         }
         *tier += 1;
     }
     None
+}
+
+/// Backends already considered for this request: a bit set, on the stack up to 128 backends.
+enum Considered {
+    Small(u128),
+    Large(Vec<bool>),
+}
+
+impl Considered {
+    fn new(backends: usize) -> Self {
+        if backends <= 128 {
+            Self::Small(0)
+        } else {
+            Self::Large(vec![false; backends])
+        }
+    }
+
+    fn contains(&self, index: usize) -> bool {
+        match self {
+            Self::Small(bits) => bits & (1u128 << index) != 0,
+            Self::Large(flags) => flags[index],
+        }
+    }
+
+    fn insert(&mut self, index: usize) {
+        match self {
+            Self::Small(bits) => *bits |= 1u128 << index,
+            Self::Large(flags) => flags[index] = true,
+        }
+    }
 }
 
 /// The error when nobody could answer: 429 with the earliest reopening if everyone was
@@ -309,8 +343,8 @@ async fn try_backend(
         })?;
     let headers = request.headers_mut();
     forward_request_headers(req.headers, headers);
-    headers.insert("api-key", backend.api_key_header.clone());
-    headers.insert("x-request-id", req.request_id.clone());
+    headers.insert(API_KEY, backend.api_key_header.clone());
+    headers.insert(X_REQUEST_ID, req.request_id.clone());
 
     // Sending the request and getting the response headers: bounded by the send timeout and by
     // the read timeout (silence), whichever is shorter, and by the request deadline.
@@ -333,8 +367,8 @@ async fn try_backend(
     let (parts, body) = response.into_parts();
     let status = parts.status.as_u16();
     backend.state.set_remaining(
-        header_i64(&parts.headers, "x-ratelimit-remaining-tokens"),
-        header_i64(&parts.headers, "x-ratelimit-remaining-requests"),
+        header_i64(&parts.headers, &REMAINING_TOKENS),
+        header_i64(&parts.headers, &REMAINING_REQUESTS),
     );
     if status == 429 && triggers.http_429 {
         let rest = retry_hint(&parts.headers).unwrap_or(upstream.default_cooldown);
@@ -410,21 +444,34 @@ fn classify_client_error(error: &hyper_util::client::legacy::Error) -> (Outcome,
     }
 }
 
-/// Reads a whole body with an idle timeout between frames.
+/// Reads a whole body with an idle timeout between frames. A body that arrives as one frame
+/// (the usual JSON answer) is kept as it is, without a copy.
 async fn read_all(mut body: Incoming, idle: Duration) -> Result<Bytes, Outcome> {
+    let mut first: Option<Bytes> = None;
     let mut buf = BytesMut::new();
     loop {
         match tokio::time::timeout(idle, body.frame()).await {
             Err(_) => return Err(Outcome::Timeout),
-            Ok(None) => return Ok(buf.freeze()),
+            Ok(None) => return Ok(first.unwrap_or_else(|| buf.freeze())),
             Ok(Some(Err(_))) => return Err(Outcome::ConnectError),
             Ok(Some(Ok(frame))) => {
-                if let Ok(data) = frame.into_data() {
-                    if buf.len() + data.len() > MAX_BUFFERED_RESPONSE {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                if first.is_none() && buf.is_empty() {
+                    if data.len() > MAX_BUFFERED_RESPONSE {
                         return Err(Outcome::StreamError);
                     }
-                    buf.extend_from_slice(&data);
+                    first = Some(data);
+                    continue;
                 }
+                if let Some(earlier) = first.take() {
+                    buf.extend_from_slice(&earlier);
+                }
+                if buf.len() + data.len() > MAX_BUFFERED_RESPONSE {
+                    return Err(Outcome::StreamError);
+                }
+                buf.extend_from_slice(&data);
             }
         }
     }
@@ -468,7 +515,7 @@ async fn open_stream(
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        framer.push(&data, &mut events);
+        framer.push(data, &mut events);
         let mut drained = events.drain(..);
         while let Some(event) = drained.next() {
             match sse::opening(&event) {

@@ -18,7 +18,7 @@ pub struct RequestLabels {
     pub route: &'static str,
     pub operation: &'static str,
     pub consumer: Arc<str>,
-    pub model: String,
+    pub model: Arc<str>,
     pub backend: Arc<str>,
     pub status: u16,
     pub stream: bool,
@@ -40,7 +40,7 @@ struct FailoverLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TokenLabels {
     consumer: Arc<str>,
-    model: String,
+    model: Arc<str>,
     backend: Arc<str>,
     kind: &'static str,
 }
@@ -202,7 +202,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn tokens(&self, consumer: &Arc<str>, model: &str, backend: &Arc<str>, usage: &Usage) {
+    pub fn tokens(&self, consumer: &Arc<str>, model: &Arc<str>, backend: &Arc<str>, usage: &Usage) {
         for (kind, value) in [
             ("prompt", usage.prompt),
             ("completion", usage.completion),
@@ -213,7 +213,7 @@ impl Metrics {
                 self.tokens
                     .get_or_create(&TokenLabels {
                         consumer: consumer.clone(),
-                        model: model.to_owned(),
+                        model: model.clone(),
                         backend: backend.clone(),
                         kind,
                     })

@@ -2,11 +2,11 @@
 //! with a request; each stage lives in its own module.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
@@ -19,9 +19,15 @@ use crate::metrics::RequestLabels;
 use crate::relay::{Accounting, Relay, usage_of};
 use crate::request_body::RequestBody;
 use crate::routes::{self, Operation};
-use crate::upstream::{clean_response_headers, header_value};
+use crate::upstream::clean_response_headers;
 
-static ANONYMOUS: &str = "anonymous";
+/// Consumer label of requests without a known key (one shared allocation).
+static ANONYMOUS: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("anonymous"));
+/// The empty label value (no backend, no model).
+static EMPTY_LABEL: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_GATEWAY_BACKEND: HeaderName = HeaderName::from_static("x-gateway-backend");
+const X_GATEWAY_ATTEMPTS: HeaderName = HeaderName::from_static("x-gateway-attempts");
 
 /// Handles one client request end to end.
 pub async fn handle(
@@ -50,16 +56,16 @@ pub async fn handle(
             gw.metrics.request(&RequestLabels {
                 route: "none",
                 operation: "none",
-                consumer: Arc::from(ANONYMOUS),
-                model: String::new(),
-                backend: Arc::from(""),
+                consumer: ANONYMOUS.clone(),
+                model: EMPTY_LABEL.clone(),
+                backend: EMPTY_LABEL.clone(),
                 status: error.status().as_u16(),
                 stream: false,
             });
             error.into_response()
         }
     };
-    response.headers_mut().insert("x-request-id", request_id);
+    response.headers_mut().insert(X_REQUEST_ID, request_id);
     response
 }
 
@@ -99,30 +105,29 @@ async fn serve(
     .await?;
     // 7. Response: headers cleaned and marked, body relayed, accounting when it ends.
     let backend = &gw.backends[winner.backend];
-    let model = body
-        .model
-        .clone()
-        .or_else(|| route.deployment.map(str::to_owned))
-        .unwrap_or_default();
+    let model: Arc<str> = match (body.model.as_deref(), route.deployment) {
+        (Some(model), _) | (None, Some(model)) => Arc::from(model),
+        (None, None) => EMPTY_LABEL.clone(),
+    };
     let mut accounting = Accounting {
         gateway: gw.clone(),
         labels: RequestLabels {
             route: route.family.label(),
             operation: route.operation.label(),
-            consumer: consumer.map_or_else(|| Arc::from(ANONYMOUS), |c| c.name),
+            consumer: consumer.map_or_else(|| ANONYMOUS.clone(), |c| c.name),
             model,
             backend: backend.config.name.clone(),
             status: winner.parts.status.as_u16(),
             stream: body.stream,
         },
-        request_id: request_id.to_str().unwrap_or_default().to_owned(),
+        request_id: request_id.clone(),
         started,
         ttfb: Some(winner.ttfb),
         attempts: winner.attempts,
         usage: None,
         completed: false,
-        path: parts.uri.path().to_owned(),
-        method: parts.method.to_string(),
+        uri: parts.uri.clone(),
+        method: parts.method.clone(),
         client,
         _in_flight: None,
     };
@@ -172,9 +177,9 @@ async fn serve(
         test_header_shim(&parts.headers, &mut head.headers);
     }
     head.headers
-        .insert("x-gateway-backend", backend.name_header.clone());
+        .insert(X_GATEWAY_BACKEND, backend.name_header.clone());
     head.headers
-        .insert("x-gateway-attempts", HeaderValue::from(winner.attempts));
+        .insert(X_GATEWAY_ATTEMPTS, HeaderValue::from(winner.attempts));
     Ok(Response::from_parts(head, body))
 }
 
@@ -198,15 +203,22 @@ async fn read_body(body: Incoming, headers: &HeaderMap, limit: u64) -> Result<By
     }
 }
 
-/// The client's `x-request-id` if it is sane, else a new one.
+/// The client's `x-request-id` if it is sane, else a new one (32 random hex digits).
 fn request_id(headers: &HeaderMap) -> HeaderValue {
-    if let Some(value) = headers.get("x-request-id") {
+    if let Some(value) = headers.get(X_REQUEST_ID) {
         let bytes = value.as_bytes();
         if !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(|b| b.is_ascii_graphic()) {
             return value.clone();
         }
     }
-    header_value(&format!("{:032x}", fastrand::u128(..)))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut bits = fastrand::u128(..);
+    let mut text = [0u8; 32];
+    for digit in text.iter_mut().rev() {
+        *digit = HEX[(bits & 0xf) as usize];
+        bits >>= 4;
+    }
+    HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static("invalid"))
 }
 
 /// The backend holding the Responses state this request refers to, if known.

@@ -24,15 +24,16 @@ use crate::usage::{Usage, find_usage, mentions_usage_object};
 pub struct Accounting {
     pub gateway: Arc<Gateway>,
     pub labels: RequestLabels,
-    pub request_id: String,
+    pub request_id: http::HeaderValue,
     pub started: Instant,
     pub ttfb: Option<Duration>,
     pub attempts: u32,
     pub usage: Option<Usage>,
     /// Whether the body reached its end (false: client went away or the stream broke).
     pub completed: bool,
-    pub path: String,
-    pub method: String,
+    /// For the access log (clones of the request's, which share their bytes).
+    pub uri: http::Uri,
+    pub method: http::Method,
     pub client: std::net::SocketAddr,
     pub _in_flight: Option<InFlight>,
 }
@@ -53,11 +54,11 @@ impl Drop for Accounting {
             let usage = self.usage.unwrap_or_default();
             tracing::info!(
                 target: "access",
-                request_id = %self.request_id,
+                request_id = self.request_id.to_str().unwrap_or_default(),
                 consumer = %self.labels.consumer,
                 client_ip = %self.client.ip(),
                 method = %self.method,
-                path = %self.path,
+                path = self.uri.path(),
                 route = self.labels.route,
                 operation = self.labels.operation,
                 status = self.labels.status,
@@ -76,13 +77,10 @@ impl Drop for Accounting {
     }
 }
 
-/// Scans a JSON body for usage (buffered responses).
+/// Scans a JSON body for usage (buffered responses). [`find_usage`] locates the object by a
+/// byte search itself, so no separate pre-check pass over the body is needed.
 pub fn usage_of(body: &[u8]) -> Option<Usage> {
-    if mentions_usage_object(body) {
-        find_usage(body)
-    } else {
-        None
-    }
+    find_usage(body)
 }
 
 /// The streaming response body.
@@ -142,8 +140,8 @@ impl Relay {
             accounting,
             _stream_gauge: Some(StreamGauge(gauge)),
         };
-        let opening = relay.filter(prefetched);
-        relay.pending.extend(opening);
+        let mut opening = prefetched;
+        relay.filter(&mut opening);
         relay
     }
 
@@ -161,11 +159,12 @@ impl Relay {
         }
     }
 
-    /// Reads usage and hides what the client did not ask for; joins the rest into one frame.
-    fn filter(&mut self, events: Vec<Bytes>) -> Option<Bytes> {
+    /// Reads usage and hides what the client did not ask for; queues the rest in `pending` as
+    /// one frame (hyper writes each frame with its own `writev`). Drains `events`; a single
+    /// event, the usual case, is queued as it is, without a copy.
+    fn filter(&mut self, events: &mut Vec<Bytes>) {
         let hide = self.sse.as_ref().is_some_and(|s| s.hide_usage_chunk);
-        let mut kept: Vec<Bytes> = Vec::with_capacity(events.len());
-        for event in events {
+        let mut kept = events.drain(..).filter_map(|event| {
             if mentions_usage_object(&event) {
                 if let Some(usage) = find_usage(&event) {
                     self.accounting.usage = Some(usage);
@@ -174,26 +173,29 @@ impl Relay {
                     && let (_, Some(data)) = sse::parts(&event)
                     && sse::is_usage_only_chunk(data)
                 {
-                    continue;
+                    return None;
                 }
             }
-            kept.push(if hide {
+            Some(if hide {
                 sse::strip_null_usage(event)
             } else {
                 event
-            });
+            })
+        });
+        let Some(first) = kept.next() else {
+            return;
+        };
+        let Some(second) = kept.next() else {
+            self.pending.push_back(first);
+            return;
+        };
+        let mut joined = BytesMut::with_capacity(first.len() + second.len() * 2);
+        joined.extend_from_slice(&first);
+        joined.extend_from_slice(&second);
+        for event in kept {
+            joined.extend_from_slice(&event);
         }
-        match kept.len() {
-            0 => None,
-            1 => kept.pop(),
-            _ => {
-                let mut joined = BytesMut::with_capacity(kept.iter().map(Bytes::len).sum());
-                for k in &kept {
-                    joined.extend_from_slice(k);
-                }
-                Some(joined.freeze())
-            }
-        }
+        self.pending.push_back(joined.freeze());
     }
 
     fn finish(&mut self) {
@@ -208,7 +210,7 @@ impl Relay {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.finish();
         if self.sse.is_some() {
-            tracing::warn!(request_id = %self.accounting.request_id, backend = %self.accounting.labels.backend, code, "stream broke mid-way");
+            tracing::warn!(request_id = self.accounting.request_id.to_str().unwrap_or_default(), backend = %self.accounting.labels.backend, code, "stream broke mid-way");
             Poll::Ready(Some(Ok(Frame::data(sse::error_event(code, message)))))
         } else {
             Poll::Ready(Some(Err(message.to_owned().into())))
@@ -242,9 +244,14 @@ impl Body for Relay {
                     let Some(sse) = this.sse.as_mut() else {
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     };
+                    // The event list keeps its allocation from one read to the next.
                     let mut events = std::mem::take(&mut sse.events);
-                    sse.framer.push(&data, &mut events);
-                    if let Some(bytes) = this.filter(events) {
+                    sse.framer.push(data, &mut events);
+                    this.filter(&mut events);
+                    if let Some(sse) = this.sse.as_mut() {
+                        sse.events = events;
+                    }
+                    if let Some(bytes) = this.pending.pop_front() {
                         return Poll::Ready(Some(Ok(Frame::data(bytes))));
                     }
                 }
@@ -257,8 +264,10 @@ impl Body for Relay {
                 Poll::Ready(None) => {
                     this.accounting.completed = true;
                     this.finish();
-                    let rest = this.sse.as_mut().and_then(|s| s.framer.take_rest());
-                    return match rest.and_then(|r| this.filter(vec![r])) {
+                    if let Some(rest) = this.sse.as_mut().and_then(|s| s.framer.take_rest()) {
+                        this.filter(&mut vec![rest]);
+                    }
+                    return match this.pending.pop_front() {
                         Some(rest) => Poll::Ready(Some(Ok(Frame::data(rest)))),
                         None => Poll::Ready(None),
                     };

@@ -2,6 +2,8 @@
 //! makes on them (a throttling error as the first event, the usage chunk) without parsing
 //! every chunk as JSON.
 
+use std::sync::LazyLock;
+
 use bytes::{Bytes, BytesMut};
 use memchr::memmem;
 
@@ -22,9 +24,22 @@ pub struct Framer {
 }
 
 impl Framer {
-    /// Appends a chunk and returns every event now complete, in order.
-    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<Bytes>) {
-        self.buf.extend_from_slice(chunk);
+    /// Appends a chunk and returns every event now complete, in order. When nothing is pending
+    /// from earlier chunks (the usual case: one read, whole events) the events are slices of
+    /// `chunk` itself; only an unfinished tail is copied.
+    pub fn push(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) {
+        if self.buf.is_empty() {
+            let mut start = 0;
+            while let Some(end) = event_end(&chunk[start..]) {
+                out.push(chunk.slice(start..start + end));
+                start += end;
+            }
+            if start < chunk.len() {
+                self.buf.extend_from_slice(&chunk[start..]);
+            }
+            return;
+        }
+        self.buf.extend_from_slice(&chunk);
         while let Some(end) = event_end(&self.buf) {
             out.push(self.buf.split_to(end).freeze());
         }
@@ -130,17 +145,24 @@ pub fn is_usage_only_chunk(data: &[u8]) -> bool {
     memmem::find(data, b"\"choices\":[]").is_some() && crate::usage::mentions_usage_object(data)
 }
 
+/// Searchers for the member [`strip_null_usage`] removes, built once (it runs on every event).
+static NULL_USAGE: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"\"usage\":null"));
+
 /// Removes the `"usage":null` member that `include_usage` adds to every chunk, so a client that
 /// did not ask for usage sees the chunks it would have seen without it.
 pub fn strip_null_usage(event: Bytes) -> Bytes {
-    const WITH_COMMA_BEFORE: &[u8] = b",\"usage\":null";
-    const WITH_COMMA_AFTER: &[u8] = b"\"usage\":null,";
-    let (at, len) = match memmem::find(&event, WITH_COMMA_BEFORE) {
-        Some(at) => (at, WITH_COMMA_BEFORE.len()),
-        None => match memmem::find(&event, WITH_COMMA_AFTER) {
-            Some(at) => (at, WITH_COMMA_AFTER.len()),
-            None => return event,
-        },
+    const MEMBER: usize = b"\"usage\":null".len();
+    let Some(at) = NULL_USAGE.find(&event) else {
+        return event;
+    };
+    // With the comma before it (`,"usage":null`), else the one after it (`"usage":null,`).
+    let (at, len) = if at > 0 && event[at - 1] == b',' {
+        (at - 1, MEMBER + 1)
+    } else if event.get(at + MEMBER) == Some(&b',') {
+        (at, MEMBER + 1)
+    } else {
+        return event;
     };
     let mut out = BytesMut::with_capacity(event.len() - len);
     out.extend_from_slice(&event[..at]);
@@ -160,11 +182,11 @@ pub fn error_event(code: &str, message: &str) -> Bytes {
 mod tests {
     use super::*;
 
-    fn frame(chunks: &[&[u8]]) -> Vec<Bytes> {
+    fn frame(chunks: &[&'static [u8]]) -> Vec<Bytes> {
         let mut framer = Framer::default();
         let mut out = Vec::new();
         for c in chunks {
-            framer.push(c, &mut out);
+            framer.push(Bytes::from_static(c), &mut out);
         }
         out
     }
@@ -216,5 +238,9 @@ mod tests {
         ));
         let stripped = strip_null_usage(Bytes::from_static(b"data: {\"a\":1,\"usage\":null}\n\n"));
         assert_eq!(&stripped[..], b"data: {\"a\":1}\n\n");
+        let stripped = strip_null_usage(Bytes::from_static(b"data: {\"usage\":null,\"a\":1}\n\n"));
+        assert_eq!(&stripped[..], b"data: {\"a\":1}\n\n");
+        let alone = Bytes::from_static(b"data: {\"usage\":null}\n\n");
+        assert_eq!(strip_null_usage(alone.clone()), alone);
     }
 }

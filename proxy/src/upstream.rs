@@ -44,6 +44,16 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     http::header::UPGRADE,
 ];
 
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
+const RESET_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
+const RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
+/// `x-ratelimit-remaining-tokens` (Azure's remaining quota, mirrored in metrics).
+pub const REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-tokens");
+/// `x-ratelimit-remaining-requests`.
+pub const REMAINING_REQUESTS: HeaderName =
+    HeaderName::from_static("x-ratelimit-remaining-requests");
+
 /// Client headers the gateway never forwards: credentials, framing, and its own control headers.
 fn drop_from_client(name: &HeaderName) -> bool {
     let n = name.as_str();
@@ -79,30 +89,32 @@ pub fn clean_response_headers(headers: &mut HeaderMap, reframed: bool) {
     for name in &HOP_BY_HOP {
         headers.remove(name);
     }
-    headers.remove("proxy-connection");
+    headers.remove(PROXY_CONNECTION);
     if reframed {
         headers.remove(http::header::CONTENT_LENGTH);
     }
-    // Nobody but the gateway speaks for the gateway.
-    let own: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| n.as_str().starts_with("x-gateway-"))
-        .cloned()
-        .collect();
-    for name in own {
-        headers.remove(name);
+    // Nobody but the gateway speaks for the gateway (checked first: there almost never are any).
+    if headers.keys().any(|n| n.as_str().starts_with("x-gateway-")) {
+        let own: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| n.as_str().starts_with("x-gateway-"))
+            .cloned()
+            .collect();
+        for name in own {
+            headers.remove(name);
+        }
     }
 }
 
 /// Parses an integer header.
-pub fn header_i64(headers: &HeaderMap, name: &str) -> Option<i64> {
+pub fn header_i64(headers: &HeaderMap, name: &HeaderName) -> Option<i64> {
     headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
 /// How long a throttled backend should rest, from the hints Azure sends, in order of precision:
 /// `retry-after-ms`, `retry-after` (seconds or HTTP date), `x-ratelimit-reset-requests`/`-tokens`.
 pub fn retry_hint(headers: &HeaderMap) -> Option<Duration> {
-    if let Some(ms) = header_f64(headers, "retry-after-ms") {
+    if let Some(ms) = header_f64(headers, &RETRY_AFTER_MS) {
         return Some(Duration::from_secs_f64(ms / 1000.0));
     }
     if let Some(value) = headers
@@ -121,7 +133,7 @@ pub fn retry_hint(headers: &HeaderMap) -> Option<Duration> {
             );
         }
     }
-    let reset = ["x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"]
+    let reset = [RESET_REQUESTS, RESET_TOKENS]
         .iter()
         .filter_map(|n| header_f64(headers, n))
         .fold(None, |acc: Option<f64>, v| {
@@ -130,7 +142,7 @@ pub fn retry_hint(headers: &HeaderMap) -> Option<Duration> {
     reset.map(Duration::from_secs_f64)
 }
 
-fn header_f64(headers: &HeaderMap, name: &str) -> Option<f64> {
+fn header_f64(headers: &HeaderMap, name: &HeaderName) -> Option<f64> {
     let v: f64 = headers
         .get(name)?
         .to_str()

@@ -4,8 +4,16 @@
 //! Only the `usage` object is parsed, located by a byte search, so large bodies (embeddings) and
 //! streamed chunks are never parsed whole.
 
+use std::sync::LazyLock;
+
 use memchr::memmem;
 use serde::Deserialize;
+
+/// Searchers built once: `memmem::find` would rebuild one for every streamed event.
+static USAGE_KEY: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"\"usage\":"));
+static USAGE_KEY_REV: LazyLock<memmem::FinderRev<'static>> =
+    LazyLock::new(|| memmem::FinderRev::new(b"\"usage\""));
 
 /// Token counts of one request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -38,9 +46,8 @@ struct Details {
 
 /// Finds the last `"usage":{...}` object in a JSON text and reads it.
 pub fn find_usage(json: &[u8]) -> Option<Usage> {
-    let finder = memmem::FinderRev::new(b"\"usage\"");
     let mut end = json.len();
-    while let Some(at) = finder.rfind(&json[..end]) {
+    while let Some(at) = USAGE_KEY_REV.rfind(&json[..end]) {
         let after = &json[at + 7..];
         let value = after
             .iter()
@@ -73,9 +80,20 @@ pub fn find_usage(json: &[u8]) -> Option<Usage> {
     None
 }
 
-/// Whether a JSON text contains a usage object (cheap pre-check before [`find_usage`]).
+/// Whether a JSON text contains a usage object (cheap pre-check before [`find_usage`]): one
+/// pass for `"usage":`, then a look at what follows (`{`, not `null`).
 pub fn mentions_usage_object(json: &[u8]) -> bool {
-    memmem::find(json, b"\"usage\":{").is_some() || memmem::find(json, b"\"usage\": {").is_some()
+    let mut rest = json;
+    while let Some(at) = USAGE_KEY.find(rest) {
+        rest = &rest[at + b"\"usage\":".len()..];
+        let value = rest
+            .iter()
+            .find(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'));
+        if value == Some(&b'{') {
+            return true;
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -108,5 +126,12 @@ mod tests {
         );
         assert_eq!(find_usage(br#"{"usage":null}"#), None);
         assert!(!mentions_usage_object(br#"{"usage":null}"#));
+        assert!(mentions_usage_object(
+            br#"{"a":1,"usage": {"total_tokens":2}}"#
+        ));
+        assert!(mentions_usage_object(
+            br#"{"usage":null,"x":{"usage":{"total_tokens":2}}}"#
+        ));
+        assert!(!mentions_usage_object(br#"{"usage":"#));
     }
 }

@@ -1,0 +1,365 @@
+"""The Markdown report of one run, and the verdict on each target of the spec."""
+
+from __future__ import annotations
+
+import re
+
+
+def fmt(value, unit: str = "", digits: int = 0) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        value = round(value, digits) if digits else round(value)
+        if not digits:
+            value = int(value)
+    return f"{value:,}{unit}".replace(",", " ") if isinstance(value, int) else f"{value}{unit}"
+
+
+def verdicts(r: dict) -> list[dict]:
+    """Each target of shared/spec/performance.md: measured value, target, holds or by how much
+    it is missed."""
+    rows = []
+
+    def row(case, what, value, target, holds, miss=""):
+        rows.append(
+            {
+                "case": case,
+                "what": what,
+                "value": value,
+                "target": target,
+                "holds": holds,
+                "miss": miss,
+            }
+        )
+
+    lat = r["cases"].get("latency", {}).get("summary")
+    if lat:
+        gw, ng = lat["gateway_added_p99_us"], lat["nginx_added_p99_us"]
+        limit = min(150, ng) if ng is not None else 150
+        row(
+            "1",
+            "added p99 at c=1 (gateway − direct)",
+            fmt(gw, " µs"),
+            f"≤ nginx's ({fmt(ng, ' µs')}) and ≤ 150 µs",
+            gw is not None and gw <= limit,
+            f"by {fmt(gw - limit, ' µs')}" if gw is not None and gw > limit else "",
+        )
+    thr = r["cases"].get("throughput", {}).get("summary")
+    if thr:
+        gw, ng = thr["rps"]["gateway"]["median"], thr["rps"]["nginx"]["median"]
+        row(
+            "2",
+            "max throughput",
+            f"{fmt(gw, ' req/s')} ({fmt(thr['gateway_vs_nginx'], '×', 2)} nginx)",
+            f"≥ nginx ({fmt(ng, ' req/s')})",
+            gw >= ng,
+            f"by {fmt((1 - gw / ng) * 100, ' %', 1)}" if gw < ng else "",
+        )
+    st = r["cases"].get("streaming", {}).get("summary")
+    if st:
+        ttft = st["added_ttft_p99_us"]["gateway"]
+        row(
+            "4",
+            "added TTFT p99",
+            fmt(ttft, " µs"),
+            "≤ 1 000 µs",
+            ttft is not None and ttft <= 1000,
+            f"by {fmt(ttft - 1000, ' µs')}" if ttft is not None and ttft > 1000 else "",
+        )
+        gap = st["added_gap_p99_us"]["gateway"]
+        row(
+            "4",
+            "added inter-chunk p99",
+            fmt(gap, " µs"),
+            "≤ 100 µs",
+            gap is not None and gap <= 100,
+            f"by {fmt(gap - 100, ' µs')}" if gap is not None and gap > 100 else "",
+        )
+        sus = st["sustained_streams"]
+        row(
+            "4",
+            "streams without a stall",
+            f"{fmt(sus['gateway'])} (nginx {fmt(sus['nginx'])}, direct {fmt(sus['direct'])})",
+            "2 048",
+            (sus["gateway"] or 0) >= 2048,
+            f"by {fmt(2048 - (sus['gateway'] or 0))} streams"
+            if (sus["gateway"] or 0) < 2048
+            else "",
+        )
+        lat_max = (lat or {}).get("max_us", {}).get("gateway")
+        gap_max = st["gap_max_us"]["gateway"]
+        nagle_ok = (lat_max is None or lat_max < 40_000) and st["stalls_in_timing_runs"][
+            "gateway"
+        ] == 0
+        row(
+            "4",
+            "no 40 ms Nagle stalls",
+            f"max at c=1 {fmt(lat_max, ' µs')}, max gap {fmt(gap_max, ' µs')} ({STREAMS_NOTE})",
+            "none",
+            nagle_ok,
+            "stalls seen" if not nagle_ok else "",
+        )
+    fo = r["cases"].get("failover", {}).get("summary")
+    if fo:
+        v = fo["failover_added_p99_us"]
+        row(
+            "5",
+            "failover added p99",
+            fmt(v, " µs"),
+            "≤ 1 000 µs",
+            v is not None and v <= 1000,
+            f"by {fmt(v - 1000, ' µs')}" if v is not None and v > 1000 else "",
+        )
+    mem = r["cases"].get("streaming", {}).get("memory")
+    if mem:
+        idle = mem["gateway"]["idle_rss_kib"] / 1024
+        row(
+            "6",
+            "RSS idle",
+            fmt(idle, " MiB", 1),
+            "≤ 20 MiB",
+            idle <= 20,
+            f"by {fmt(idle - 20, ' MiB', 1)}" if idle > 20 else "",
+        )
+        busy = mem["gateway"].get("peak_rss_kib", 0) / 1024
+        n = mem["gateway"].get("streams")
+        row(
+            "6",
+            f"RSS at {n} streams",
+            fmt(busy, " MiB", 1),
+            "≤ 150 MiB (at 1 000)",
+            busy <= 150,
+            f"by {fmt(busy - 150, ' MiB', 1)}" if busy > 150 else "",
+        )
+    up = r["cases"].get("startup", {}).get("backends")
+    if up:
+        most = max(up, key=int)
+        v = up[most]["median"]
+        row(
+            "7",
+            f"start-up to ready, {most} backends",
+            fmt(v, " ms", 1),
+            "≤ 100 ms",
+            v <= 100,
+            f"by {fmt(v - 100, ' ms', 1)}" if v > 100 else "",
+        )
+    return rows
+
+
+STREAMS_NOTE = "TTFT/gap runs"
+
+
+def markdown(r: dict) -> str:
+    m, plan, cases = r["machine"], r["plan"], r["cases"]
+    out = [f"# Gateway benchmark: {r['started']} ({plan['name']} run)", ""]
+    if plan["name"] != "full":
+        out += [
+            "**Smoke run: tiny durations (and possibly debug binaries). The numbers mean "
+            "nothing; this run only proves the harness works.**",
+            "",
+        ]
+    out += [
+        f"- Machine: {m['cpus']} × {m['cpu_model']} ({m['virtualization']}), "
+        f"{m['memory_gib']} GiB, {m['os']}, kernel {m['kernel']}",
+        f"- Tools: {m['nginx']}; {m['wrk']}; {m['rustc']}; binaries `{r['bin_dir']}`; "
+        f"commit `{m['git']}`",
+        f"- Cores: {r['layout']}",
+        f"- Repetitions: {plan['reps']} (interleaved; medians reported), "
+        f"{plan['wrk_seconds']} s per wrk run, {plan['paired_seconds']} s per paired run; "
+        f"whole run {fmt(r['elapsed_s'])} s",
+        f"- Noise: other processes used {fmt(r['noise']['foreign_cpu_s'], ' CPU-s', 1)} during the "
+        f"run ({fmt(r['noise']['foreign_cores'], ' cores on average', 2)}; busiest: "
+        f"{', '.join(r['noise']['busiest']) or 'none'}); kernel threads "
+        f"{fmt(r['noise']['kernel_cpu_s'], ' CPU-s', 1)}; load average at start "
+        f"{' '.join(r['noise']['loadavg_start'])}, end {' '.join(r['noise']['loadavg_end'])}",
+        "",
+        "## Targets (shared/spec/performance.md)",
+        "",
+        "| Case | Measure | Gateway | Target | Holds |",
+        "|---|---|---|---|---|",
+    ]
+    for v in r["verdicts"]:
+        holds = "yes" if v["holds"] else f"**no** ({v['miss']})"
+        out.append(f"| {v['case']} | {v['what']} | {v['value']} | {v['target']} | {holds} |")
+    out += ["", "## Cases", ""]
+
+    lat = cases.get("latency", {}).get("summary")
+    if lat:
+        out += [
+            "### 1. Added latency at concurrency 1 (non-streaming chat, instant mock; loadgen "
+            "paired: one request at a time, direct, gateway and nginx taking turns)",
+            "",
+            "| | direct | gateway | nginx |",
+            "|---|---|---|---|",
+            row3("p50", lat["p50_us"], " µs"),
+            row3("p99", lat["p99_us"], " µs"),
+            row3("max", lat["max_us"], " µs"),
+            f"| added p50 | | {fmt(lat['gateway_added_p50_us'], ' µs')} | "
+            f"{fmt(lat['nginx_added_p50_us'], ' µs')} |",
+            f"| added p99 | | {fmt(lat['gateway_added_p99_us'], ' µs')} | "
+            f"{fmt(lat['nginx_added_p99_us'], ' µs')} |",
+            "",
+        ]
+    thr = cases.get("throughput", {}).get("summary")
+    if thr:
+        rps = thr["rps"]
+        cpu = thr["proxy_cpu_us_per_request"]
+        out += [
+            f"### 2. Max throughput (instant mock, wrk -c{cases['throughput']['connections']})",
+            "",
+            "| | direct | gateway | nginx |",
+            "|---|---|---|---|",
+            "| req/s (median) | " + " | ".join(fmt(rps[n]["median"]) for n in TARGETS) + " |",
+            "| req/s (min–max) | "
+            + " | ".join(f"{fmt(rps[n]['min'])}–{fmt(rps[n]['max'])}" for n in TARGETS)
+            + " |",
+            f"| proxy CPU per request | | {fmt(cpu['gateway'], ' µs', 1)} | "
+            f"{fmt(cpu['nginx'], ' µs', 1)} |",
+            f"| ratio | | {fmt(thr['gateway_vs_direct'], '× direct', 2)}, "
+            f"{fmt(thr['gateway_vs_nginx'], '× nginx', 2)} | "
+            f"{fmt(thr['nginx_vs_direct'], '× direct', 2)} |",
+            "",
+        ]
+    rate = cases.get("rate", {}).get("summary")
+    if rate:
+        best = rate["max_rate"]
+        out += [
+            "### 3. Throughput at a latency bound (mock waits "
+            f"{cases['rate']['mock_latency_ms']} ms; open loop; p99 < 1 s, errors < 0.1 %, "
+            "answers keep pace ≥ 97 %)",
+            "",
+            "| | direct | gateway | nginx |",
+            "|---|---|---|---|",
+            "| highest rate (median) | "
+            + " | ".join(fmt(best[n]["median"], " req/s") for n in TARGETS)
+            + " |",
+            "| min–max | "
+            + " | ".join(f"{fmt(best[n]['min'])}–{fmt(best[n]['max'])}" for n in TARGETS)
+            + " |",
+            f"| ratio | | {fmt(rate['gateway_vs_direct'], '× direct', 2)}, "
+            f"{fmt(rate['gateway_vs_nginx'], '× nginx', 2)} | |",
+            "",
+        ]
+    st = cases.get("streaming", {}).get("summary")
+    if st:
+        c4 = cases["streaming"]
+        out += [
+            f"### 4. Streaming ({c4['deltas_per_stream']} deltas {c4['interval_ms']} ms apart; "
+            f"stall = {c4['stall']})",
+            "",
+            f"TTFT and inter-chunk figures: {plan['ttft_streams']} streams per target, the three "
+            f"targets' streams dealt out in turn and started over {plan['ttft_ramp_ms']} ms (one "
+            "loadgen run per repetition, so noise hits all three alike). Sweep: "
+            f"{', '.join(map(str, plan['stream_levels']))} "
+            f"concurrent streams started over {plan['stream_ramp_ms']} ms, stopping at the first "
+            "level where none of "
+            f"{plan['level_tries']} tries ran without a stall, a failed stream or fewer streams at "
+            "once than asked.",
+            "",
+            "| | direct | gateway | nginx |",
+            "|---|---|---|---|",
+            row3("TTFT p99", st["ttft_p99_us"], " µs"),
+            f"| added TTFT p99 | | {fmt(st['added_ttft_p99_us']['gateway'], ' µs')} | "
+            f"{fmt(st['added_ttft_p99_us']['nginx'], ' µs')} |",
+            row3("inter-chunk gap p99", st["gap_p99_us"], " µs"),
+            f"| added gap p99 | | {fmt(st['added_gap_p99_us']['gateway'], ' µs')} | "
+            f"{fmt(st['added_gap_p99_us']['nginx'], ' µs')} |",
+            row3("max gap", st["gap_max_us"], " µs"),
+            f"| proxy CPU per relayed chunk | | "
+            f"{fmt(st['proxy_cpu_us_per_chunk']['gateway'], ' µs', 1)} | "
+            f"{fmt(st['proxy_cpu_us_per_chunk']['nginx'], ' µs', 1)} |",
+            row3("streams without a stall", st["sustained_streams"], ""),
+            "",
+        ]
+    fo = cases.get("failover", {}).get("summary")
+    if fo:
+        out += [
+            "### 5. Failover cost (first backend answers 429 instantly, second succeeds; loadgen "
+            "paired, c=1, the two gateways taking turns)",
+            "",
+            "| | succeeds on first | fails over | added |",
+            "|---|---|---|---|",
+            f"| p50 | {fmt(fo['p50_us']['first_ok'], ' µs')} | "
+            f"{fmt(fo['p50_us']['failover'], ' µs')} | {fmt(fo['failover_added_p50_us'], ' µs')} |",
+            f"| p99 | {fmt(fo['p99_us']['first_ok'], ' µs')} | "
+            f"{fmt(fo['p99_us']['failover'], ' µs')} | {fmt(fo['failover_added_p99_us'], ' µs')} |",
+            "",
+        ]
+    mem = cases.get("streaming", {}).get("memory")
+    if mem:
+        out += [
+            "### 6. Memory (RSS of the process tree; peak sampled every 10 ms)",
+            "",
+            "| | gateway | nginx (master + worker) |",
+            "|---|---|---|",
+            f"| idle | {fmt(mem['gateway']['idle_rss_kib'] / 1024, ' MiB', 1)} | "
+            f"{fmt(mem['nginx']['idle_rss_kib'] / 1024, ' MiB', 1)} |",
+            f"| at {mem['gateway'].get('streams')} streams | "
+            f"{fmt(mem['gateway'].get('peak_rss_kib', 0) / 1024, ' MiB', 1)} | "
+            f"{fmt(mem['nginx'].get('peak_rss_kib', 0) / 1024, ' MiB', 1)} |",
+            "",
+        ]
+    up = cases.get("startup", {}).get("backends")
+    if up:
+        out += [
+            f"### 7. Start-up ({cases['startup']['measured']})",
+            "",
+            "| backends | median | min | max |",
+            "|---|---|---|---|",
+        ]
+        for n, v in up.items():
+            out.append(
+                f"| {n} | {fmt(v['median'], ' ms', 1)} | {fmt(v['min'], ' ms', 1)} | "
+                f"{fmt(v['max'], ' ms', 1)} |"
+            )
+        out.append("")
+    prof = r.get("profile", {})
+    for view, load in (("request", "the case-2 load"), ("stream", "512 streams")):
+        top = prof.get(view, {}).get("self")
+        if top:
+            user = [line for line in top if "[k]" not in line]
+            out += [
+                f"### Profile: {view} path under {load} (perf, self time)",
+                "",
+                "Top entries, then the top user-space entries (the kernel's share is the network "
+                "stack, as for nginx):",
+                "",
+                "```",
+                *top[:12],
+                "...",
+                *user[:20],
+                "```",
+                "",
+            ]
+    out += [
+        "## Commands",
+        "",
+        "Every command the run executed, from the repository root (ports, rates, stream counts "
+        "and the scratch directory `$WORK` replaced by placeholders; the JSON has the exact "
+        "ones):",
+        "",
+        "```",
+    ]
+    out += commands(r["commands"], r["work"], r["root"]) + ["```", ""]
+    return "\n".join(out)
+
+
+TARGETS = ("direct", "gateway", "nginx")
+
+
+def row3(label: str, values: dict, unit: str) -> str:
+    return f"| {label} | " + " | ".join(fmt(values.get(n), unit) for n in TARGETS) + " |"
+
+
+def commands(all_commands: list[str], work: str, root: str) -> list[str]:
+    seen, out = set(), []
+    for cmd in all_commands:
+        cmd = cmd.replace(work, "$WORK").replace(root + "/", "")
+        cmd = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", cmd)
+        cmd = re.sub(r"(--rate|--streams|-p) \d+", r"\1 N", cmd)
+        cmd = re.sub(r"wrk-\d+\.lua", "wrk-N.lua", cmd)
+        cmd = re.sub(r"perf-[\w-]+\.data", "perf.data", cmd)
+        if cmd not in seen:
+            seen.add(cmd)
+            out.append(cmd)
+    return out

@@ -1,0 +1,71 @@
+//! `loadgen`: the benchmark's own load client, for what `wrk` cannot measure.
+//!
+//! - `paired`: concurrency 1, one request at a time taking turns between targets (direct,
+//!   gateway, nginx), so machine noise hits all of them alike; latency percentiles per target.
+//! - `rate`: open-loop load at a fixed request rate. Latency runs from each request's scheduled
+//!   send time, so a server that falls behind shows its queue instead of slowing the client down.
+//! - `streams`: N concurrent SSE streams; time to first token, gaps between deltas, stalls.
+//!
+//! Prints one JSON object on stdout; `bench/bench.py` drives it. Loopback only.
+
+mod paired;
+mod rate;
+mod stats;
+mod streams;
+mod target;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Load client of the gateway benchmark (bench/README.md).
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Open-loop load at a fixed rate; latency percentiles and error counts.
+    Rate(rate::RateArgs),
+    /// Concurrency 1, taking turns between targets; latency percentiles per target.
+    Paired(paired::PairedArgs),
+    /// Concurrent SSE streams; TTFT, inter-delta gaps and stalls.
+    Streams(streams::StreamArgs),
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("loadgen: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match args.command {
+            Command::Paired(args) => paired::run(args).await,
+            Command::Rate(args) => rate::run(args).await,
+            Command::Streams(args) => streams::run(args).await,
+        }
+    });
+    match result {
+        Ok(summary) => {
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{summary}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("loadgen: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

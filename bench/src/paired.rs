@@ -1,0 +1,121 @@
+//! Latency at concurrency 1, paired: one request at a time, taking turns between targets (for
+//! example direct, gateway, nginx) on kept-alive connections. Whatever else the machine does
+//! hits every target in the same moments, so differences between targets are the targets' own
+//! (a shared, noisy machine moves each target's p99 far more than the gateway adds).
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use serde_json::{Map, Value, json};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::stats::summary;
+use crate::target::{Target, TargetArgs};
+
+#[derive(clap::Args, Debug)]
+pub struct PairedArgs {
+    /// One target as `name=URL` (repeatable, in turn order).
+    #[arg(long = "target", required = true, value_name = "NAME=URL")]
+    pub targets: Vec<String>,
+    /// The `api-key` of each target, in the order of `--target`.
+    #[arg(long = "key", value_name = "KEY")]
+    pub keys: Vec<String>,
+    /// JSON body, sent with POST.
+    #[arg(long)]
+    pub body: String,
+    /// Measured seconds, after the warm-up.
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// Seconds of requests before measuring.
+    #[arg(long, default_value_t = 0.5)]
+    pub warmup: f64,
+}
+
+struct Lane {
+    name: String,
+    target: Target,
+    sender: Sender,
+    latencies: Vec<u64>,
+    errors: u64,
+}
+
+pub async fn run(args: PairedArgs) -> Result<Value> {
+    if args.keys.len() != args.targets.len() {
+        bail!("give one --key per --target");
+    }
+    let mut lanes = Vec::with_capacity(args.targets.len());
+    for (spec, key) in args.targets.iter().zip(&args.keys) {
+        let (name, url) = spec
+            .split_once('=')
+            .with_context(|| format!("--target `{spec}` is not NAME=URL"))?;
+        let target = Target::new(&TargetArgs {
+            url: url.to_owned(),
+            headers: vec![format!("api-key: {key}")],
+            body: args.body.clone(),
+        })?;
+        let sender = connect(&target).await?;
+        lanes.push(Lane {
+            name: name.to_owned(),
+            target,
+            sender,
+            latencies: Vec::new(),
+            errors: 0,
+        });
+    }
+    let start = Instant::now();
+    let measure_from = start + Duration::from_secs_f64(args.warmup);
+    let end = measure_from + Duration::from_secs_f64(args.duration);
+    let mut round = 0usize;
+    while Instant::now() < end {
+        // Rotate who goes first, so no target always follows the same one.
+        let n = lanes.len();
+        for k in 0..n {
+            let lane = &mut lanes[(round + k) % n];
+            let sent = Instant::now();
+            let ok = call(lane).await?;
+            let latency = sent.elapsed().as_micros() as u64;
+            if sent >= measure_from {
+                if ok {
+                    lane.latencies.push(latency);
+                } else {
+                    lane.errors += 1;
+                }
+            }
+        }
+        round += 1;
+    }
+    let mut targets = Map::new();
+    for lane in lanes {
+        targets.insert(
+            lane.name,
+            json!({"errors": lane.errors, "latency_us": summary(lane.latencies)}),
+        );
+    }
+    Ok(json!({"mode": "paired", "duration_s": args.duration, "rounds": round, "targets": targets}))
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>;
+
+async fn connect(target: &Target) -> Result<Sender> {
+    let tcp = TcpStream::connect(&target.authority)
+        .await
+        .with_context(|| format!("connect {}", target.authority))?;
+    tcp.set_nodelay(true)?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+/// One request read to its last byte; reconnects once if the connection was closed.
+async fn call(lane: &mut Lane) -> Result<bool> {
+    if lane.sender.ready().await.is_err() {
+        lane.sender = connect(&lane.target).await?;
+    }
+    let response = lane.sender.send_request(lane.target.request(true)?).await?;
+    let ok = response.status().is_success();
+    response.into_body().collect().await?;
+    Ok(ok)
+}
