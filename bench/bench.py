@@ -103,6 +103,7 @@ def main() -> int:
         "plan": asdict(plan),
         "machine": machine(),
         "layout": layout,
+        "launcher": h.launcher,
         "bin_dir": str(
             h.bin_dir.relative_to(ROOT) if h.bin_dir.is_relative_to(ROOT) else h.bin_dir
         ),

@@ -542,9 +542,15 @@ class Bench:
                 proc.stop()
             results[str(n)] = {"ms": times, **spread(times)}
             self.log(f"  {n} backends: median {median(times):.1f} ms")
+        how = (
+            "hydrenv run: render the environment, write the release, exec the proxy"
+            if self.h.launcher == "hydrenv run"
+            else "proxy --config FILE"
+        )
         return {
-            "measured": "process spawn (taskset + proxy --config) until /readyz answers 200; "
-            "active health checks on; Key Vault excluded",
+            "measured": f"process spawn (taskset + {how}) until /readyz answers 200; active "
+            "health checks on; Key Vault not used",
+            "launcher": self.h.launcher,
             "backends": results,
         }
 

@@ -60,7 +60,7 @@ class Harness:
 
     def record(self, argv: list[str], env: dict[str, str] | None = None) -> None:
         prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
-        self.commands.append((prefix + " " if prefix else "") + shlex.join(argv))
+        self.commands.append((f"env -i PATH=$PATH {prefix} " if prefix else "") + shlex.join(argv))
 
     def run_tool(self, argv: list[str], cpus: str = LOAD_CPUS, timeout: float = 600) -> str:
         full = self.pinned(argv, cpus)
@@ -178,17 +178,24 @@ class Harness:
             time.sleep(0.01)
         raise HarnessError(f"mock {name} did not report its address:\n{proc.output()}")
 
-    def start_gateway(self, name: str, setup: GatewaySetup) -> Proc:
-        """Starts the gateway the way users start it.
+    @property
+    def launcher(self) -> str:
+        """How `start_gateway()` starts the gateway."""
+        return "hydrenv run" if (self.bin_dir / "hydrenv").exists() else "proxy --config"
 
-        Today that is `proxy --config <rendered yaml>`. When hydrenv lands, switch to
-        `hydrenv run` by replacing the `argv, env = ...` line with:
-            argv, env = [self.bin("hydrenv"), "run"], {**os.environ, **setup.env(self.work / name)}
-        (setup.env() renders the same gateway as environment variables, shared/spec/env.md).
-        """
+    def start_gateway(self, name: str, setup: GatewaySetup) -> Proc:
+        """Starts the gateway the way users start it: `hydrenv run` with the environment of
+        `setup` (shared/spec/env.md; hydrenv renders a release under SHARED_ROOT and execs the
+        proxy next to it on that release). Without a hydrenv binary in the bin directory, the
+        proxy is started directly on the same gateway rendered as YAML."""
+        if self.launcher == "hydrenv run":
+            shared = self.work / "gateways" / name / "shared"
+            shared.parent.mkdir(parents=True, exist_ok=True)
+            # Only what the gateway needs: the run does not depend on the caller's environment.
+            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **setup.env(shared)}
+            return Proc(self, name, [self.bin("hydrenv"), "run"], SERVER_CPUS, env)
         config = self.gateway_config(name, setup)
-        argv, env = [self.bin("proxy"), "--config", str(config)], None
-        return Proc(self, name, argv, SERVER_CPUS, env)
+        return Proc(self, name, [self.bin("proxy"), "--config", str(config)], SERVER_CPUS)
 
     def gateway_config(self, name: str, setup: GatewaySetup) -> Path:
         """Writes `<work>/gateways/<name>/gateway.yaml`. The gateway watches its config's
@@ -299,12 +306,12 @@ class GatewaySetup:
         ]
         return "\n".join(lines)
 
-    def env(self, work: Path) -> dict[str, str]:
+    def env(self, shared_root: Path) -> dict[str, str]:
         """The same gateway as the environment contract (for `hydrenv run`)."""
         env = {
             "GATEWAY_LISTEN": f"127.0.0.1:{self.listen_port}",
             "GATEWAY_ADMIN_LISTEN": f"127.0.0.1:{self.admin_port}",
-            "SHARED_ROOT": str(work),
+            "SHARED_ROOT": str(shared_root),
             "GATEWAY_REQUIRE_AUTH": "true",
             "GATEWAY_CLIENT_NAME_0": "bench",
             "GATEWAY_CLIENT_KEY_0": CLIENT_KEY,
@@ -325,7 +332,7 @@ class Proc:
         self.name = name
         self.log_path = h.work / f"{name}.log"
         full = h.pinned(argv, cpus)
-        h.record(full)
+        h.record(full, {k: v for k, v in (env or {}).items() if k != "PATH"})
         with open(self.log_path, "wb") as log:
             self.spawned = time.perf_counter()
             # taskset execs the program: the pid is the server's own.

@@ -164,6 +164,8 @@ def markdown(r: dict) -> str:
         f"- Tools: {m['nginx']}; {m['wrk']}; {m['rustc']}; binaries `{r['bin_dir']}`; "
         f"commit `{m['git']}`",
         f"- Cores: {r['layout']}",
+        f"- Gateway started with `{r.get('launcher', 'proxy --config')}` "
+        "(bench/harness.py `start_gateway()`)",
         f"- Repetitions: {plan['reps']} (interleaved; medians reported), "
         f"{plan['wrk_seconds']} s per wrk run, {plan['paired_seconds']} s per paired run; "
         f"whole run {fmt(r['elapsed_s'])} s",

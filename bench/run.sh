@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The gateway benchmark, one command (see bench/README.md):
-#   bench/run.sh            full run, ~10 minutes; writes bench/results/<time>-full.json and latest.md
+#   bench/run.sh            full run, ~5 minutes + build; bench/results/<time>-full.json, latest.md
 #   bench/run.sh --smoke    every case once, tiny durations (CI); no thresholds
 # Other options go to bench/bench.py (--cases, --reps, --bin-dir, --no-pin, --out).
 #   BENCH_DEBUG=1           use the debug binaries (target/debug) instead of building release ones
@@ -28,11 +28,12 @@ if ((${#need[@]})); then
     "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${need[@]/linux-perf/}" >/dev/null
 fi
 
+# hydrenv starts the gateway, as in production (`hydrenv run` execs the proxy next to it).
 if [[ -n "${BENCH_DEBUG:-}" ]]; then
-  cargo build --quiet -p proxy -p mock -p bench
+  cargo build --quiet -p proxy -p mock -p hydrenv -p bench
   bin=target/debug
 else
-  cargo build --quiet --release -p proxy -p mock -p bench
+  cargo build --quiet --release -p proxy -p mock -p hydrenv -p bench
   bin=target/release
 fi
 exec python3 bench/bench.py --bin-dir "$bin" "$@"
