@@ -187,3 +187,16 @@ pub fn metric_sum(text: &str, name: &str, needles: &[&str]) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// Polls a condition every 20 ms for at most 10 s (state that changes on its own clock, such as
+/// health probes or a config reload, has no event to await).
+pub async fn wait_until(mut check: impl AsyncFnMut() -> bool) {
+    let give_up = std::time::Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < give_up,
+            "condition not reached within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

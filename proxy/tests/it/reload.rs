@@ -27,14 +27,6 @@ fn swap_current(root: &Path, name: &str) {
     std::fs::rename(&temp, root.join("current")).unwrap();
 }
 
-async fn until(mut check: impl AsyncFnMut() -> bool) {
-    let give_up = Instant::now() + Duration::from_secs(10);
-    while !check().await {
-        assert!(Instant::now() < give_up, "not reached within 10 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_swap_reloads_without_failing_a_request() {
     let old_backend = mock_with(MockOptions {
@@ -83,7 +75,7 @@ async fn release_swap_reloads_without_failing_a_request() {
     next_chunk(&mut body).await.unwrap();
 
     swap_current(root, "r2");
-    until(async || {
+    wait_until(async || {
         post(gw.addr, CHAT, CHAT_BODY)
             .await
             .header("x-gateway-backend")
@@ -99,7 +91,7 @@ async fn release_swap_reloads_without_failing_a_request() {
 
     // A bad release is rejected; the running config keeps serving.
     swap_current(root, "r3");
-    until(async || {
+    wait_until(async || {
         metric_sum(
             &metrics(&gw).await,
             "gateway_config_reloads_total",
@@ -186,7 +178,7 @@ async fn sighup_reloads_a_file_edited_in_place_and_keeps_backend_state() {
     )
     .unwrap();
     triggers.send(Trigger::Signal).await.unwrap();
-    until(async || {
+    wait_until(async || {
         metric_sum(
             &metrics(&gw).await,
             "gateway_config_reloads_total",
