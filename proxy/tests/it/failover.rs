@@ -1,6 +1,6 @@
 //! Failover inside one request, cooldowns, and the answer when every backend is exhausted.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::Method;
 use mock::MockOptions;
