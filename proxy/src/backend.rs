@@ -11,6 +11,7 @@ use http::HeaderValue;
 
 use crate::clock::now_ms;
 use crate::config::{BackendConfig, PassiveHealth};
+use crate::upstream::Pool;
 
 /// Why a backend cannot take an attempt right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,10 +45,12 @@ pub struct Backend {
     /// `x-gateway-backend` header value.
     pub name_header: HeaderValue,
     pub state: Arc<BackendState>,
+    /// Keep-alive connections to it (carried over by reloads that keep its endpoint).
+    pub pool: Arc<Pool>,
 }
 
 impl Backend {
-    pub fn new(config: BackendConfig, state: Arc<BackendState>) -> Self {
+    pub fn new(config: BackendConfig, state: Arc<BackendState>, pool: Arc<Pool>) -> Self {
         let mut api_key_header =
             HeaderValue::from_str(config.api_key.expose()).unwrap_or(HeaderValue::from_static(""));
         api_key_header.set_sensitive(true);
@@ -58,6 +61,7 @@ impl Backend {
             api_key_header,
             name_header,
             state,
+            pool,
         }
     }
 

@@ -6,9 +6,8 @@
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderValue, Method, Request, Uri};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http::{HeaderMap, HeaderValue, Method};
+use http_body_util::BodyExt;
 
 use crate::backend::Unavailable;
 use crate::clock::now_ms;
@@ -18,7 +17,8 @@ use crate::request_body::RequestBody;
 use crate::routes::{Route, upstream_path_and_query};
 use crate::sse::{self, Framer, Opening};
 use crate::upstream::{
-    REMAINING_REQUESTS, REMAINING_TOKENS, forward_request_headers, header_i64, retry_hint,
+    REMAINING_REQUESTS, REMAINING_TOKENS, SendError, UpstreamBody, forward_request_headers,
+    header_i64, retry_hint,
 };
 
 const API_KEY: http::HeaderName = http::HeaderName::from_static("api-key");
@@ -48,10 +48,10 @@ pub enum WinnerBody {
     Sse {
         prefetched: Vec<Bytes>,
         framer: Framer,
-        upstream: Incoming,
+        upstream: UpstreamBody,
     },
     /// Anything else, relayed as it comes.
-    Raw(Incoming),
+    Raw(UpstreamBody),
 }
 
 /// The answer chosen for the client.
@@ -324,32 +324,18 @@ async fn try_backend(
     let triggers = upstream.failover;
     let idle = upstream.read_timeout.min(budget);
     let path = upstream_path_and_query(req.route, req.query, &backend.config);
-    let uri = Uri::builder()
-        .scheme(backend.config.scheme.clone())
-        .authority(backend.config.authority.clone())
-        .path_and_query(path)
-        .build()
-        .map_err(|_| Failure::Transport {
-            outcome: Outcome::ConnectError,
-            detail: "invalid upstream uri",
-        })?;
-    let mut request = Request::builder()
-        .method(req.method.clone())
-        .uri(uri)
-        .body(Full::new(req.body.for_backend(&backend.config)))
-        .map_err(|_| Failure::Transport {
-            outcome: Outcome::ConnectError,
-            detail: "invalid upstream request",
-        })?;
-    let headers = request.headers_mut();
-    forward_request_headers(req.headers, headers);
-    headers.insert(API_KEY, backend.api_key_header.clone());
-    headers.insert(X_REQUEST_ID, req.request_id.clone());
+    let mut head = backend.pool.request(req.method, &path);
+    forward_request_headers(req.headers, &mut head);
+    head.header(&API_KEY, &backend.api_key_header);
+    head.header(&X_REQUEST_ID, req.request_id);
 
     // Sending the request and getting the response headers: bounded by the send timeout and by
     // the read timeout (silence), whichever is shorter, and by the request deadline.
     let headers_timeout = upstream.send_timeout.min(idle);
-    let response = match tokio::time::timeout(headers_timeout, gw.client.request(request)).await {
+    let sent = backend
+        .pool
+        .send(head, req.body.for_backend(&backend.config));
+    let response = match tokio::time::timeout(headers_timeout, sent).await {
         Err(_) => {
             backend.state.record_failure(&upstream.passive_health);
             return Err(Failure::Transport {
@@ -359,12 +345,12 @@ async fn try_backend(
         }
         Ok(Err(error)) => {
             backend.state.record_failure(&upstream.passive_health);
-            let (outcome, detail) = classify_client_error(&error);
+            let (outcome, detail) = classify_send_error(&error);
             return Err(Failure::Transport { outcome, detail });
         }
         Ok(Ok(response)) => response,
     };
-    let (parts, body) = response.into_parts();
+    let (parts, body) = response;
     let status = parts.status.as_u16();
     backend.state.set_remaining(
         header_i64(&parts.headers, &REMAINING_TOKENS),
@@ -424,29 +410,19 @@ async fn try_backend(
     Ok((parts, WinnerBody::Buffered(bytes)))
 }
 
-fn classify_client_error(error: &hyper_util::client::legacy::Error) -> (Outcome, &'static str) {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut
-        {
-            return (Outcome::Timeout, "connect timeout");
-        }
-        if e.to_string().contains("timed out") {
-            return (Outcome::Timeout, "connect timeout");
-        }
-        source = e.source();
-    }
-    if error.is_connect() {
-        (Outcome::ConnectError, "connect or TLS error")
-    } else {
-        (Outcome::ConnectError, "connection failed before a response")
+fn classify_send_error(error: &SendError) -> (Outcome, &'static str) {
+    match error {
+        SendError::ConnectTimeout => (Outcome::Timeout, "connect timeout"),
+        SendError::Connect(_) => (Outcome::ConnectError, "connect error"),
+        SendError::Tls(_) => (Outcome::ConnectError, "TLS error"),
+        SendError::Broken(_) => (Outcome::ConnectError, "connection failed before a response"),
+        SendError::Malformed(_) => (Outcome::ConnectError, "malformed response from the backend"),
     }
 }
 
 /// Reads a whole body with an idle timeout between frames. A body that arrives as one frame
 /// (the usual JSON answer) is kept as it is, without a copy.
-async fn read_all(mut body: Incoming, idle: Duration) -> Result<Bytes, Outcome> {
+async fn read_all(mut body: UpstreamBody, idle: Duration) -> Result<Bytes, Outcome> {
     let mut first: Option<Bytes> = None;
     let mut buf = BytesMut::new();
     loop {
@@ -480,7 +456,7 @@ async fn read_all(mut body: Incoming, idle: Duration) -> Result<Bytes, Outcome> 
 /// Reads the opening events of a 200 stream: a throttling or server error there (before any output)
 /// fails over; the first real event commits.
 async fn open_stream(
-    mut body: Incoming,
+    mut body: UpstreamBody,
     idle: Duration,
     default_cooldown: Duration,
     backend: &crate::backend::Backend,

@@ -1,5 +1,5 @@
 //! The runtime built from one config: backends with their state, balancer, client auth, the
-//! upstream client, metric handles and the Responses affinity store. Requests take an `Arc` of it
+//! upstream connection pools, metric handles and the Responses affinity store. Requests take an `Arc` of it
 //! once and use it lock-free; a new config builds a new one.
 
 use std::collections::HashMap;
@@ -11,7 +11,7 @@ use crate::balancer::Balancer;
 use crate::config::GatewayConfig;
 use crate::health::HealthChecks;
 use crate::metrics::{BackendMetrics, Metrics};
-use crate::upstream::{UpstreamClient, client};
+use crate::upstream::{Pool, default_tls};
 
 /// Response id → name of the backend that created it (Responses API state lives there).
 #[derive(Debug)]
@@ -46,7 +46,6 @@ pub struct Gateway {
     pub backend_metrics: Vec<BackendMetrics>,
     pub balancer: Balancer,
     pub auth: ClientAuth,
-    pub client: UpstreamClient,
     pub metrics: Arc<Metrics>,
     pub affinity: Arc<Affinity>,
     by_name: HashMap<Arc<str>, usize>,
@@ -56,24 +55,44 @@ pub struct Gateway {
 impl Gateway {
     /// Builds the runtime and starts active health checks (they stop when it is dropped).
     /// With `previous` (a reload), what describes the outside world carries over: the state of
-    /// backends that keep their name and endpoint (cooldowns, health), the pooled client when its
-    /// settings did not change, and the Responses affinity store. Must run inside a Tokio runtime.
+    /// backends that keep their name and endpoint (cooldowns, health), the connection pools of
+    /// unchanged endpoints, and the Responses affinity store. Must run inside a Tokio runtime.
     pub fn new(
         config: GatewayConfig,
         metrics: Arc<Metrics>,
         previous: Option<&Gateway>,
     ) -> Arc<Self> {
+        let connect_timeout = config.upstream.connect_timeout;
         let backends: Vec<Backend> = config
             .backends
             .iter()
             .map(|b| {
-                let state = previous
+                let same = previous
                     .and_then(|p| p.backend_index(&b.name).map(|i| &p.backends[i]))
                     .filter(|old| {
                         old.config.scheme == b.scheme && old.config.authority == b.authority
+                    });
+                let state =
+                    same.map_or_else(|| Arc::new(BackendState::new()), |old| old.state.clone());
+                // Connections carry over to any backend of the new config with the same endpoint.
+                let pool = previous
+                    .and_then(|p| {
+                        p.backends
+                            .iter()
+                            .find(|old| old.pool.serves(&b.scheme, &b.authority, connect_timeout))
                     })
-                    .map_or_else(|| Arc::new(BackendState::new()), |old| old.state.clone());
-                Backend::new(b.clone(), state)
+                    .map_or_else(
+                        || {
+                            Arc::new(Pool::new(
+                                &b.scheme,
+                                &b.authority,
+                                connect_timeout,
+                                default_tls(),
+                            ))
+                        },
+                        |old| old.pool.clone(),
+                    );
+                Backend::new(b.clone(), state, pool)
             })
             .collect();
         let backend_metrics = backends
@@ -85,12 +104,6 @@ impl Gateway {
             .enumerate()
             .map(|(i, b)| (b.config.name.clone(), i))
             .collect();
-        let client = previous
-            .filter(|p| p.config.upstream.connect_timeout == config.upstream.connect_timeout)
-            .map_or_else(
-                || client(config.upstream.connect_timeout),
-                |p| p.client.clone(),
-            );
         let affinity = previous
             .filter(|p| {
                 p.config.responses.affinity_ttl == config.responses.affinity_ttl
@@ -101,7 +114,6 @@ impl Gateway {
             balancer: Balancer::new(&config),
             auth: ClientAuth::new(&config.clients),
             affinity,
-            client,
             backends,
             backend_metrics,
             metrics,

@@ -4,14 +4,17 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Method, Request, Uri};
-use http_body_util::{BodyExt, Full};
+use http::{HeaderName, HeaderValue, Method};
+use http_body_util::BodyExt;
 use tokio::task::JoinHandle;
 
 use crate::backend::BackendState;
 use crate::config::ActiveHealth;
 use crate::gateway::Gateway;
-use crate::upstream::UpstreamClient;
+use crate::upstream::{Pool, default_tls};
+
+const API_KEY: HeaderName = HeaderName::from_static("api-key");
+const USER_AGENT: HeaderValue = HeaderValue::from_static("genai-gateway-health");
 
 /// The running probe tasks; dropping this stops them.
 #[derive(Debug)]
@@ -25,26 +28,25 @@ impl HealthChecks {
         let tasks = gateway
             .backends
             .iter()
-            .filter_map(|backend| {
-                let scheme = policy
-                    .scheme
-                    .clone()
-                    .unwrap_or(backend.config.scheme.clone());
-                let uri = Uri::builder()
-                    .scheme(scheme)
-                    .authority(backend.config.authority.clone())
-                    .path_and_query(policy.path.clone())
-                    .build()
-                    .ok()?;
+            .map(|backend| {
+                // A probe scheme other than the backend's gets a pool of its own.
+                let pool = match &policy.scheme {
+                    Some(scheme) if *scheme != backend.config.scheme => Arc::new(Pool::new(
+                        scheme,
+                        &backend.config.authority,
+                        gateway.config.upstream.connect_timeout,
+                        default_tls(),
+                    )),
+                    _ => backend.pool.clone(),
+                };
                 let probe = Probe {
-                    uri,
+                    pool,
                     api_key: backend.api_key_header.clone(),
                     state: backend.state.clone(),
-                    client: gateway.client.clone(),
                     policy: policy.clone(),
                     name: backend.config.name.clone(),
                 };
-                Some(tokio::spawn(probe.run()))
+                tokio::spawn(probe.run())
             })
             .collect();
         Self { tasks }
@@ -60,10 +62,9 @@ impl Drop for HealthChecks {
 }
 
 struct Probe {
-    uri: Uri,
+    pool: Arc<Pool>,
     api_key: http::HeaderValue,
     state: Arc<BackendState>,
-    client: UpstreamClient,
     policy: Arc<ActiveHealth>,
     name: Arc<str>,
 }
@@ -87,21 +88,14 @@ impl Probe {
     }
 
     async fn check(&self) -> bool {
-        let request = Request::builder()
-            .method(Method::GET)
-            .uri(self.uri.clone())
-            .header("api-key", self.api_key.clone())
-            .header("user-agent", "genai-gateway-health")
-            .body(Full::new(Bytes::new()));
-        let Ok(request) = request else {
-            return false;
-        };
+        let mut head = self.pool.request(&Method::GET, self.policy.path.as_str());
+        head.header(&API_KEY, &self.api_key);
+        head.header(&http::header::USER_AGENT, &USER_AGENT);
         let probe = async {
-            let response = self.client.request(request).await.ok()?;
-            let status = response.status().as_u16();
-            // Drain so the connection returns to the pool.
-            let _ = response.into_body().collect().await;
-            Some(status)
+            let (parts, body) = self.pool.send(head, Bytes::new()).await.ok()?;
+            // Read to the end so the connection goes back to the pool.
+            let _ = body.collect().await;
+            Some(parts.status.as_u16())
         };
         match tokio::time::timeout(self.policy.timeout, probe).await {
             Ok(Some(status)) => !self.policy.unhealthy_statuses.contains(&status),

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::time::Sleep;
 
 use crate::backend::InFlight;
@@ -18,6 +17,7 @@ use crate::error::BoxError;
 use crate::gateway::Gateway;
 use crate::metrics::RequestLabels;
 use crate::sse::{self, Framer};
+use crate::upstream::UpstreamBody;
 use crate::usage::{Usage, find_usage, mentions_usage_object};
 
 /// What is recorded once a request is over (when this is dropped).
@@ -96,7 +96,7 @@ pub struct Relay {
     _stream_gauge: Option<StreamGauge>,
     /// Last field: dropped after the accounting, so the in-flight count is down before the
     /// backend sees the connection close.
-    upstream: Option<Incoming>,
+    upstream: Option<UpstreamBody>,
 }
 
 struct SseFilter {
@@ -119,7 +119,7 @@ impl Relay {
     pub fn sse(
         prefetched: Vec<Bytes>,
         framer: Framer,
-        upstream: Incoming,
+        upstream: UpstreamBody,
         hide_usage_chunk: bool,
         idle: Duration,
         accounting: Accounting,
@@ -146,7 +146,7 @@ impl Relay {
     }
 
     /// A raw relay (bodies the gateway does not look into).
-    pub fn raw(upstream: Incoming, idle: Duration, accounting: Accounting) -> Self {
+    pub fn raw(upstream: UpstreamBody, idle: Duration, accounting: Accounting) -> Self {
         Self {
             pending: VecDeque::new(),
             upstream: Some(upstream),

@@ -1,36 +1,16 @@
-//! The pooled HTTP client to backends: keep-alive, `TCP_NODELAY`, rustls (HTTP/1.1 and h2 by ALPN),
-//! connect timeout; and the header hygiene of what goes upstream and what comes back.
+//! Talking to backends: the client ([`Pool`] per backend, [`UpstreamBody`] for responses) and
+//! the header hygiene of what goes upstream and what comes back.
+
+mod body;
+mod client;
+mod stream;
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
-use http_body_util::Full;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
-/// The client type used for every backend call.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
-
-/// Builds the shared client. One per config: the connect timeout is part of the connector.
-pub fn client(connect_timeout: Duration) -> UpstreamClient {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
-    http.set_keepalive(Some(Duration::from_secs(60)));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_all_versions()
-        .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(1024)
-        .build(https)
-}
+pub use body::UpstreamBody;
+pub use client::{Pool, RequestHead, SendError, default_tls, tls_with_roots};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus `host`, never forwarded in either direction.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -73,12 +53,12 @@ fn drop_from_client(name: &HeaderName) -> bool {
         || n.starts_with("x-gw-")
 }
 
-/// Copies the client's headers for the backend, minus everything [`drop_from_client`] names.
+/// Writes the client's headers for the backend, minus everything [`drop_from_client`] names.
 /// `accept-encoding` is dropped so the gateway can read usage from identity-encoded bodies.
-pub fn forward_request_headers(from: &HeaderMap, to: &mut HeaderMap) {
+pub fn forward_request_headers(from: &HeaderMap, to: &mut RequestHead) {
     for (name, value) in from {
         if !drop_from_client(name) {
-            to.append(name.clone(), value.clone());
+            to.header(name, value);
         }
     }
 }
@@ -208,9 +188,17 @@ mod tests {
             ("content-type", "application/json"),
             ("x-priority", "low"),
         ]);
-        let mut to = HeaderMap::new();
+        let pool = Pool::new(
+            &http::uri::Scheme::HTTP,
+            &http::uri::Authority::from_static("backend:8080"),
+            Duration::from_secs(1),
+            default_tls(),
+        );
+        let mut to = pool.request(&http::Method::POST, "/x");
         forward_request_headers(&from, &mut to);
-        assert_eq!(to.len(), 2);
-        assert!(to.contains_key("content-type") && to.contains_key("x-priority"));
+        assert_eq!(
+            String::from_utf8_lossy(to.as_bytes()),
+            "POST /x HTTP/1.1\r\nhost: backend:8080\r\ncontent-type: application/json\r\nx-priority: low\r\n"
+        );
     }
 }

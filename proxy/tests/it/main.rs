@@ -11,3 +11,4 @@ mod reload;
 mod routing;
 mod sdk;
 mod streaming;
+mod upstream;

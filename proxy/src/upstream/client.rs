@@ -1,0 +1,460 @@
+//! The gateway's own HTTP/1.1 client to one backend: a lock-free pool of idle keep-alive
+//! connections, the request written in one `writev`, the response head parsed with `httparse`, and
+//! the body read by [`UpstreamBody`] inside the request's own task.
+//!
+//! Why not a general-purpose client: hyper's pooled client runs every connection as a separate
+//! task and hands requests, responses and body chunks across channels, which costs more CPU per
+//! request than the whole of nginx's proxying (see `docs/benchmarks.md`). Here the request's task
+//! does the I/O itself; nothing is shared between requests but the idle queue.
+//!
+//! TLS (rustls, ALPN `http/1.1`) is spoken for `https` backends; plain TCP otherwise. Both get
+//! `TCP_NODELAY` and TCP keep-alive probes.
+
+use std::io::{self, Write as _};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use crossbeam_queue::ArrayQueue;
+use http::uri::{Authority, Scheme};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::body::{Framing, UpstreamBody};
+use super::stream::Stream;
+use crate::clock::now_ms;
+
+/// Idle connections kept per backend; more than this are closed when they come back.
+const MAX_IDLE: usize = 1024;
+/// A connection idle longer than this is closed rather than reused (Azure's front ends close
+/// idle connections after a few minutes; reusing one that is about to close costs a retry).
+const IDLE_TIMEOUT_MS: u64 = 90_000;
+/// Largest response head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// Most response header fields accepted.
+const MAX_HEADERS: usize = 128;
+/// Read buffer size for one response.
+pub(super) const READ_CHUNK: usize = 16 * 1024;
+/// Request bodies up to this size go out in the same write as the head.
+const INLINE_BODY: usize = 64 * 1024;
+
+/// rustls settings for backends: the web PKI roots, ALPN `http/1.1`.
+pub fn default_tls() -> Arc<rustls::ClientConfig> {
+    static CONFIG: LazyLock<Arc<rustls::ClientConfig>> = LazyLock::new(|| {
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        tls_with_roots(roots)
+    });
+    CONFIG.clone()
+}
+
+/// rustls settings trusting exactly `roots` (tests use a throwaway CA).
+pub fn tls_with_roots(roots: rustls::RootCertStore) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+        .unwrap_or_else(|_| {
+            // The ring provider supports the default versions; this branch is unreachable.
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        });
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// Why a request got no response head from a backend.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("connect timeout")]
+    ConnectTimeout,
+    #[error("connect error: {0}")]
+    Connect(io::Error),
+    #[error("TLS error: {0}")]
+    Tls(io::Error),
+    /// The connection failed or closed before a whole response head arrived.
+    #[error("connection failed before a response: {0}")]
+    Broken(io::Error),
+    /// The backend answered something that is not an HTTP/1.x response.
+    #[error("malformed response: {0}")]
+    Malformed(&'static str),
+}
+
+/// An idle connection and when it went idle.
+pub(super) struct Idle {
+    stream: Stream,
+    since_ms: u64,
+}
+
+/// One backend's connections: where to connect and the idle keep-alive connections.
+pub struct Pool {
+    host: Box<str>,
+    port: u16,
+    /// `host` header value (the authority as configured).
+    host_header: Bytes,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    connect_timeout: Duration,
+    idle: ArrayQueue<Idle>,
+    scheme: Scheme,
+    authority: Authority,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("scheme", &self.scheme)
+            .field("authority", &self.authority)
+            .field("idle", &self.idle.len())
+            .finish()
+    }
+}
+
+impl Pool {
+    /// A pool for `scheme://authority`. `tls` is used for `https` only.
+    pub fn new(
+        scheme: &Scheme,
+        authority: &Authority,
+        connect_timeout: Duration,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Self {
+        let https = *scheme == Scheme::HTTPS;
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let tls = https.then(|| {
+            let name = ServerName::try_from(host.to_owned()).unwrap_or(ServerName::IpAddress(
+                std::net::Ipv4Addr::UNSPECIFIED.into(),
+            ));
+            (TlsConnector::from(tls), name)
+        });
+        Self {
+            host: host.into(),
+            port,
+            host_header: Bytes::copy_from_slice(authority.as_str().as_bytes()),
+            tls,
+            connect_timeout,
+            idle: ArrayQueue::new(MAX_IDLE),
+            scheme: scheme.clone(),
+            authority: authority.clone(),
+        }
+    }
+
+    /// Whether this pool connects where (and how) a backend with these settings would.
+    pub fn serves(
+        &self,
+        scheme: &Scheme,
+        authority: &Authority,
+        connect_timeout: Duration,
+    ) -> bool {
+        self.scheme == *scheme
+            && self.authority == *authority
+            && self.connect_timeout == connect_timeout
+    }
+
+    /// Idle connections right now.
+    pub fn idle_connections(&self) -> usize {
+        self.idle.len()
+    }
+
+    /// Starts a request: the request line and `host`. Add headers, then [`Pool::send`] it.
+    pub fn request(&self, method: &Method, path_and_query: &str) -> RequestHead {
+        let mut buf = Vec::with_capacity(1024);
+        buf.extend_from_slice(method.as_str().as_bytes());
+        buf.push(b' ');
+        buf.extend_from_slice(path_and_query.as_bytes());
+        buf.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+        buf.extend_from_slice(&self.host_header);
+        buf.extend_from_slice(b"\r\n");
+        RequestHead {
+            buf,
+            head_only: *method == Method::HEAD,
+            declares_length: matches!(*method, Method::POST | Method::PUT | Method::PATCH),
+        }
+    }
+
+    /// Sends a request and reads the response head. A reused connection that turns out to be
+    /// closed before any response byte arrives (the keep-alive race) is replaced by a new one
+    /// once; every other failure is the caller's to handle (fail over, or answer 502).
+    pub async fn send(
+        self: &Arc<Self>,
+        head: RequestHead,
+        body: Bytes,
+    ) -> Result<(http::response::Parts, UpstreamBody), SendError> {
+        let head_only = head.head_only;
+        let mut wire = head.finish(body.len());
+        let body = if body.len() <= INLINE_BODY {
+            wire.extend_from_slice(&body);
+            Bytes::new()
+        } else {
+            body
+        };
+        let mut fresh_only = false;
+        loop {
+            let (mut stream, reused) = match (!fresh_only).then(|| self.checkout()).flatten() {
+                Some(stream) => (stream, true),
+                None => (self.connect().await?, false),
+            };
+            match exchange(&mut stream, &wire, &body).await {
+                Ok((parts, buf, framing, keep_alive)) => {
+                    let framing = if head_only { Framing::Empty } else { framing };
+                    let body = UpstreamBody::new(stream, buf, framing, keep_alive, self.clone());
+                    return Ok((parts, body));
+                }
+                Err(Failed::Io {
+                    error: _,
+                    answered: false,
+                }) if reused => fresh_only = true,
+                Err(Failed::Io { error, .. }) => return Err(SendError::Broken(error)),
+                Err(Failed::Malformed(what)) => return Err(SendError::Malformed(what)),
+            }
+        }
+    }
+
+    /// The oldest idle connection that is still open and not idle for too long.
+    fn checkout(&self) -> Option<Stream> {
+        let now = now_ms();
+        while let Some(idle) = self.idle.pop() {
+            if now.saturating_sub(idle.since_ms) < IDLE_TIMEOUT_MS && idle.stream.is_idle_open() {
+                return Some(idle.stream);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection whose response was read to the end.
+    pub(super) fn checkin(&self, stream: Stream) {
+        let _ = self.idle.push(Idle {
+            stream,
+            since_ms: now_ms(),
+        });
+    }
+
+    async fn connect(&self) -> Result<Stream, SendError> {
+        let connect = async {
+            let addrs = tokio::net::lookup_host((&*self.host, self.port))
+                .await
+                .map_err(SendError::Connect)?;
+            let mut last = io::Error::new(io::ErrorKind::NotFound, "no address for the host");
+            let mut tcp = None;
+            for addr in addrs {
+                match TcpStream::connect(addr).await {
+                    Ok(stream) => {
+                        tcp = Some(stream);
+                        break;
+                    }
+                    Err(error) => last = error,
+                }
+            }
+            let tcp = tcp.ok_or(SendError::Connect(last))?;
+            let _ = tcp.set_nodelay(true);
+            let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
+            let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
+            match &self.tls {
+                None => Ok(Stream::Plain(tcp)),
+                Some((connector, name)) => connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map(|tls| Stream::Tls(Box::new(tls)))
+                    .map_err(SendError::Tls),
+            }
+        };
+        tokio::time::timeout(self.connect_timeout, connect)
+            .await
+            .map_err(|_| SendError::ConnectTimeout)?
+    }
+}
+
+/// A request being written: request line, `host`, then the caller's headers.
+pub struct RequestHead {
+    buf: Vec<u8>,
+    head_only: bool,
+    declares_length: bool,
+}
+
+impl RequestHead {
+    /// Appends one header field (values are valid by construction: no CR or LF).
+    pub fn header(&mut self, name: &HeaderName, value: &HeaderValue) {
+        self.buf.extend_from_slice(name.as_str().as_bytes());
+        self.buf.extend_from_slice(b": ");
+        self.buf.extend_from_slice(value.as_bytes());
+        self.buf.extend_from_slice(b"\r\n");
+    }
+
+    /// What has been written so far.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    fn finish(mut self, body_len: usize) -> Vec<u8> {
+        if body_len > 0 || self.declares_length {
+            let _ = write!(self.buf, "content-length: {body_len}\r\n");
+        }
+        self.buf.extend_from_slice(b"\r\n");
+        self.buf
+    }
+}
+
+enum Failed {
+    /// `answered`: some response bytes had arrived (the request reached the backend).
+    Io {
+        error: io::Error,
+        answered: bool,
+    },
+    Malformed(&'static str),
+}
+
+fn io_failed(error: io::Error, answered: bool) -> Failed {
+    Failed::Io { error, answered }
+}
+
+/// Writes the request and reads up to the end of the response head (skipping `1xx` interim
+/// responses). Returns the head, the bytes read past it, the body framing and whether the
+/// connection may be reused afterwards.
+async fn exchange(
+    stream: &mut Stream,
+    wire: &[u8],
+    body: &[u8],
+) -> Result<(http::response::Parts, BytesMut, Framing, bool), Failed> {
+    stream
+        .write_all(wire)
+        .await
+        .map_err(|e| io_failed(e, false))?;
+    if !body.is_empty() {
+        stream
+            .write_all(body)
+            .await
+            .map_err(|e| io_failed(e, false))?;
+    }
+    stream.flush().await.map_err(|e| io_failed(e, false))?;
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut answered = false;
+    loop {
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_CHUNK);
+        }
+        let read = stream
+            .read_buf(&mut buf)
+            .await
+            .map_err(|e| io_failed(e, answered))?;
+        if read == 0 {
+            let error = io::Error::new(io::ErrorKind::UnexpectedEof, "closed before a response");
+            return Err(io_failed(error, answered));
+        }
+        answered = true;
+        while let Some(head) = parse_head(&mut buf)? {
+            if head.0.status.is_informational() {
+                continue; // 100 Continue and friends: the real answer follows.
+            }
+            return Ok((head.0, buf, head.1, head.2));
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(Failed::Malformed("response head too large"));
+        }
+    }
+}
+
+/// Parses a complete response head off the front of `buf`, if there is one.
+fn parse_head(
+    buf: &mut BytesMut,
+) -> Result<Option<(http::response::Parts, Framing, bool)>, Failed> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut fields);
+    let len = match response.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Failed::Malformed("too many response header fields"));
+        }
+        Err(_) => return Err(Failed::Malformed("not an HTTP/1.x response")),
+    };
+    let code = response.code.unwrap_or(0);
+    let status = StatusCode::from_u16(code).map_err(|_| Failed::Malformed("invalid status"))?;
+    let version = match response.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    // Offsets of names and values in `buf`, so the values can share the head's bytes.
+    let base = buf.as_ptr() as usize;
+    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    let count = response.headers.len();
+    for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
+        let name = field.name.as_bytes();
+        *span = (
+            name.as_ptr() as usize - base,
+            name.len(),
+            field.value.as_ptr() as usize - base,
+            field.value.len(),
+        );
+    }
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(count);
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut coded = false;
+    let mut close = version == Version::HTTP_10;
+    for &(n, nl, v, vl) in &spans[..count] {
+        let name = HeaderName::from_bytes(&head[n..n + nl])
+            .map_err(|_| Failed::Malformed("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(v..v + vl))
+            .map_err(|_| Failed::Malformed("invalid header value"))?;
+        if name == http::header::CONTENT_LENGTH {
+            let parsed = std::str::from_utf8(value.as_bytes())
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or(Failed::Malformed("invalid content-length"))?;
+            if length.is_some_and(|l| l != parsed) {
+                return Err(Failed::Malformed("conflicting content-length"));
+            }
+            length = Some(parsed);
+        } else if name == http::header::TRANSFER_ENCODING {
+            coded = true;
+            chunked = value
+                .as_bytes()
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name == http::header::CONNECTION {
+            for token in value.as_bytes().split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    close = false;
+                }
+            }
+        }
+        headers.append(name, value);
+    }
+    // RFC 9112 §6.3: no body for 1xx/204/304; transfer-encoding wins over content-length; a
+    // transfer coding other than chunked last, or no framing at all, reads until close.
+    let framing = if status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        Framing::Empty
+    } else if coded {
+        if chunked {
+            Framing::chunked()
+        } else {
+            Framing::UntilClose
+        }
+    } else if let Some(length) = length {
+        Framing::Length(length)
+    } else {
+        Framing::UntilClose
+    };
+    let keep_alive = !close && !matches!(framing, Framing::UntilClose);
+    let mut response = http::Response::new(());
+    *response.status_mut() = status;
+    *response.version_mut() = version;
+    *response.headers_mut() = headers;
+    let (parts, ()) = response.into_parts();
+    Ok(Some((parts, framing, keep_alive)))
+}
