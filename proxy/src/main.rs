@@ -6,6 +6,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use proxy::{GatewayConfig, RunningGateway};
 
+/// mimalloc: its per-thread free lists make the small, short-lived allocations of a request
+/// (header maps, body slices, futures) cheaper than glibc malloc (measured with bench/compare.py).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Azure OpenAI gateway data plane.
 #[derive(Parser)]
 #[command(version, about)]
