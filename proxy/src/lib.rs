@@ -12,6 +12,7 @@ pub mod error;
 pub mod failover;
 pub mod gateway;
 pub mod health;
+pub mod http1;
 pub mod metrics;
 pub mod pipeline;
 pub mod relay;

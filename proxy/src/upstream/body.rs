@@ -8,45 +8,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 
 use super::client::{Pool, READ_CHUNK};
 use super::stream::Stream;
-
-/// Longest chunk-size or trailer line accepted.
-const MAX_LINE: usize = 4096;
-
-/// How the body is delimited (RFC 9112 §6.3), and how far reading has got.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
-    /// No body (HEAD, 1xx, 204, 304).
-    Empty,
-    /// `content-length`: bytes still to come.
-    Length(u64),
-    Chunked(Chunk),
-    /// Until the backend closes the connection (never reused).
-    UntilClose,
-    /// Read to the end.
-    Done,
-}
-
-/// Where the chunked decoder is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Chunk {
-    Size,
-    /// Bytes of chunk data still to come.
-    Data(u64),
-    /// The CRLF after chunk data.
-    DataEnd,
-    Trailers,
-}
-
-impl Framing {
-    pub fn chunked() -> Self {
-        Framing::Chunked(Chunk::Size)
-    }
-}
+use crate::http1::{Framing, invalid};
 
 /// The body of a backend response.
 pub struct UpstreamBody {
@@ -65,10 +32,6 @@ impl std::fmt::Debug for UpstreamBody {
     }
 }
 
-fn invalid(what: &'static str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, what)
-}
-
 impl UpstreamBody {
     pub(super) fn new(
         stream: Stream,
@@ -84,7 +47,7 @@ impl UpstreamBody {
             keep_alive,
             pool,
         };
-        if matches!(body.framing, Framing::Empty | Framing::Length(0)) {
+        if body.framing.is_done() {
             body.finish();
         }
         body
@@ -100,137 +63,6 @@ impl UpstreamBody {
             self.pool.checkin(stream);
         }
     }
-
-    /// Takes the body data that is complete in the buffer, if any.
-    fn decode(&mut self) -> io::Result<Option<Bytes>> {
-        match self.framing {
-            Framing::Empty | Framing::Done => Ok(None),
-            Framing::Length(rest) => {
-                if self.buf.is_empty() {
-                    return Ok(None);
-                }
-                let n = rest.min(self.buf.len() as u64) as usize;
-                let data = self.buf.split_to(n).freeze();
-                self.framing = Framing::Length(rest - n as u64);
-                if rest == n as u64 {
-                    self.finish();
-                }
-                Ok(Some(data))
-            }
-            Framing::UntilClose => Ok((!self.buf.is_empty()).then(|| self.buf.split().freeze())),
-            Framing::Chunked(state) => self.decode_chunks(state),
-        }
-    }
-
-    /// Decodes every chunk the buffer holds; their data comes out as one piece (a slice when
-    /// there is only one).
-    fn decode_chunks(&mut self, mut state: Chunk) -> io::Result<Option<Bytes>> {
-        let mut out = Joined::default();
-        loop {
-            match state {
-                Chunk::Size => {
-                    let Some(end) = memchr::memchr(b'\n', &self.buf) else {
-                        if self.buf.len() > MAX_LINE {
-                            return Err(invalid("chunk size line too long"));
-                        }
-                        break;
-                    };
-                    let size = chunk_size(&self.buf[..end])?;
-                    self.buf.advance(end + 1);
-                    state = if size == 0 {
-                        Chunk::Trailers
-                    } else {
-                        Chunk::Data(size)
-                    };
-                }
-                Chunk::Data(rest) => {
-                    if self.buf.is_empty() {
-                        break;
-                    }
-                    let n = rest.min(self.buf.len() as u64) as usize;
-                    out.push(self.buf.split_to(n).freeze());
-                    state = if rest == n as u64 {
-                        Chunk::DataEnd
-                    } else {
-                        Chunk::Data(rest - n as u64)
-                    };
-                }
-                Chunk::DataEnd => {
-                    if self.buf.starts_with(b"\r\n") {
-                        self.buf.advance(2);
-                    } else if self.buf.starts_with(b"\n") {
-                        self.buf.advance(1);
-                    } else if self.buf.is_empty() || &self.buf[..] == b"\r" {
-                        break;
-                    } else {
-                        return Err(invalid("chunk data not followed by CRLF"));
-                    }
-                    state = Chunk::Size;
-                }
-                Chunk::Trailers => {
-                    let Some(end) = memchr::memchr(b'\n', &self.buf) else {
-                        if self.buf.len() > MAX_LINE {
-                            return Err(invalid("trailer line too long"));
-                        }
-                        break;
-                    };
-                    let blank = self.buf[..end].iter().all(|&b| b == b'\r');
-                    self.buf.advance(end + 1);
-                    if blank {
-                        self.finish();
-                        return Ok(out.take());
-                    }
-                }
-            }
-        }
-        self.framing = Framing::Chunked(state);
-        Ok(out.take())
-    }
-}
-
-/// Chunk data gathered from one read: the first piece as it is, more pieces copied together.
-#[derive(Default)]
-struct Joined {
-    first: Option<Bytes>,
-    many: Option<BytesMut>,
-}
-
-impl Joined {
-    fn push(&mut self, data: Bytes) {
-        if let Some(many) = &mut self.many {
-            many.extend_from_slice(&data);
-        } else if let Some(one) = self.first.take() {
-            let mut both = BytesMut::with_capacity(one.len() + data.len() * 4);
-            both.extend_from_slice(&one);
-            both.extend_from_slice(&data);
-            self.many = Some(both);
-        } else {
-            self.first = Some(data);
-        }
-    }
-
-    fn take(self) -> Option<Bytes> {
-        self.first.or(self.many.map(BytesMut::freeze))
-    }
-}
-
-/// The size on a chunk-size line (hex, extensions after `;` ignored).
-fn chunk_size(line: &[u8]) -> io::Result<u64> {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let digits = line
-        .split(|&b| b == b';')
-        .next()
-        .unwrap_or_default()
-        .trim_ascii();
-    if digits.is_empty() || digits.len() > 15 {
-        return Err(invalid("invalid chunk size"));
-    }
-    digits.iter().try_fold(0u64, |size, &b| {
-        let digit = (b as char)
-            .to_digit(16)
-            .ok_or_else(|| invalid("invalid chunk size"))?;
-        Ok(size * 16 + u64::from(digit))
-    })
 }
 
 impl Body for UpstreamBody {
@@ -243,7 +75,11 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = &mut *self;
         loop {
-            match this.decode() {
+            let decoded = this.framing.decode(&mut this.buf);
+            if this.framing == Framing::Done && this.stream.is_some() {
+                this.finish();
+            }
+            match decoded {
                 Ok(Some(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
                 Ok(None) if this.framing == Framing::Done => return Poll::Ready(None),
                 Ok(None) => {}
@@ -290,10 +126,8 @@ impl Body for UpstreamBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.framing {
-            Framing::Length(rest) => SizeHint::with_exact(rest),
-            Framing::Done | Framing::Empty => SizeHint::with_exact(0),
-            _ => SizeHint::default(),
-        }
+        self.framing
+            .remaining()
+            .map_or_else(SizeHint::default, SizeHint::with_exact)
     }
 }

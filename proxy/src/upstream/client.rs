@@ -23,9 +23,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::body::{Framing, UpstreamBody};
+use super::body::UpstreamBody;
 use super::stream::Stream;
 use crate::clock::now_ms;
+use crate::http1::{Framing, FramingFields, put_field};
 
 /// Idle connections kept per backend; more than this are closed when they come back.
 const MAX_IDLE: usize = 1024;
@@ -281,10 +282,7 @@ pub struct RequestHead {
 impl RequestHead {
     /// Appends one header field (values are valid by construction: no CR or LF).
     pub fn header(&mut self, name: &HeaderName, value: &HeaderValue) {
-        self.buf.extend_from_slice(name.as_str().as_bytes());
-        self.buf.extend_from_slice(b": ");
-        self.buf.extend_from_slice(value.as_bytes());
-        self.buf.extend_from_slice(b"\r\n");
+        put_field(&mut self.buf, name.as_str().as_bytes(), value.as_bytes());
     }
 
     /// What has been written so far.
@@ -395,43 +393,18 @@ fn parse_head(
     }
     let head = buf.split_to(len).freeze();
     let mut headers = HeaderMap::with_capacity(count);
-    let mut length: Option<u64> = None;
-    let mut chunked = false;
-    let mut coded = false;
-    let mut close = version == Version::HTTP_10;
+    let mut fields = FramingFields::default();
     for &(n, nl, v, vl) in &spans[..count] {
         let name = HeaderName::from_bytes(&head[n..n + nl])
             .map_err(|_| Failed::Malformed("invalid header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(v..v + vl))
             .map_err(|_| Failed::Malformed("invalid header value"))?;
-        if name == http::header::CONTENT_LENGTH {
-            let parsed = std::str::from_utf8(value.as_bytes())
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or(Failed::Malformed("invalid content-length"))?;
-            if length.is_some_and(|l| l != parsed) {
-                return Err(Failed::Malformed("conflicting content-length"));
-            }
-            length = Some(parsed);
-        } else if name == http::header::TRANSFER_ENCODING {
-            coded = true;
-            chunked = value
-                .as_bytes()
-                .rsplit(|&b| b == b',')
-                .next()
-                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if name == http::header::CONNECTION {
-            for token in value.as_bytes().split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    close = false;
-                }
-            }
-        }
+        fields
+            .note(&name, value.as_bytes())
+            .map_err(Failed::Malformed)?;
         headers.append(name, value);
     }
+    let close = fields.close.unwrap_or(version == Version::HTTP_10);
     // RFC 9112 §6.3: no body for 1xx/204/304; transfer-encoding wins over content-length; a
     // transfer coding other than chunked last, or no framing at all, reads until close.
     let framing = if status.is_informational()
@@ -439,13 +412,13 @@ fn parse_head(
         || status == StatusCode::NOT_MODIFIED
     {
         Framing::Empty
-    } else if coded {
-        if chunked {
+    } else if fields.coded {
+        if fields.chunked {
             Framing::chunked()
         } else {
             Framing::UntilClose
         }
-    } else if let Some(length) = length {
+    } else if let Some(length) = fields.length {
         Framing::Length(length)
     } else {
         Framing::UntilClose

@@ -1,0 +1,322 @@
+//! HTTP/1.1 message framing shared by the gateway's server (client requests) and its upstream
+//! client (backend responses): the body decoder (`content-length`, chunked, until close) and the
+//! header-field rules both sides apply (RFC 9112).
+
+use std::io;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// Longest chunk-size or trailer line accepted.
+const MAX_LINE: usize = 4096;
+
+/// How a body is delimited (RFC 9112 §6.3), and how far decoding has got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body (HEAD, 1xx, 204, 304, a request without length).
+    Empty,
+    /// `content-length`: bytes still to come.
+    Length(u64),
+    Chunked(Chunk),
+    /// Until the peer closes the connection (responses only; never reused).
+    UntilClose,
+    /// Read to the end.
+    Done,
+}
+
+/// Where the chunked decoder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chunk {
+    Size,
+    /// Bytes of chunk data still to come.
+    Data(u64),
+    /// The CRLF after chunk data.
+    DataEnd,
+    Trailers,
+}
+
+pub fn invalid(what: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what)
+}
+
+impl Framing {
+    pub fn chunked() -> Self {
+        Framing::Chunked(Chunk::Size)
+    }
+
+    /// Whether the body has been read to its end (or never had one).
+    pub fn is_done(self) -> bool {
+        matches!(self, Framing::Done | Framing::Empty | Framing::Length(0))
+    }
+
+    /// Bytes still to come, when known.
+    pub fn remaining(self) -> Option<u64> {
+        match self {
+            Framing::Length(rest) => Some(rest),
+            Framing::Done | Framing::Empty => Some(0),
+            _ => None,
+        }
+    }
+
+    /// Takes the body data that is complete at the front of `buf`, if any; becomes `Done` at the
+    /// end of the body (bytes after it stay in `buf`). The chunks of one read come out as one piece.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> io::Result<Option<Bytes>> {
+        match *self {
+            Framing::Empty | Framing::Done | Framing::Length(0) => {
+                *self = Framing::Done;
+                Ok(None)
+            }
+            Framing::Length(rest) => {
+                if buf.is_empty() {
+                    return Ok(None);
+                }
+                let n = rest.min(buf.len() as u64) as usize;
+                let data = buf.split_to(n).freeze();
+                *self = if rest == n as u64 {
+                    Framing::Done
+                } else {
+                    Framing::Length(rest - n as u64)
+                };
+                Ok(Some(data))
+            }
+            Framing::UntilClose => Ok((!buf.is_empty()).then(|| buf.split().freeze())),
+            Framing::Chunked(state) => self.decode_chunks(state, buf),
+        }
+    }
+
+    fn decode_chunks(&mut self, mut state: Chunk, buf: &mut BytesMut) -> io::Result<Option<Bytes>> {
+        let mut out = Joined::default();
+        loop {
+            match state {
+                Chunk::Size => {
+                    let Some(end) = memchr::memchr(b'\n', buf) else {
+                        if buf.len() > MAX_LINE {
+                            return Err(invalid("chunk size line too long"));
+                        }
+                        break;
+                    };
+                    let size = chunk_size(&buf[..end])?;
+                    buf.advance(end + 1);
+                    state = if size == 0 {
+                        Chunk::Trailers
+                    } else {
+                        Chunk::Data(size)
+                    };
+                }
+                Chunk::Data(rest) => {
+                    if buf.is_empty() {
+                        break;
+                    }
+                    let n = rest.min(buf.len() as u64) as usize;
+                    out.push(buf.split_to(n).freeze());
+                    state = if rest == n as u64 {
+                        Chunk::DataEnd
+                    } else {
+                        Chunk::Data(rest - n as u64)
+                    };
+                }
+                Chunk::DataEnd => {
+                    if buf.starts_with(b"\r\n") {
+                        buf.advance(2);
+                    } else if buf.starts_with(b"\n") {
+                        buf.advance(1);
+                    } else if buf.is_empty() || &buf[..] == b"\r" {
+                        break;
+                    } else {
+                        return Err(invalid("chunk data not followed by CRLF"));
+                    }
+                    state = Chunk::Size;
+                }
+                Chunk::Trailers => {
+                    let Some(end) = memchr::memchr(b'\n', buf) else {
+                        if buf.len() > MAX_LINE {
+                            return Err(invalid("trailer line too long"));
+                        }
+                        break;
+                    };
+                    let blank = buf[..end].iter().all(|&b| b == b'\r');
+                    buf.advance(end + 1);
+                    if blank {
+                        *self = Framing::Done;
+                        return Ok(out.take());
+                    }
+                }
+            }
+        }
+        *self = Framing::Chunked(state);
+        Ok(out.take())
+    }
+}
+
+/// Chunk data gathered from one read: the first piece as it is, more pieces copied together.
+#[derive(Default)]
+struct Joined {
+    first: Option<Bytes>,
+    many: Option<BytesMut>,
+}
+
+impl Joined {
+    fn push(&mut self, data: Bytes) {
+        if let Some(many) = &mut self.many {
+            many.extend_from_slice(&data);
+        } else if let Some(one) = self.first.take() {
+            let mut both = BytesMut::with_capacity(one.len() + data.len() * 4);
+            both.extend_from_slice(&one);
+            both.extend_from_slice(&data);
+            self.many = Some(both);
+        } else {
+            self.first = Some(data);
+        }
+    }
+
+    fn take(self) -> Option<Bytes> {
+        self.first.or(self.many.map(BytesMut::freeze))
+    }
+}
+
+/// The size on a chunk-size line (hex, extensions after `;` ignored).
+fn chunk_size(line: &[u8]) -> io::Result<u64> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let digits = line
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    if digits.is_empty() || digits.len() > 15 {
+        return Err(invalid("invalid chunk size"));
+    }
+    digits.iter().try_fold(0u64, |size, &b| {
+        let digit = (b as char)
+            .to_digit(16)
+            .ok_or_else(|| invalid("invalid chunk size"))?;
+        Ok(size * 16 + u64::from(digit))
+    })
+}
+
+/// What the framing header fields of a message say.
+#[derive(Debug, Default)]
+pub struct FramingFields {
+    pub length: Option<u64>,
+    /// A `transfer-encoding` was present.
+    pub coded: bool,
+    /// ... and its last coding is `chunked`.
+    pub chunked: bool,
+    /// `connection: close` (Some(true)) or `keep-alive` (Some(false)).
+    pub close: Option<bool>,
+    /// `expect: 100-continue`.
+    pub expect_continue: bool,
+}
+
+impl FramingFields {
+    /// Notes one header field; `Err` names what is wrong with a framing field.
+    pub fn note(&mut self, name: &http::HeaderName, value: &[u8]) -> Result<(), &'static str> {
+        use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
+        if *name == CONTENT_LENGTH {
+            let parsed = std::str::from_utf8(value)
+                .ok()
+                .map(str::trim)
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or("invalid content-length")?;
+            if self.length.is_some_and(|l| l != parsed) {
+                return Err("conflicting content-length");
+            }
+            self.length = Some(parsed);
+        } else if *name == TRANSFER_ENCODING {
+            self.coded = true;
+            self.chunked = value
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if *name == CONNECTION {
+            for token in value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    self.close = Some(true);
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && self.close.is_none() {
+                    self.close = Some(false);
+                }
+            }
+        } else if *name == EXPECT {
+            self.expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+        }
+        Ok(())
+    }
+}
+
+/// Appends a header block line: `name: value\r\n`.
+pub fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(framing: &mut Framing, pieces: &[&[u8]]) -> io::Result<Vec<u8>> {
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for piece in pieces {
+            buf.extend_from_slice(piece);
+            while let Some(data) = framing.decode(&mut buf)? {
+                out.extend_from_slice(&data);
+            }
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn chunked_bodies_decode_across_any_split() {
+        let wire: &[u8] = b"5\r\nhello\r\n6;name=v\r\n world\r\n0\r\ntrailer: 1\r\n\r\nNEXT";
+        for split in 0..wire.len() {
+            let mut framing = Framing::chunked();
+            let got = decode_all(&mut framing, &[&wire[..split], &wire[split..]]).unwrap();
+            assert_eq!(got, b"hello world", "split at {split}");
+            assert_eq!(framing, Framing::Done, "split at {split}");
+        }
+    }
+
+    #[test]
+    fn chunks_of_one_read_come_out_as_one_piece() {
+        let mut framing = Framing::chunked();
+        let mut buf = BytesMut::from(&b"2\r\nab\r\n2\r\ncd\r\n"[..]);
+        assert_eq!(framing.decode(&mut buf).unwrap().unwrap(), "abcd");
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn length_framing_leaves_what_follows() {
+        let mut framing = Framing::Length(3);
+        let mut buf = BytesMut::from(&b"abcGET /"[..]);
+        assert_eq!(framing.decode(&mut buf).unwrap().unwrap(), "abc");
+        assert_eq!(framing, Framing::Done);
+        assert_eq!(&buf[..], b"GET /");
+    }
+
+    #[test]
+    fn bad_chunk_sizes_are_errors() {
+        for wire in [&b"zz\r\n"[..], b"-1\r\n", b"\r\n", b"10000000000000000\r\n"] {
+            let mut framing = Framing::chunked();
+            assert!(decode_all(&mut framing, &[wire]).is_err(), "{wire:?}");
+        }
+    }
+
+    #[test]
+    fn framing_fields_reject_bad_lengths() {
+        let mut fields = FramingFields::default();
+        let cl = http::header::CONTENT_LENGTH;
+        assert!(fields.note(&cl, b"+5").is_err());
+        assert!(fields.note(&cl, b"5").is_ok());
+        assert!(fields.note(&cl, b"6").is_err());
+        fields
+            .note(&http::header::TRANSFER_ENCODING, b"gzip, chunked")
+            .unwrap();
+        assert!(fields.chunked);
+        fields
+            .note(&http::header::CONNECTION, b"Keep-Alive, Close")
+            .unwrap();
+        assert_eq!(fields.close, Some(true));
+    }
+}
