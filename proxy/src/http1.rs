@@ -243,6 +243,48 @@ impl FramingFields {
     }
 }
 
+/// Most header fields accepted in a message head.
+pub const MAX_HEADERS: usize = 128;
+
+/// Where one header field's name and value sit in a message head: (name start, name length,
+/// value start, value length).
+pub type Span = (usize, usize, usize, usize);
+
+/// Records the positions of parsed header fields relative to `base` (the buffer `httparse` read),
+/// so their values can later be cut from the frozen head without copying.
+pub fn spans(base: &[u8], fields: &[httparse::Header<'_>], out: &mut [Span; MAX_HEADERS]) -> usize {
+    let origin = base.as_ptr() as usize;
+    for (span, field) in out.iter_mut().zip(fields) {
+        let name = field.name.as_bytes();
+        *span = (
+            name.as_ptr() as usize - origin,
+            name.len(),
+            field.value.as_ptr() as usize - origin,
+            field.value.len(),
+        );
+    }
+    fields.len().min(MAX_HEADERS)
+}
+
+/// Builds the header map of a frozen head from [`spans`] (values share the head's bytes) and
+/// notes the framing fields.
+pub fn header_map(
+    head: &Bytes,
+    spans: &[Span],
+    framing: &mut FramingFields,
+) -> Result<http::HeaderMap, &'static str> {
+    let mut headers = http::HeaderMap::with_capacity(spans.len());
+    for &(n, nl, v, vl) in spans {
+        let name =
+            http::HeaderName::from_bytes(&head[n..n + nl]).map_err(|_| "invalid header name")?;
+        let value = http::HeaderValue::from_maybe_shared(head.slice(v..v + vl))
+            .map_err(|_| "invalid header value")?;
+        framing.note(&name, value.as_bytes())?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
 /// Appends a header block line: `name: value\r\n`.
 pub fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);

@@ -7,12 +7,12 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use http_body::Body;
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 
 use crate::auth::Consumer;
 use crate::config::HashOn;
-use crate::error::{GatewayError, ResponseBody, full_body};
+use crate::error::{BoxError, GatewayError, ResponseBody, full_body};
 use crate::failover::{AttemptRequest, WinnerBody, attempt};
 use crate::gateway::Gateway;
 use crate::metrics::RequestLabels;
@@ -30,11 +30,15 @@ const X_GATEWAY_BACKEND: HeaderName = HeaderName::from_static("x-gateway-backend
 const X_GATEWAY_ATTEMPTS: HeaderName = HeaderName::from_static("x-gateway-attempts");
 
 /// Handles one client request end to end.
-pub async fn handle(
+pub async fn handle<B>(
     gw: Arc<Gateway>,
-    request: Request<Incoming>,
+    request: Request<B>,
     client: SocketAddr,
-) -> Response<ResponseBody> {
+) -> Response<ResponseBody>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     // 1. Request id first, so every answer (even a 401) can be correlated.
     let request_id = request_id(request.headers());
     let (method, uri) = (request.method().clone(), request.uri().clone());
@@ -69,12 +73,16 @@ pub async fn handle(
     response
 }
 
-async fn serve(
+async fn serve<B>(
     gw: &Arc<Gateway>,
-    request: Request<Incoming>,
+    request: Request<B>,
     client: SocketAddr,
     request_id: &HeaderValue,
-) -> Result<Response<ResponseBody>, GatewayError> {
+) -> Result<Response<ResponseBody>, GatewayError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     let started = Instant::now();
     let (parts, body) = request.into_parts();
     // 2. Client auth before anything costly: unknown callers learn nothing about routes.
@@ -184,7 +192,11 @@ async fn serve(
 }
 
 /// Reads the request body up to `limit` bytes; 413 above it (checked on `content-length` first).
-async fn read_body(body: Incoming, headers: &HeaderMap, limit: u64) -> Result<Bytes, GatewayError> {
+async fn read_body<B>(body: B, headers: &HeaderMap, limit: u64) -> Result<Bytes, GatewayError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     let declared = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

@@ -20,42 +20,47 @@ pub enum Trigger {
 }
 
 /// Watches `path` (and the symlinked release directory above it) and reloads on changes or
-/// on a message from `triggers` (the SIGHUP handler). Runs until the gateway is dropped.
-pub async fn watch(
+/// on a message from `triggers` (the SIGHUP handler). The watch is set up and the current file
+/// read when this is called, not when the returned future first runs, so a change made right
+/// after the call is never missed. The future runs until the gateway is dropped.
+pub fn watch(
     path: PathBuf,
     gateway: Arc<RunningGateway>,
     mut triggers: mpsc::Receiver<Trigger>,
-) {
+) -> impl Future<Output = ()> + Send {
     let (events_tx, mut events) = mpsc::channel::<()>(64);
     let watcher = start_watcher(&path, events_tx);
     if let Err(error) = &watcher {
         tracing::warn!(%error, path = %path.display(), "cannot watch the config; reload on SIGHUP only");
     }
     let mut last = std::fs::read(&path).ok();
-    loop {
-        let trigger = tokio::select! {
-            Some(trigger) = triggers.recv() => trigger,
-            Some(()) = events.recv() => {
-                // A release swap is a burst of events; settle, then look once.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                while events.try_recv().is_ok() {}
-                Trigger::FileChanged
+    async move {
+        let _watcher = watcher;
+        loop {
+            let trigger = tokio::select! {
+                Some(trigger) = triggers.recv() => trigger,
+                Some(()) = events.recv() => {
+                    // A release swap is a burst of events; settle, then look once.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    while events.try_recv().is_ok() {}
+                    Trigger::FileChanged
+                }
+                else => return,
+            };
+            let contents = std::fs::read(&path).ok();
+            if matches!(trigger, Trigger::FileChanged) && contents == last {
+                continue;
             }
-            else => return,
-        };
-        let contents = std::fs::read(&path).ok();
-        if matches!(trigger, Trigger::FileChanged) && contents == last {
-            continue;
-        }
-        match GatewayConfig::load(&path) {
-            Ok(config) => {
-                gateway.reload(config);
-                last = contents;
-            }
-            Err(error) => {
-                gateway.reject_reload(&error);
-                // Do not retry the same bad bytes on every event.
-                last = contents;
+            match GatewayConfig::load(&path) {
+                Ok(config) => {
+                    gateway.reload(config);
+                    last = contents;
+                }
+                Err(error) => {
+                    gateway.reject_reload(&error);
+                    // Do not retry the same bad bytes on every event.
+                    last = contents;
+                }
             }
         }
     }

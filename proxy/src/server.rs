@@ -1,4 +1,4 @@
-//! Listeners: the API listener (HTTP/1.1 and h2c on one port, `TCP_NODELAY`) and the admin
+//! Listeners: the API listener (HTTP/1.1 served by [`h1`], h2c on the same port, `TCP_NODELAY`) and the admin
 //! listener (`/healthz`, `/readyz`, `/metrics`), and the graceful drain on shutdown.
 
 use std::convert::Infallible;
@@ -12,15 +12,17 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
 
 use crate::config::GatewayConfig;
 use crate::error::{ResponseBody, full_body};
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
+
+mod h1;
 
 /// A running gateway (both listeners).
 pub struct RunningGateway {
@@ -113,8 +115,7 @@ async fn serve_api(
     mut stop: watch::Receiver<bool>,
     drain: Duration,
 ) {
-    let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let connections = TaskTracker::new();
     loop {
         let (stream, client) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -127,22 +128,12 @@ async fn serve_api(
             _ = stop.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let current = current.clone();
-        let service = service_fn(move |request: Request<Incoming>| {
-            let gateway = current.load_full();
-            async move { Ok::<_, Infallible>(crate::pipeline::handle(gateway, request, client).await) }
-        });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        connections.spawn(h1::serve(stream, client, current.clone(), stop.clone()));
     }
     drop(listener);
+    connections.close();
     tracing::info!("draining in-flight requests");
-    if tokio::time::timeout(drain, graceful.shutdown())
+    if tokio::time::timeout(drain, connections.wait())
         .await
         .is_err()
     {

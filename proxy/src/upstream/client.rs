@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use crossbeam_queue::ArrayQueue;
 use http::uri::{Authority, Scheme};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+use http::{HeaderName, HeaderValue, Method, StatusCode, Version};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -26,7 +26,7 @@ use tokio_rustls::TlsConnector;
 use super::body::UpstreamBody;
 use super::stream::Stream;
 use crate::clock::now_ms;
-use crate::http1::{Framing, FramingFields, put_field};
+use crate::http1::{Framing, FramingFields, MAX_HEADERS, header_map, put_field, spans};
 
 /// Idle connections kept per backend; more than this are closed when they come back.
 const MAX_IDLE: usize = 1024;
@@ -35,8 +35,6 @@ const MAX_IDLE: usize = 1024;
 const IDLE_TIMEOUT_MS: u64 = 90_000;
 /// Largest response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
-/// Most response header fields accepted.
-const MAX_HEADERS: usize = 128;
 /// Read buffer size for one response.
 pub(super) const READ_CHUNK: usize = 16 * 1024;
 /// Request bodies up to this size go out in the same write as the head.
@@ -379,31 +377,11 @@ fn parse_head(
         _ => Version::HTTP_11,
     };
     // Offsets of names and values in `buf`, so the values can share the head's bytes.
-    let base = buf.as_ptr() as usize;
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-    let count = response.headers.len();
-    for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
-        let name = field.name.as_bytes();
-        *span = (
-            name.as_ptr() as usize - base,
-            name.len(),
-            field.value.as_ptr() as usize - base,
-            field.value.len(),
-        );
-    }
+    let mut positions = [(0, 0, 0, 0); MAX_HEADERS];
+    let count = spans(buf, response.headers, &mut positions);
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
     let mut fields = FramingFields::default();
-    for &(n, nl, v, vl) in &spans[..count] {
-        let name = HeaderName::from_bytes(&head[n..n + nl])
-            .map_err(|_| Failed::Malformed("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(v..v + vl))
-            .map_err(|_| Failed::Malformed("invalid header value"))?;
-        fields
-            .note(&name, value.as_bytes())
-            .map_err(Failed::Malformed)?;
-        headers.append(name, value);
-    }
+    let headers = header_map(&head, &positions[..count], &mut fields).map_err(Failed::Malformed)?;
     let close = fields.close.unwrap_or(version == Version::HTTP_10);
     // RFC 9112 §6.3: no body for 1xx/204/304; transfer-encoding wins over content-length; a
     // transfer coding other than chunked last, or no framing at all, reads until close.
