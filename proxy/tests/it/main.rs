@@ -7,6 +7,7 @@ mod auth;
 mod balancing;
 mod cli;
 mod failover;
+mod http1;
 mod reload;
 mod routing;
 mod sdk;

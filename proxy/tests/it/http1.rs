@@ -1,0 +1,222 @@
+//! The API listener's HTTP/1.1 at the wire level (`server/h1.rs`), with a raw TCP client:
+//! pipelining, `expect: 100-continue`, chunked request bodies, HTTP/1.0, malformed requests,
+//! and idle connections closing on drain.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use proxy::http1::Framing;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::harness::*;
+
+const KEY: &str = "client-key-1";
+
+fn clients() -> String {
+    format!("clients:\n  require_auth: true\n  consumers:\n    - {{ name: team, key: {KEY} }}\n")
+}
+
+/// One response read off the connection: status, header block (lowercase), body.
+struct Wire {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+/// Reads one response from `conn`, keeping bytes of the next one in `buf`.
+async fn read_response(conn: &mut TcpStream, buf: &mut BytesMut) -> Wire {
+    let (status, head, mut framing) = loop {
+        let mut fields = [httparse::EMPTY_HEADER; 64];
+        let mut response = httparse::Response::new(&mut fields);
+        if let httparse::Status::Complete(len) = response.parse(buf).unwrap() {
+            let status = response.code.unwrap();
+            let head = String::from_utf8_lossy(&buf[..len]).to_lowercase();
+            let framing = if head.contains("transfer-encoding: chunked") {
+                Framing::chunked()
+            } else if let Some(line) = head.lines().find(|l| l.starts_with("content-length:")) {
+                Framing::Length(line[15..].trim().parse().unwrap())
+            } else {
+                Framing::UntilClose
+            };
+            let _ = buf.split_to(len);
+            break (status, head, framing);
+        }
+        assert!(
+            read_more(conn, buf).await,
+            "connection closed before a response"
+        );
+    };
+    let mut body = Vec::new();
+    loop {
+        while let Some(data) = framing.decode(buf).unwrap() {
+            body.extend_from_slice(&data);
+        }
+        if framing.is_done() || !read_more(conn, buf).await {
+            return Wire { status, head, body };
+        }
+    }
+}
+
+async fn read_more(conn: &mut TcpStream, buf: &mut BytesMut) -> bool {
+    tokio::time::timeout(Duration::from_secs(10), conn.read_buf(buf))
+        .await
+        .expect("nothing read within 10 s")
+        .unwrap()
+        > 0
+}
+
+/// Whether the gateway closed the connection (EOF with nothing more to read).
+async fn closed(conn: &mut TcpStream) -> bool {
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut rest))
+        .await
+        .expect("connection still open after 10 s")
+        .is_ok()
+        && rest.is_empty()
+}
+
+fn chat_request(addr: SocketAddr, id: &str, extra: &str) -> String {
+    format!(
+        "POST {CHAT} HTTP/1.1\r\nhost: {addr}\r\napi-key: {KEY}\r\nx-request-id: {id}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}\r\n{CHAT_BODY}",
+        CHAT_BODY.len()
+    )
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_on_one_connection() {
+    let backend = mock("a").await;
+    let gw = gateway(&config_yaml(&[b("a", backend.url())], &clients())).await;
+    let mut conn = TcpStream::connect(gw.addr).await.unwrap();
+    let both = chat_request(gw.addr, "first", "") + &chat_request(gw.addr, "second", "");
+    conn.write_all(both.as_bytes()).await.unwrap();
+    let mut buf = BytesMut::new();
+    let first = read_response(&mut conn, &mut buf).await;
+    let second = read_response(&mut conn, &mut buf).await;
+    assert_eq!((first.status, second.status), (200, 200));
+    assert!(first.head.contains("x-request-id: first"), "{}", first.head);
+    assert!(
+        second.head.contains("x-request-id: second"),
+        "{}",
+        second.head
+    );
+    let json: serde_json::Value = serde_json::from_slice(&second.body).unwrap();
+    assert_eq!(json["object"], "chat.completion");
+    // Still open for a third.
+    conn.write_all(chat_request(gw.addr, "third", "").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut conn, &mut buf).await.status, 200);
+}
+
+#[tokio::test]
+async fn expect_continue_is_answered_only_for_requests_that_will_be_read() {
+    let backend = mock("a").await;
+    let gw = gateway(&config_yaml(&[b("a", backend.url())], &clients())).await;
+    let head = chat_request(gw.addr, "exp", "expect: 100-continue\r\n");
+    let (head, body) = head.split_at(head.len() - CHAT_BODY.len());
+
+    let mut conn = TcpStream::connect(gw.addr).await.unwrap();
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = BytesMut::new();
+    while !buf.starts_with(b"HTTP/1.1 100 Continue\r\n\r\n") {
+        assert!(read_more(&mut conn, &mut buf).await);
+    }
+    let _ = buf.split_to(25);
+    conn.write_all(body.as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut conn, &mut buf).await.status, 200);
+
+    // A wrong key is refused from the head alone: no 100, a 401, and the unread body is never
+    // taken for the next request (the connection closes).
+    let refused = head.replace(KEY, "wrong-key");
+    let mut conn = TcpStream::connect(gw.addr).await.unwrap();
+    conn.write_all(refused.as_bytes()).await.unwrap();
+    let mut buf = BytesMut::new();
+    let reply = read_response(&mut conn, &mut buf).await;
+    assert_eq!(reply.status, 401);
+    assert!(reply.head.contains("connection: close"), "{}", reply.head);
+    assert!(closed(&mut conn).await);
+    assert_eq!(backend.stats().requests_log().len(), 1);
+}
+
+#[tokio::test]
+async fn chunked_request_bodies_reach_the_backend_whole() {
+    let backend = mock("a").await;
+    let gw = gateway(&config_yaml(&[b("a", backend.url())], &clients())).await;
+    let (one, two) = CHAT_BODY.split_at(10);
+    let request = format!(
+        "POST {CHAT} HTTP/1.1\r\nhost: x\r\napi-key: {KEY}\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{one}\r\n{:x}\r\n{two}\r\n0\r\n\r\n",
+        one.len(),
+        two.len()
+    );
+    let mut conn = TcpStream::connect(gw.addr).await.unwrap();
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let reply = read_response(&mut conn, &mut BytesMut::new()).await;
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(backend.stats().requests_log()[0].body, CHAT_BODY.as_bytes());
+}
+
+#[tokio::test]
+async fn http10_clients_get_their_answer_then_a_close() {
+    let backend = mock("a").await;
+    let gw = gateway(&config_yaml(&[b("a", backend.url())], &clients())).await;
+    let request = chat_request(gw.addr, "old", "").replacen("HTTP/1.1", "HTTP/1.0", 1);
+    let mut conn = TcpStream::connect(gw.addr).await.unwrap();
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let reply = read_response(&mut conn, &mut BytesMut::new()).await;
+    assert_eq!(reply.status, 200);
+    assert!(!reply.head.contains("transfer-encoding"), "{}", reply.head);
+    assert!(closed(&mut conn).await);
+}
+
+#[tokio::test]
+async fn malformed_requests_get_400_in_the_error_shape_and_a_close() {
+    let backend = mock("a").await;
+    let gw = gateway(&config_yaml(&[b("a", backend.url())], &clients())).await;
+    for garbage in [
+        "NOT HTTP AT ALL\r\n\r\n".to_owned(),
+        format!("POST {CHAT} HTTP/1.1\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello"),
+        format!("POST {CHAT} HTTP/1.1\r\ntransfer-encoding: gzip\r\n\r\n"),
+    ] {
+        let mut conn = TcpStream::connect(gw.addr).await.unwrap();
+        conn.write_all(garbage.as_bytes()).await.unwrap();
+        let reply = read_response(&mut conn, &mut BytesMut::new()).await;
+        assert_eq!(reply.status, 400, "{garbage}");
+        assert!(
+            reply.head.contains("x-gateway-error: bad_request"),
+            "{}",
+            reply.head
+        );
+        let json: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(json["error"]["code"], "bad_request");
+        assert!(closed(&mut conn).await);
+    }
+    assert!(backend.stats().requests_log().is_empty());
+}
+
+#[tokio::test]
+async fn shutdown_closes_idle_keep_alive_connections_and_finishes() {
+    let backend = mock("a").await;
+    let gw = gateway(&config_yaml(&[b("a", backend.url())], &clients())).await;
+    let mut conn = TcpStream::connect(gw.addr).await.unwrap();
+    conn.write_all(chat_request(gw.addr, "one", "").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(
+        read_response(&mut conn, &mut BytesMut::new()).await.status,
+        200
+    );
+    // The connection is idle in keep-alive; a drain must not wait for it.
+    let shutdown = tokio::spawn(gw.shutdown());
+    assert!(closed(&mut conn).await);
+    tokio::time::timeout(Duration::from_secs(10), shutdown)
+        .await
+        .expect("shutdown waited on an idle connection")
+        .unwrap();
+}
