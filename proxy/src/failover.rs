@@ -38,6 +38,8 @@ pub struct AttemptRequest<'a> {
     pub hash_key: Option<&'a [u8]>,
     /// Backend that holds the Responses state this request refers to.
     pub pinned: Option<usize>,
+    /// When the request arrived (the request deadline counts from here).
+    pub started: Instant,
 }
 
 /// The body of the response the gateway committed to.
@@ -83,8 +85,7 @@ enum Failure {
 /// Runs attempts until one answer can be committed, or every candidate is used up.
 pub async fn attempt(gw: &Gateway, req: &AttemptRequest<'_>) -> Result<Winner, GatewayError> {
     let upstream = &gw.config.upstream;
-    let started = Instant::now();
-    let deadline = started + upstream.request_deadline;
+    let deadline = req.started + upstream.request_deadline;
     let mut considered = Considered::new(gw.backends.len());
     let mut records: Vec<AttemptRecord> = Vec::new();
     let mut attempts = 0u32;
@@ -147,7 +148,6 @@ pub async fn attempt(gw: &Gateway, req: &AttemptRequest<'_>) -> Result<Winner, G
         attempts += 1;
         let budget = deadline - now;
         let _in_flight = backend.state.track();
-        let sent_at = Instant::now();
         let result = try_backend(gw, index, req, budget).await;
         let failure = match result {
             Ok((parts, body)) => {
@@ -158,7 +158,7 @@ pub async fn attempt(gw: &Gateway, req: &AttemptRequest<'_>) -> Result<Winner, G
                     attempts,
                     parts,
                     body,
-                    ttfb: sent_at.elapsed(),
+                    ttfb: now.elapsed(),
                 });
             }
             Err(failure) => failure,

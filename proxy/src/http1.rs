@@ -275,14 +275,52 @@ pub fn header_map(
 ) -> Result<http::HeaderMap, &'static str> {
     let mut headers = http::HeaderMap::with_capacity(spans.len());
     for &(n, nl, v, vl) in spans {
-        let name =
-            http::HeaderName::from_bytes(&head[n..n + nl]).map_err(|_| "invalid header name")?;
+        let raw = &head[n..n + nl];
+        let name = match interned(raw) {
+            Some(name) => name,
+            None => http::HeaderName::from_bytes(raw).map_err(|_| "invalid header name")?,
+        };
         let value = http::HeaderValue::from_maybe_shared(head.slice(v..v + vl))
             .map_err(|_| "invalid header value")?;
         framing.note(&name, value.as_bytes())?;
         headers.append(name, value);
     }
     Ok(headers)
+}
+
+/// Non-standard header names Azure OpenAI and its clients send on every message, as constants:
+/// `HeaderName::from_bytes` allocates for any name outside the standard set.
+fn interned(raw: &[u8]) -> Option<http::HeaderName> {
+    use http::HeaderName as N;
+    Some(match raw {
+        b"api-key" => N::from_static("api-key"),
+        b"apim-request-id" => N::from_static("apim-request-id"),
+        b"azureml-model-session" => N::from_static("azureml-model-session"),
+        b"openai-organization" => N::from_static("openai-organization"),
+        b"openai-processing-ms" => N::from_static("openai-processing-ms"),
+        b"openai-version" => N::from_static("openai-version"),
+        b"retry-after-ms" => N::from_static("retry-after-ms"),
+        b"x-content-type-options" => N::from_static("x-content-type-options"),
+        b"x-ms-client-request-id" => N::from_static("x-ms-client-request-id"),
+        b"x-ms-deployment-name" => N::from_static("x-ms-deployment-name"),
+        b"x-ms-rai-invoked" => N::from_static("x-ms-rai-invoked"),
+        b"x-ms-region" => N::from_static("x-ms-region"),
+        b"x-ratelimit-limit-requests" => N::from_static("x-ratelimit-limit-requests"),
+        b"x-ratelimit-limit-tokens" => N::from_static("x-ratelimit-limit-tokens"),
+        b"x-ratelimit-remaining-requests" => N::from_static("x-ratelimit-remaining-requests"),
+        b"x-ratelimit-remaining-tokens" => N::from_static("x-ratelimit-remaining-tokens"),
+        b"x-ratelimit-reset-requests" => N::from_static("x-ratelimit-reset-requests"),
+        b"x-ratelimit-reset-tokens" => N::from_static("x-ratelimit-reset-tokens"),
+        b"x-request-id" => N::from_static("x-request-id"),
+        b"x-stainless-arch" => N::from_static("x-stainless-arch"),
+        b"x-stainless-lang" => N::from_static("x-stainless-lang"),
+        b"x-stainless-os" => N::from_static("x-stainless-os"),
+        b"x-stainless-package-version" => N::from_static("x-stainless-package-version"),
+        b"x-stainless-retry-count" => N::from_static("x-stainless-retry-count"),
+        b"x-stainless-runtime" => N::from_static("x-stainless-runtime"),
+        b"x-stainless-runtime-version" => N::from_static("x-stainless-runtime-version"),
+        _ => return None,
+    })
 }
 
 /// Appends a header block line: `name: value\r\n`.
@@ -343,6 +381,18 @@ mod tests {
             let mut framing = Framing::chunked();
             assert!(decode_all(&mut framing, &[wire]).is_err(), "{wire:?}");
         }
+    }
+
+    #[test]
+    fn interned_names_equal_parsed_ones() {
+        for raw in [
+            &b"x-ms-region"[..],
+            b"apim-request-id",
+            b"x-stainless-retry-count",
+        ] {
+            assert_eq!(interned(raw), http::HeaderName::from_bytes(raw).ok());
+        }
+        assert_eq!(interned(b"X-Ms-Region"), None); // falls back to from_bytes (lowercases)
     }
 
     #[test]

@@ -1,7 +1,11 @@
 //! Prometheus metrics (`gateway_*`), one registry per process so counters survive config reloads.
 //! Per-backend handles are resolved once per config so an attempt only bumps an atomic.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -60,6 +64,88 @@ struct VersionLabels {
     version: &'static str,
 }
 
+/// Counters already resolved for a label set, read without a lock: a copy-on-write map behind an
+/// `ArcSwap`, keyed with a fast hasher. The family's own map (a `RwLock` and SipHash) is only
+/// visited the first time a label set is seen, or when the cache is full (label sets come partly
+/// from clients, e.g. `model`, so the cache is bounded).
+struct Resolved<K, V> {
+    map: ArcSwap<HashMap<K, V, BuildHasherDefault<FastHash>>>,
+}
+
+/// Label sets kept in a [`Resolved`] cache at most.
+const RESOLVED_MAX: usize = 4096;
+
+impl<K: Clone + Eq + Hash, V: Clone> Resolved<K, V> {
+    fn new() -> Self {
+        Self {
+            map: ArcSwap::from_pointee(HashMap::default()),
+        }
+    }
+
+    fn get_or(&self, key: &K, resolve: impl FnOnce() -> V) -> V {
+        if let Some(value) = self.map.load().get(key) {
+            return value.clone();
+        }
+        let value = resolve();
+        if self.map.load().len() < RESOLVED_MAX {
+            self.map.rcu(|map| {
+                let mut map = HashMap::clone(map);
+                map.insert(key.clone(), value.clone());
+                map
+            });
+        }
+        value
+    }
+}
+
+impl<K, V> std::fmt::Debug for Resolved<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolved")
+            .field("len", &self.map.load().len())
+            .finish()
+    }
+}
+
+/// FxHash-style word hasher: label keys are short and not attacker-chosen in bulk (the cache is
+/// bounded), so SipHash's flood resistance is not needed here.
+#[derive(Default)]
+struct FastHash(u64);
+
+impl Hasher for FastHash {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let mut tail = [0u8; 8];
+        let rest = chunks.remainder();
+        tail[..rest.len()].copy_from_slice(rest);
+        self.add(u64::from_le_bytes(tail) ^ rest.len() as u64);
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl FastHash {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+/// Token counters of one (consumer, model, backend), by kind.
+type TokenCounters = [Counter; 4];
+/// (consumer, model, backend).
+type TokenKey = (Arc<str>, Arc<str>, Arc<str>);
+const TOKEN_KINDS: [&str; 4] = ["prompt", "completion", "cached", "reasoning"];
+
 /// All metric families of the process.
 #[derive(Debug)]
 pub struct Metrics {
@@ -74,6 +160,8 @@ pub struct Metrics {
     remaining_requests: Family<BackendLabels, Gauge>,
     active_streams: Family<BackendLabels, Gauge>,
     reloads: Family<ResultLabels, Counter>,
+    resolved_requests: Resolved<RequestLabels, Counter>,
+    resolved_tokens: Resolved<TokenKey, TokenCounters>,
 }
 
 /// Counters of one backend, resolved once per config.
@@ -164,6 +252,8 @@ impl Metrics {
             remaining_requests,
             active_streams,
             reloads,
+            resolved_requests: Resolved::new(),
+            resolved_tokens: Resolved::new(),
         }
     }
 
@@ -189,7 +279,9 @@ impl Metrics {
     }
 
     pub fn request(&self, labels: &RequestLabels) {
-        self.requests.get_or_create(labels).inc();
+        self.resolved_requests
+            .get_or(labels, || self.requests.get_or_create(labels).clone())
+            .inc();
     }
 
     pub fn failover(&self, from: &Arc<str>, to: &Arc<str>, reason: Outcome) {
@@ -203,13 +295,9 @@ impl Metrics {
     }
 
     pub fn tokens(&self, consumer: &Arc<str>, model: &Arc<str>, backend: &Arc<str>, usage: &Usage) {
-        for (kind, value) in [
-            ("prompt", usage.prompt),
-            ("completion", usage.completion),
-            ("cached", usage.cached),
-            ("reasoning", usage.reasoning),
-        ] {
-            if value > 0 {
+        let key = (consumer.clone(), model.clone(), backend.clone());
+        let counters = self.resolved_tokens.get_or(&key, || {
+            TOKEN_KINDS.map(|kind| {
                 self.tokens
                     .get_or_create(&TokenLabels {
                         consumer: consumer.clone(),
@@ -217,7 +305,18 @@ impl Metrics {
                         backend: backend.clone(),
                         kind,
                     })
-                    .inc_by(value);
+                    .clone()
+            })
+        });
+        let values = [
+            usage.prompt,
+            usage.completion,
+            usage.cached,
+            usage.reasoning,
+        ];
+        for (counter, value) in counters.iter().zip(values) {
+            if value > 0 {
+                counter.inc_by(value);
             }
         }
     }

@@ -108,6 +108,7 @@ where
             request_id,
             hash_key: hash_key.as_deref(),
             pinned,
+            started,
         },
     )
     .await?;
