@@ -359,6 +359,7 @@ async fn try_backend(
     if status == 429 && triggers.http_429 {
         let rest = retry_hint(&parts.headers).unwrap_or(upstream.default_cooldown);
         backend.state.cool_down(rest);
+        body.release();
         return Err(Failure::Status {
             outcome: Outcome::Http429,
             status,
@@ -369,6 +370,7 @@ async fn try_backend(
     if status >= 500 {
         backend.state.record_failure(&upstream.passive_health);
         if triggers.http_5xx {
+            body.release();
             return Err(Failure::Status {
                 outcome: Outcome::Http5xx,
                 status,

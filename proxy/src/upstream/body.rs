@@ -53,6 +53,16 @@ impl UpstreamBody {
         body
     }
 
+    /// Done with this response without reading it (a 429 or 5xx the gateway fails over from):
+    /// when the rest of the body is already buffered, as small error bodies usually are, the
+    /// connection goes back to the pool instead of being closed.
+    pub fn release(mut self) {
+        while let Ok(Some(_)) = self.framing.decode(&mut self.buf) {}
+        if self.framing == Framing::Done {
+            self.finish();
+        }
+    }
+
     /// The body is complete: the connection goes back to the pool if it can be reused.
     fn finish(&mut self) {
         self.framing = Framing::Done;

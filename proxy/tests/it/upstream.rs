@@ -122,6 +122,23 @@ async fn chunked_bodies_split_across_reads_are_reassembled_and_the_connection_re
 }
 
 #[tokio::test]
+async fn a_released_error_answer_keeps_its_connection_when_its_body_is_buffered() {
+    let throttled: Vec<&'static [u8]> = vec![
+        b"HTTP/1.1 429 Too Many Requests\r\nretry-after-ms: 10\r\ncontent-length: 2\r\n\r\n{}",
+    ];
+    let ok: Vec<&'static [u8]> = vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"];
+    let (addr, accepted) = scripted(vec![vec![Step::Answer(throttled), Step::Answer(ok)]]).await;
+    let pool = pool(&addr);
+    let head = pool.request(&Method::POST, "/x");
+    let (parts, body) = pool.send(head, Bytes::new()).await.unwrap();
+    assert_eq!(parts.status, 429);
+    body.release();
+    assert_eq!(pool.idle_connections(), 1);
+    assert_eq!(get(&pool).await.unwrap(), (200, Bytes::from("ok")));
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
 async fn interim_responses_are_skipped_and_no_content_has_no_body() {
     let answer: Vec<&'static [u8]> = vec![
         b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\nx-ms-region: East US\r\n\r\n",
