@@ -147,9 +147,8 @@ where
             remember_response(gw, route.operation, &head, &bytes, winner.backend);
             accounting.usage = usage_of(&bytes);
             accounting.completed = true;
+            // `content-length` is written from the body's exact size by the connection.
             clean_response_headers(&mut head.headers, true);
-            head.headers
-                .insert(http::header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
             drop(accounting);
             full_body(bytes)
         }
@@ -188,8 +187,17 @@ where
     head.headers
         .insert(X_GATEWAY_BACKEND, backend.name_header.clone());
     head.headers
-        .insert(X_GATEWAY_ATTEMPTS, HeaderValue::from(winner.attempts));
+        .insert(X_GATEWAY_ATTEMPTS, attempts_header(winner.attempts));
     Ok(Response::from_parts(head, body))
+}
+
+/// `x-gateway-attempts`: a constant for the usual counts, no allocation.
+fn attempts_header(attempts: u32) -> HeaderValue {
+    const SMALL: [&str; 9] = ["0", "1", "2", "3", "4", "5", "6", "7", "8"];
+    match SMALL.get(attempts as usize) {
+        Some(text) => HeaderValue::from_static(text),
+        None => HeaderValue::from(attempts),
+    }
 }
 
 /// Reads the request body up to `limit` bytes; 413 above it (checked on `content-length` first).

@@ -70,7 +70,7 @@ impl UpstreamBody {
             && self.keep_alive
             && self.buf.is_empty()
         {
-            self.pool.checkin(stream);
+            self.pool.checkin(stream, std::mem::take(&mut self.buf));
         }
     }
 }

@@ -87,6 +87,8 @@ pub enum SendError {
 /// An idle connection and when it went idle.
 pub(super) struct Idle {
     stream: Stream,
+    /// The connection's read buffer, reused by its next response.
+    buf: BytesMut,
     since_ms: u64,
 }
 
@@ -196,11 +198,15 @@ impl Pool {
         };
         let mut fresh_only = false;
         loop {
-            let (mut stream, reused) = match (!fresh_only).then(|| self.checkout()).flatten() {
-                Some(stream) => (stream, true),
-                None => (self.connect().await?, false),
+            let (mut stream, buf, reused) = match (!fresh_only).then(|| self.checkout()).flatten() {
+                Some((stream, buf)) => (stream, buf, true),
+                None => (
+                    self.connect().await?,
+                    BytesMut::with_capacity(READ_CHUNK),
+                    false,
+                ),
             };
-            match exchange(&mut stream, &wire, &body).await {
+            match exchange(&mut stream, buf, &wire, &body).await {
                 Ok((parts, buf, framing, keep_alive)) => {
                     let framing = if head_only { Framing::Empty } else { framing };
                     let body = UpstreamBody::new(stream, buf, framing, keep_alive, self.clone());
@@ -217,20 +223,21 @@ impl Pool {
     }
 
     /// The oldest idle connection that is still open and not idle for too long.
-    fn checkout(&self) -> Option<Stream> {
+    fn checkout(&self) -> Option<(Stream, BytesMut)> {
         let now = now_ms();
         while let Some(idle) = self.idle.pop() {
             if now.saturating_sub(idle.since_ms) < IDLE_TIMEOUT_MS && idle.stream.is_idle_open() {
-                return Some(idle.stream);
+                return Some((idle.stream, idle.buf));
             }
         }
         None
     }
 
-    /// Returns a connection whose response was read to the end.
-    pub(super) fn checkin(&self, stream: Stream) {
+    /// Returns a connection whose response was read to the end, with its (empty) read buffer.
+    pub(super) fn checkin(&self, stream: Stream, buf: BytesMut) {
         let _ = self.idle.push(Idle {
             stream,
+            buf,
             since_ms: now_ms(),
         });
     }
@@ -315,6 +322,7 @@ fn io_failed(error: io::Error, answered: bool) -> Failed {
 /// connection may be reused afterwards.
 async fn exchange(
     stream: &mut Stream,
+    mut buf: BytesMut,
     wire: &[u8],
     body: &[u8],
 ) -> Result<(http::response::Parts, BytesMut, Framing, bool), Failed> {
@@ -329,7 +337,9 @@ async fn exchange(
             .map_err(|e| io_failed(e, false))?;
     }
     stream.flush().await.map_err(|e| io_failed(e, false))?;
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    // Reclaims the buffer's allocation once the previous response's pieces are gone.
+    buf.clear();
+    buf.reserve(READ_CHUNK);
     let mut answered = false;
     loop {
         if buf.capacity() - buf.len() < 1024 {
