@@ -122,6 +122,7 @@ async fn accept_loop(
                 Ok((stream, _peer)) => {
                     // Streams send small events that must not wait for Nagle.
                     let _ = stream.set_nodelay(true);
+                    shared.stats.connection_accepted();
                     let builder = Arc::clone(&builder);
                     let shared = Arc::clone(&shared);
                     let watcher = graceful.watcher();

@@ -39,6 +39,7 @@ pub struct MockStats {
 const STATUS_SLOTS: usize = 501;
 
 struct StatsInner {
+    connections: AtomicU64,
     requests: AtomicU64,
     statuses: Box<[AtomicU64]>,
     streams_started: AtomicU64,
@@ -52,6 +53,7 @@ struct StatsInner {
 impl Default for StatsInner {
     fn default() -> Self {
         Self {
+            connections: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             statuses: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             streams_started: AtomicU64::new(0),
@@ -72,6 +74,11 @@ fn status_slot(status: u16) -> usize {
 }
 
 impl MockStats {
+    /// Connections accepted (tells keep-alive reuse from a connection per request).
+    pub fn connections(&self) -> u64 {
+        self.inner.connections.load(Ordering::Relaxed)
+    }
+
     /// Requests received (whatever their outcome).
     pub fn requests(&self) -> u64 {
         self.inner.requests.load(Ordering::Relaxed)
@@ -157,6 +164,10 @@ impl MockStats {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(recorded);
+    }
+
+    pub(crate) fn connection_accepted(&self) {
+        self.inner.connections.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn count_status(&self, status: u16) {

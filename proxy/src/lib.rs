@@ -24,6 +24,7 @@ pub mod server;
 pub mod sse;
 pub mod upstream;
 pub mod usage;
+pub mod worker;
 
 pub use config::{ConfigError, GatewayConfig};
 pub use server::RunningGateway;

@@ -83,7 +83,9 @@ fn init_logging(level: &str) {
         .init();
 }
 
-#[tokio::main]
+/// The main thread's single-threaded runtime is worker 0; the others are started by
+/// [`RunningGateway::start_with_workers`] (one per CPU this process may use).
+#[tokio::main(flavor = "current_thread")]
 async fn run(config: GatewayConfig, path: PathBuf) -> anyhow::Result<()> {
     use proxy::reload::{Trigger, watch};
     use std::sync::Arc;
@@ -91,7 +93,8 @@ async fn run(config: GatewayConfig, path: PathBuf) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;
-    let gateway = Arc::new(RunningGateway::start(config).await?);
+    let workers = proxy::worker::default_count();
+    let gateway = Arc::new(RunningGateway::start_with_workers(config, workers).await?);
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
     let watcher = tokio::spawn(watch(path, gateway.clone(), reload_rx));
     loop {

@@ -51,7 +51,11 @@ pub fn watch(
             if matches!(trigger, Trigger::FileChanged) && contents == last {
                 continue;
             }
-            match GatewayConfig::load(&path) {
+            // Parsing runs off the worker thread, which keeps serving requests meanwhile.
+            let file = path.clone();
+            let loaded = tokio::task::spawn_blocking(move || GatewayConfig::load(&file)).await;
+            let Ok(loaded) = loaded else { continue };
+            match loaded {
                 Ok(config) => {
                     gateway.reload(config);
                     last = contents;

@@ -13,7 +13,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
@@ -21,6 +21,7 @@ use crate::config::GatewayConfig;
 use crate::error::{ResponseBody, full_body};
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
+use crate::worker;
 
 mod h1;
 
@@ -31,13 +32,32 @@ pub struct RunningGateway {
     pub current: Arc<ArcSwap<Gateway>>,
     shutdown: watch::Sender<bool>,
     api: JoinHandle<()>,
+    /// One per extra worker thread: fires when its API loop has drained.
+    workers: Vec<oneshot::Receiver<()>>,
     admin: JoinHandle<()>,
 }
 
 impl RunningGateway {
-    /// Binds both listeners from the config and starts serving.
+    /// Binds both listeners from the config and serves them on the current runtime.
     pub async fn start(config: GatewayConfig) -> std::io::Result<Self> {
-        let api_listener = TcpListener::bind(config.server.listen).await?;
+        Self::start_with_workers(config, 1).await
+    }
+
+    /// Binds both listeners and serves the API from `workers` threads (see [`crate::worker`]):
+    /// the current runtime is worker 0 (it also serves the admin listener, health probes and
+    /// reloads); each other worker is a thread with a single-threaded runtime accepting on the
+    /// same listening socket. The worker count is fixed for the process by the first call.
+    pub async fn start_with_workers(
+        config: GatewayConfig,
+        workers: usize,
+    ) -> std::io::Result<Self> {
+        let workers = if workers > 1 {
+            worker::set_count(workers)
+        } else {
+            1
+        };
+        let api_listener = std::net::TcpListener::bind(config.server.listen)?;
+        api_listener.set_nonblocking(true)?;
         let admin_listener = TcpListener::bind(config.server.admin_listen).await?;
         let drain = config.server.drain_timeout;
         let metrics = Arc::new(Metrics::new());
@@ -45,20 +65,47 @@ impl RunningGateway {
         let (shutdown, watcher) = watch::channel(false);
         let addr = api_listener.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
+        let mut extra = Vec::new();
+        for index in 1..workers {
+            let listener = api_listener.try_clone()?;
+            let (current, stop) = (current.clone(), watcher.clone());
+            let (done, finished) = oneshot::channel();
+            std::thread::Builder::new()
+                .name(format!("gateway-worker-{index}"))
+                .spawn(move || {
+                    worker::enter(index);
+                    let served = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .and_then(|runtime| {
+                            runtime.block_on(async {
+                                let listener = TcpListener::from_std(listener)?;
+                                serve_api(listener, current, stop, drain).await;
+                                Ok(())
+                            })
+                        });
+                    if let Err(error) = served {
+                        tracing::error!(worker = index, %error, "worker failed to start");
+                    }
+                    let _ = done.send(());
+                })?;
+            extra.push(finished);
+        }
         let api = tokio::spawn(serve_api(
-            api_listener,
+            TcpListener::from_std(api_listener)?,
             current.clone(),
             watcher.clone(),
             drain,
         ));
         let admin = tokio::spawn(serve_admin(admin_listener, current.clone(), watcher));
-        tracing::info!(%addr, %admin_addr, "gateway listening");
+        tracing::info!(%addr, %admin_addr, workers, "gateway listening");
         Ok(Self {
             addr,
             admin_addr,
             current,
             shutdown,
             api,
+            workers: extra,
             admin,
         })
     }
@@ -105,6 +152,9 @@ impl RunningGateway {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.api.await;
+        for worker in self.workers {
+            let _ = worker.await;
+        }
         let _ = self.admin.await;
     }
 }

@@ -15,7 +15,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use crossbeam_queue::ArrayQueue;
+use crossbeam_queue::SegQueue;
 use http::uri::{Authority, Scheme};
 use http::{HeaderName, HeaderValue, Method, StatusCode, Version};
 use rustls::pki_types::ServerName;
@@ -28,7 +28,7 @@ use super::stream::Stream;
 use crate::clock::now_ms;
 use crate::http1::{Framing, FramingFields, MAX_HEADERS, header_map, put_field, spans};
 
-/// Idle connections kept per backend; more than this are closed when they come back.
+/// Idle connections kept per backend and worker; more are closed when they come back.
 const MAX_IDLE: usize = 1024;
 /// A connection idle longer than this is closed rather than reused (Azure's front ends close
 /// idle connections after a few minutes; reusing one that is about to close costs a retry).
@@ -100,7 +100,8 @@ pub struct Pool {
     host_header: Bytes,
     tls: Option<(TlsConnector, ServerName<'static>)>,
     connect_timeout: Duration,
-    idle: ArrayQueue<Idle>,
+    /// Idle connections, one queue per worker (see [`crate::worker`]).
+    idle: Box<[SegQueue<Idle>]>,
     scheme: Scheme,
     authority: Authority,
 }
@@ -110,7 +111,7 @@ impl std::fmt::Debug for Pool {
         f.debug_struct("Pool")
             .field("scheme", &self.scheme)
             .field("authority", &self.authority)
-            .field("idle", &self.idle.len())
+            .field("idle", &self.idle_connections())
             .finish()
     }
 }
@@ -141,7 +142,9 @@ impl Pool {
             host_header: Bytes::copy_from_slice(authority.as_str().as_bytes()),
             tls,
             connect_timeout,
-            idle: ArrayQueue::new(MAX_IDLE),
+            idle: (0..crate::worker::count())
+                .map(|_| SegQueue::new())
+                .collect(),
             scheme: scheme.clone(),
             authority: authority.clone(),
         }
@@ -159,9 +162,14 @@ impl Pool {
             && self.connect_timeout == connect_timeout
     }
 
-    /// Idle connections right now.
+    /// Idle connections right now (all workers).
     pub fn idle_connections(&self) -> usize {
-        self.idle.len()
+        self.idle.iter().map(SegQueue::len).sum()
+    }
+
+    /// The idle queue of the current thread's worker.
+    fn idle(&self) -> &SegQueue<Idle> {
+        &self.idle[crate::worker::index().min(self.idle.len() - 1)]
     }
 
     /// Starts a request: the request line and `host`. Add headers, then [`Pool::send`] it.
@@ -225,7 +233,8 @@ impl Pool {
     /// The oldest idle connection that is still open and not idle for too long.
     fn checkout(&self) -> Option<(Stream, BytesMut)> {
         let now = now_ms();
-        while let Some(idle) = self.idle.pop() {
+        let queue = self.idle();
+        while let Some(idle) = queue.pop() {
             if now.saturating_sub(idle.since_ms) < IDLE_TIMEOUT_MS && idle.stream.is_idle_open() {
                 return Some((idle.stream, idle.buf));
             }
@@ -235,11 +244,14 @@ impl Pool {
 
     /// Returns a connection whose response was read to the end, with its (empty) read buffer.
     pub(super) fn checkin(&self, stream: Stream, buf: BytesMut) {
-        let _ = self.idle.push(Idle {
-            stream,
-            buf,
-            since_ms: now_ms(),
-        });
+        let queue = self.idle();
+        if queue.len() < MAX_IDLE {
+            queue.push(Idle {
+                stream,
+                buf,
+                since_ms: now_ms(),
+            });
+        }
     }
 
     async fn connect(&self) -> Result<Stream, SendError> {

@@ -13,3 +13,4 @@ mod routing;
 mod sdk;
 mod streaming;
 mod upstream;
+mod workers;
