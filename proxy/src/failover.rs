@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method};
 use http_body_util::BodyExt;
 
@@ -13,6 +13,7 @@ use crate::backend::Unavailable;
 use crate::clock::now_ms;
 use crate::error::{AttemptRecord, GatewayError, Outcome};
 use crate::gateway::Gateway;
+use crate::http1::Joined;
 use crate::request_body::RequestBody;
 use crate::routes::{Route, upstream_path_and_query};
 use crate::sse::{self, Framer, Opening};
@@ -425,31 +426,20 @@ fn classify_send_error(error: &SendError) -> (Outcome, &'static str) {
 /// Reads a whole body with an idle timeout between frames. A body that arrives as one frame
 /// (the usual JSON answer) is kept as it is, without a copy.
 async fn read_all(mut body: UpstreamBody, idle: Duration) -> Result<Bytes, Outcome> {
-    let mut first: Option<Bytes> = None;
-    let mut buf = BytesMut::new();
+    let mut gathered = Joined::default();
     loop {
         match tokio::time::timeout(idle, body.frame()).await {
             Err(_) => return Err(Outcome::Timeout),
-            Ok(None) => return Ok(first.unwrap_or_else(|| buf.freeze())),
+            Ok(None) => return Ok(gathered.take().unwrap_or_default()),
             Ok(Some(Err(_))) => return Err(Outcome::ConnectError),
             Ok(Some(Ok(frame))) => {
                 let Ok(data) = frame.into_data() else {
                     continue;
                 };
-                if first.is_none() && buf.is_empty() {
-                    if data.len() > MAX_BUFFERED_RESPONSE {
-                        return Err(Outcome::StreamError);
-                    }
-                    first = Some(data);
-                    continue;
-                }
-                if let Some(earlier) = first.take() {
-                    buf.extend_from_slice(&earlier);
-                }
-                if buf.len() + data.len() > MAX_BUFFERED_RESPONSE {
+                if gathered.len() + data.len() > MAX_BUFFERED_RESPONSE {
                     return Err(Outcome::StreamError);
                 }
-                buf.extend_from_slice(&data);
+                gathered.push(data);
             }
         }
     }

@@ -147,15 +147,25 @@ impl Framing {
     }
 }
 
-/// Chunk data gathered from one read: the first piece as it is, more pieces copied together.
+/// Body pieces gathered into one: the first piece as it is (no copy for the usual single-piece
+/// body), more pieces copied together. Used for the chunks of one read, and for whole bodies.
 #[derive(Default)]
-struct Joined {
+pub struct Joined {
     first: Option<Bytes>,
     many: Option<BytesMut>,
 }
 
 impl Joined {
-    fn push(&mut self, data: Bytes) {
+    /// Bytes gathered so far.
+    pub fn len(&self) -> usize {
+        self.first.as_ref().map_or(0, Bytes::len) + self.many.as_ref().map_or(0, BytesMut::len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn push(&mut self, data: Bytes) {
         if let Some(many) = &mut self.many {
             many.extend_from_slice(&data);
         } else if let Some(one) = self.first.take() {
@@ -168,7 +178,8 @@ impl Joined {
         }
     }
 
-    fn take(self) -> Option<Bytes> {
+    /// Everything gathered (`None` if nothing was).
+    pub fn take(self) -> Option<Bytes> {
         self.first.or(self.many.map(BytesMut::freeze))
     }
 }

@@ -8,13 +8,14 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use http_body::Body;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 
 use crate::auth::Consumer;
 use crate::config::HashOn;
 use crate::error::{BoxError, GatewayError, ResponseBody, full_body};
 use crate::failover::{AttemptRequest, WinnerBody, attempt};
 use crate::gateway::Gateway;
+use crate::http1::Joined;
 use crate::metrics::RequestLabels;
 use crate::relay::{Accounting, Relay, usage_of};
 use crate::request_body::RequestBody;
@@ -213,15 +214,19 @@ where
     if declared.is_some_and(|len| len > limit) {
         return Err(GatewayError::PayloadTooLarge { limit });
     }
-    match Limited::new(body, limit as usize).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-            Err(GatewayError::PayloadTooLarge { limit })
+    let mut body = std::pin::pin!(body);
+    let mut gathered = Joined::default();
+    while let Some(frame) = body.as_mut().frame().await {
+        let frame = frame
+            .map_err(|_| GatewayError::BadRequest("The request body could not be read.".into()))?;
+        if let Ok(data) = frame.into_data() {
+            if (gathered.len() + data.len()) as u64 > limit {
+                return Err(GatewayError::PayloadTooLarge { limit });
+            }
+            gathered.push(data);
         }
-        Err(_) => Err(GatewayError::BadRequest(
-            "The request body could not be read.".into(),
-        )),
     }
+    Ok(gathered.take().unwrap_or_default())
 }
 
 /// The client's `x-request-id` if it is sane, else a new one (32 random hex digits).

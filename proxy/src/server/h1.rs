@@ -50,6 +50,7 @@ pub async fn serve(
     let mut conn = Conn {
         stream,
         buf: BytesMut::with_capacity(READ_CHUNK),
+        out: Vec::new(),
     };
     let mut first = true;
     loop {
@@ -128,6 +129,8 @@ async fn draining(drain: &mut watch::Receiver<bool>) {
 struct Conn {
     stream: TcpStream,
     buf: BytesMut,
+    /// Response bytes being gathered; kept from one response to the next.
+    out: Vec<u8>,
 }
 
 #[allow(clippy::large_enum_variant)] // One per request, moved once: a box would cost an allocation.
@@ -220,7 +223,9 @@ impl Conn {
         let exact = body.size_hint().exact();
         let chunked = !bodiless && exact.is_none() && !http10;
         let keep_alive = keep_alive && (bodiless || exact.is_some() || chunked);
-        let mut out = Vec::with_capacity(512 + exact.unwrap_or(0).min(WRITE_BATCH as u64) as usize);
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        out.reserve(512 + exact.unwrap_or(0).min(WRITE_BATCH as u64) as usize);
         out.extend_from_slice(b"HTTP/1.1 ");
         out.extend_from_slice(status.as_str().as_bytes());
         out.push(b' ');
@@ -283,10 +288,17 @@ impl Conn {
                             &mut out,
                             format_args!("{:x}\r\n", data.len()),
                         );
-                        out.extend_from_slice(&data);
-                        out.extend_from_slice(b"\r\n");
+                    }
+                    if data.len() >= WRITE_BATCH {
+                        // Large pieces go out as they are rather than through a copy.
+                        self.stream.write_all(&out).await?;
+                        out.clear();
+                        self.stream.write_all(&data).await?;
                     } else {
                         out.extend_from_slice(&data);
+                    }
+                    if chunked {
+                        out.extend_from_slice(b"\r\n");
                     }
                     if out.len() >= WRITE_BATCH {
                         self.stream.write_all(&out).await?;
@@ -298,7 +310,11 @@ impl Conn {
         if chunked {
             out.extend_from_slice(b"0\r\n\r\n");
         }
-        self.stream.write_all(&out).await
+        self.stream.write_all(&out).await?;
+        if out.capacity() <= 2 * WRITE_BATCH {
+            self.out = out;
+        }
+        Ok(())
     }
 }
 
