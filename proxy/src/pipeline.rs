@@ -322,3 +322,33 @@ fn test_header_shim(request: &HeaderMap, response: &mut HeaderMap) {
     response.insert("x-gw-priority", HeaderValue::from_static(priority));
     response.insert("x-gw-remaining-tokens", remaining);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    fn size_of<F: std::future::Future>(_: &F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// A request's future is built and moved at every stage; rare, large parts (connecting,
+    /// TLS) are boxed so the common path stays small. Sizes, not timings: deterministic.
+    #[test]
+    fn request_futures_stay_small() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let yaml = "version: 1\nbackends:\n  - { name: a, endpoint: 'http://127.0.0.1:9', auth: { mode: api-key, api_key: k } }\n";
+            let config = crate::GatewayConfig::parse("t.yaml", yaml).unwrap();
+            let gw = crate::gateway::Gateway::new(config, Arc::new(crate::metrics::Metrics::new()), None);
+            let request = http::Request::new(http_body_util::Full::new(bytes::Bytes::new()));
+            let handle = super::handle(gw.clone(), request, "127.0.0.1:1".parse().unwrap());
+            assert!(size_of(&handle) <= 3 * 1024, "handle: {} bytes", size_of(&handle));
+            let pool = gw.backends[0].pool.clone();
+            let send = pool.send(pool.request(&http::Method::GET, "/"), bytes::Bytes::new());
+            assert!(size_of(&send) <= 640, "send: {} bytes", size_of(&send));
+        });
+    }
+}

@@ -208,8 +208,10 @@ impl Pool {
         loop {
             let (mut stream, buf, reused) = match (!fresh_only).then(|| self.checkout()).flatten() {
                 Some((stream, buf)) => (stream, buf, true),
+                // Boxed: connecting (DNS, TLS handshake) is a large future and is rare; inline,
+                // it would make every request's future that much bigger to build and move.
                 None => (
-                    self.connect().await?,
+                    Box::pin(self.connect()).await?,
                     BytesMut::with_capacity(READ_CHUNK),
                     false,
                 ),
