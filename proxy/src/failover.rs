@@ -13,7 +13,7 @@ use crate::backend::Unavailable;
 use crate::clock::now_ms;
 use crate::error::{AttemptRecord, GatewayError, Outcome};
 use crate::gateway::Gateway;
-use crate::http1::Joined;
+use crate::http1::{Joined, poll_once};
 use crate::request_body::RequestBody;
 use crate::routes::{Route, upstream_path_and_query};
 use crate::sse::{self, Framer, Opening};
@@ -149,7 +149,7 @@ pub async fn attempt(gw: &Gateway, req: &AttemptRequest<'_>) -> Result<Winner, G
         attempts += 1;
         let budget = deadline - now;
         let _in_flight = backend.state.track();
-        let result = try_backend(gw, index, req, budget).await;
+        let result = try_backend(gw, index, req, now, budget).await;
         let failure = match result {
             Ok((parts, body)) => {
                 backend.state.record_success();
@@ -318,6 +318,7 @@ async fn try_backend(
     gw: &Gateway,
     index: usize,
     req: &AttemptRequest<'_>,
+    now: Instant,
     budget: Duration,
 ) -> Result<(http::response::Parts, WinnerBody), Failure> {
     let backend = &gw.backends[index];
@@ -336,7 +337,8 @@ async fn try_backend(
     let sent = backend
         .pool
         .send(head, req.body.for_backend(&backend.config));
-    let response = match tokio::time::timeout(headers_timeout, sent).await {
+    let headers_by = tokio::time::Instant::from_std(now + headers_timeout);
+    let response = match tokio::time::timeout_at(headers_by, sent).await {
         Err(_) => {
             backend.state.record_failure(&upstream.passive_health);
             return Err(Failure::Transport {
@@ -428,7 +430,13 @@ fn classify_send_error(error: &SendError) -> (Outcome, &'static str) {
 async fn read_all(mut body: UpstreamBody, idle: Duration) -> Result<Bytes, Outcome> {
     let mut gathered = Joined::default();
     loop {
-        match tokio::time::timeout(idle, body.frame()).await {
+        // The usual answer is already buffered with its head: no timer for that.
+        let ready = poll_once(&mut body).await;
+        let next = match ready {
+            std::task::Poll::Ready(next) => Ok(next),
+            std::task::Poll::Pending => tokio::time::timeout(idle, body.frame()).await,
+        };
+        match next {
             Err(_) => return Err(Outcome::Timeout),
             Ok(None) => return Ok(gathered.take().unwrap_or_default()),
             Ok(Some(Err(_))) => return Err(Outcome::ConnectError),

@@ -254,6 +254,15 @@ impl FramingFields {
     }
 }
 
+/// Polls a body once: `Pending` when its next frame is not there yet, so the caller can act
+/// first (flush what it gathered, arm a timer) and only then wait.
+pub async fn poll_once<B: http_body::Body + Unpin>(
+    body: &mut B,
+) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+    std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *body).poll_frame(cx)))
+        .await
+}
+
 /// Most header fields accepted in a message head.
 pub const MAX_HEADERS: usize = 128;
 

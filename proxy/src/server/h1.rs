@@ -29,7 +29,9 @@ use tokio::sync::watch;
 
 use crate::error::{GatewayError, ResponseBody};
 use crate::gateway::Gateway;
-use crate::http1::{Framing, FramingFields, MAX_HEADERS, header_map, invalid, put_field, spans};
+use crate::http1::{
+    Framing, FramingFields, MAX_HEADERS, header_map, invalid, poll_once, put_field, spans,
+};
 
 /// Largest request head accepted (request line and header fields).
 const MAX_HEAD: usize = 64 * 1024;
@@ -257,9 +259,7 @@ impl Conn {
         }
         loop {
             // Poll once: if the next piece is not ready, send what is gathered before waiting.
-            let polled =
-                std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
-            let next = match polled {
+            let next = match poll_once(&mut body).await {
                 Poll::Ready(next) => next,
                 Poll::Pending => {
                     if !out.is_empty() {

@@ -22,6 +22,8 @@ pub struct UpstreamBody {
     framing: Framing,
     keep_alive: bool,
     pool: Arc<Pool>,
+    /// Clock time (ms) the request started; the connection's idle time counts from it.
+    started_ms: u64,
 }
 
 impl std::fmt::Debug for UpstreamBody {
@@ -39,6 +41,7 @@ impl UpstreamBody {
         framing: Framing,
         keep_alive: bool,
         pool: Arc<Pool>,
+        started_ms: u64,
     ) -> Self {
         let mut body = Self {
             stream: Some(stream),
@@ -46,6 +49,7 @@ impl UpstreamBody {
             framing,
             keep_alive,
             pool,
+            started_ms,
         };
         if body.framing.is_done() {
             body.finish();
@@ -70,7 +74,8 @@ impl UpstreamBody {
             && self.keep_alive
             && self.buf.is_empty()
         {
-            self.pool.checkin(stream, std::mem::take(&mut self.buf));
+            self.pool
+                .checkin(stream, std::mem::take(&mut self.buf), self.started_ms);
         }
     }
 }

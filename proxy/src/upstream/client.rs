@@ -205,21 +205,24 @@ impl Pool {
             body
         };
         let mut fresh_only = false;
+        let now = now_ms();
         loop {
-            let (mut stream, buf, reused) = match (!fresh_only).then(|| self.checkout()).flatten() {
-                Some((stream, buf)) => (stream, buf, true),
-                // Boxed: connecting (DNS, TLS handshake) is a large future and is rare; inline,
-                // it would make every request's future that much bigger to build and move.
-                None => (
-                    Box::pin(self.connect()).await?,
-                    BytesMut::with_capacity(READ_CHUNK),
-                    false,
-                ),
-            };
+            let (mut stream, buf, reused) =
+                match (!fresh_only).then(|| self.checkout(now)).flatten() {
+                    Some((stream, buf)) => (stream, buf, true),
+                    // Boxed: connecting (DNS, TLS handshake) is a large future and is rare; inline,
+                    // it would make every request's future that much bigger to build and move.
+                    None => (
+                        Box::pin(self.connect()).await?,
+                        BytesMut::with_capacity(READ_CHUNK),
+                        false,
+                    ),
+                };
             match exchange(&mut stream, buf, &wire, &body).await {
                 Ok((parts, buf, framing, keep_alive)) => {
                     let framing = if head_only { Framing::Empty } else { framing };
-                    let body = UpstreamBody::new(stream, buf, framing, keep_alive, self.clone());
+                    let body =
+                        UpstreamBody::new(stream, buf, framing, keep_alive, self.clone(), now);
                     return Ok((parts, body));
                 }
                 Err(Failed::Io {
@@ -232,9 +235,10 @@ impl Pool {
         }
     }
 
-    /// The oldest idle connection that is still open and not idle for too long.
-    fn checkout(&self) -> Option<(Stream, BytesMut)> {
-        let now = now_ms();
+    /// The oldest idle connection that is still open and not idle for too long. The idle time
+    /// counts from when the connection's last request started (one clock read per request, not
+    /// two), so a connection back from a long stream may be retired early; never late.
+    fn checkout(&self, now: u64) -> Option<(Stream, BytesMut)> {
         let queue = self.idle();
         while let Some(idle) = queue.pop() {
             if now.saturating_sub(idle.since_ms) < IDLE_TIMEOUT_MS && idle.stream.is_idle_open() {
@@ -245,13 +249,13 @@ impl Pool {
     }
 
     /// Returns a connection whose response was read to the end, with its (empty) read buffer.
-    pub(super) fn checkin(&self, stream: Stream, buf: BytesMut) {
+    pub(super) fn checkin(&self, stream: Stream, buf: BytesMut, since_ms: u64) {
         let queue = self.idle();
         if queue.len() < MAX_IDLE {
             queue.push(Idle {
                 stream,
                 buf,
-                since_ms: now_ms(),
+                since_ms,
             });
         }
     }
