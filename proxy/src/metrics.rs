@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 
@@ -82,9 +82,10 @@ impl<K: Clone + Eq + Hash, V: Clone> Resolved<K, V> {
         }
     }
 
-    fn get_or(&self, key: &K, resolve: impl FnOnce() -> V) -> V {
+    /// Runs `use_it` on the value for `key`, resolving (and caching) it the first time.
+    fn with<R>(&self, key: &K, resolve: impl FnOnce() -> V, use_it: impl FnOnce(&V) -> R) -> R {
         if let Some(value) = self.map.load().get(key) {
-            return value.clone();
+            return use_it(value);
         }
         let value = resolve();
         if self.map.load().len() < RESOLVED_MAX {
@@ -94,7 +95,7 @@ impl<K: Clone + Eq + Hash, V: Clone> Resolved<K, V> {
                 map
             });
         }
-        value
+        use_it(&value)
     }
 }
 
@@ -140,10 +141,15 @@ impl FastHash {
     }
 }
 
-/// Token counters of one (consumer, model, backend), by kind.
-type TokenCounters = [Counter; 4];
-/// (consumer, model, backend).
-type TokenKey = (Arc<str>, Arc<str>, Arc<str>);
+/// Everything a finished request counts, resolved once per label set: its request counter and
+/// the token counters (by kind) of its consumer, model and backend.
+#[derive(Clone)]
+struct RequestHandles {
+    requests: Counter,
+    /// Resolved on the first request of the set that reports usage (no empty series for the
+    /// others, e.g. errors).
+    tokens: OnceLock<[Counter; 4]>,
+}
 const TOKEN_KINDS: [&str; 4] = ["prompt", "completion", "cached", "reasoning"];
 
 /// All metric families of the process.
@@ -160,8 +166,7 @@ pub struct Metrics {
     remaining_requests: Family<BackendLabels, Gauge>,
     active_streams: Family<BackendLabels, Gauge>,
     reloads: Family<ResultLabels, Counter>,
-    resolved_requests: Resolved<RequestLabels, Counter>,
-    resolved_tokens: Resolved<TokenKey, TokenCounters>,
+    resolved: Resolved<RequestLabels, RequestHandles>,
 }
 
 /// Counters of one backend, resolved once per config.
@@ -252,8 +257,7 @@ impl Metrics {
             remaining_requests,
             active_streams,
             reloads,
-            resolved_requests: Resolved::new(),
-            resolved_tokens: Resolved::new(),
+            resolved: Resolved::new(),
         }
     }
 
@@ -278,10 +282,40 @@ impl Metrics {
         }
     }
 
-    pub fn request(&self, labels: &RequestLabels) {
-        self.resolved_requests
-            .get_or(labels, || self.requests.get_or_create(labels).clone())
-            .inc();
+    /// Counts a finished request and the tokens it used: one lookup of pre-resolved handles.
+    pub fn request(&self, labels: &RequestLabels, usage: Option<&Usage>) {
+        let resolve = || RequestHandles {
+            requests: self.requests.get_or_create(labels).clone(),
+            tokens: OnceLock::new(),
+        };
+        self.resolved.with(labels, resolve, |handles| {
+            handles.requests.inc();
+            if let Some(usage) = usage {
+                let tokens = handles.tokens.get_or_init(|| {
+                    TOKEN_KINDS.map(|kind| {
+                        self.tokens
+                            .get_or_create(&TokenLabels {
+                                consumer: labels.consumer.clone(),
+                                model: labels.model.clone(),
+                                backend: labels.backend.clone(),
+                                kind,
+                            })
+                            .clone()
+                    })
+                });
+                let values = [
+                    usage.prompt,
+                    usage.completion,
+                    usage.cached,
+                    usage.reasoning,
+                ];
+                for (counter, value) in tokens.iter().zip(values) {
+                    if value > 0 {
+                        counter.inc_by(value);
+                    }
+                }
+            }
+        });
     }
 
     pub fn failover(&self, from: &Arc<str>, to: &Arc<str>, reason: Outcome) {
@@ -292,33 +326,6 @@ impl Metrics {
                 reason: reason.label(),
             })
             .inc();
-    }
-
-    pub fn tokens(&self, consumer: &Arc<str>, model: &Arc<str>, backend: &Arc<str>, usage: &Usage) {
-        let key = (consumer.clone(), model.clone(), backend.clone());
-        let counters = self.resolved_tokens.get_or(&key, || {
-            TOKEN_KINDS.map(|kind| {
-                self.tokens
-                    .get_or_create(&TokenLabels {
-                        consumer: consumer.clone(),
-                        model: model.clone(),
-                        backend: backend.clone(),
-                        kind,
-                    })
-                    .clone()
-            })
-        });
-        let values = [
-            usage.prompt,
-            usage.completion,
-            usage.cached,
-            usage.reasoning,
-        ];
-        for (counter, value) in counters.iter().zip(values) {
-            if value > 0 {
-                counter.inc_by(value);
-            }
-        }
     }
 
     pub fn reload(&self, ok: bool) {

@@ -58,15 +58,18 @@ where
                     "request"
                 );
             }
-            gw.metrics.request(&RequestLabels {
-                route: "none",
-                operation: "none",
-                consumer: ANONYMOUS.clone(),
-                model: EMPTY_LABEL.clone(),
-                backend: EMPTY_LABEL.clone(),
-                status: error.status().as_u16(),
-                stream: false,
-            });
+            gw.metrics.request(
+                &RequestLabels {
+                    route: "none",
+                    operation: "none",
+                    consumer: ANONYMOUS.clone(),
+                    model: EMPTY_LABEL.clone(),
+                    backend: EMPTY_LABEL.clone(),
+                    status: error.status().as_u16(),
+                    stream: false,
+                },
+                None,
+            );
             error.into_response()
         }
     };

@@ -41,15 +41,7 @@ pub struct Accounting {
 impl Drop for Accounting {
     fn drop(&mut self) {
         let gw = &self.gateway;
-        gw.metrics.request(&self.labels);
-        if let Some(usage) = &self.usage {
-            gw.metrics.tokens(
-                &self.labels.consumer,
-                &self.labels.model,
-                &self.labels.backend,
-                usage,
-            );
-        }
+        gw.metrics.request(&self.labels, self.usage.as_ref());
         if gw.config.log.access {
             let usage = self.usage.unwrap_or_default();
             tracing::info!(
