@@ -81,7 +81,7 @@ def main() -> int:
         os.sched_setaffinity(0, {int(LOAD_CPUS)})  # the driver stays off the servers' core
     layout = (
         f"mock, gateway and nginx on core {SERVER_CPUS}; wrk, loadgen and this driver on "
-        f"core {LOAD_CPUS} (taskset); tokio and nginx therefore run one worker each"
+        f"core {LOAD_CPUS} (taskset); the gateway and nginx therefore run one worker each"
         if h.pin
         else "not pinned"
     )
