@@ -88,7 +88,27 @@ impl RequestBody {
     }
 }
 
+/// The body with `stream_options.include_usage: true`. Usual case (no `stream_options` at all):
+/// the member is inserted before the closing brace, leaving every other byte as the client sent
+/// it, at memchr speed (coding assistants stream with prompts of 100 KB and more). Otherwise the
+/// body is parsed and written again.
 fn with_include_usage(bytes: &[u8]) -> Option<Bytes> {
+    // Only called for bodies that parsed as a JSON object.
+    if memchr::memmem::find(bytes, b"\"stream_options\"").is_none() {
+        let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace())?;
+        if bytes[end] == b'}' {
+            let empty = bytes[..end].iter().rev().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+            const MEMBER: &[u8] = br#""stream_options":{"include_usage":true}"#;
+            let mut out = Vec::with_capacity(bytes.len() + MEMBER.len() + 1);
+            out.extend_from_slice(&bytes[..end]);
+            if !empty {
+                out.push(b',');
+            }
+            out.extend_from_slice(MEMBER);
+            out.extend_from_slice(&bytes[end..]);
+            return Some(Bytes::from(out));
+        }
+    }
     let mut value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
     let object = value.as_object_mut()?;
     let options = object
@@ -141,6 +161,34 @@ mod tests {
             false,
         );
         assert!(!off.injected_usage);
+    }
+
+    #[test]
+    fn include_usage_is_inserted_without_rewriting_the_rest() {
+        let prompt = "x\\\"}{".repeat(10_000);
+        let raw = format!(
+            "{{\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"{prompt}\"}}],\"z\":1}}\n"
+        );
+        let body = RequestBody::new(Bytes::from(raw.clone()), Operation::ChatCompletions, true);
+        assert!(body.injected_usage);
+        let text = std::str::from_utf8(&body.bytes).unwrap();
+        assert!(
+            text.starts_with(&raw[..raw.len() - 2]),
+            "the client's bytes come first, unchanged"
+        );
+        let v: serde_json::Value = serde_json::from_slice(&body.bytes).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(v["messages"][0]["content"].as_str().unwrap().len(), 40_000);
+        // stream_options present (here null): parsed and written again, one member only.
+        let null = RequestBody::new(
+            Bytes::from_static(br#"{"stream":true,"stream_options":null}"#),
+            Operation::ChatCompletions,
+            true,
+        );
+        assert_eq!(
+            std::str::from_utf8(&null.bytes).unwrap(),
+            r#"{"stream":true,"stream_options":{"include_usage":true}}"#
+        );
     }
 
     #[test]
