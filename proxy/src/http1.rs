@@ -263,6 +263,49 @@ pub async fn poll_once<B: http_body::Body + Unpin>(
         .await
 }
 
+/// Reads a body from `stream` as far as `framing` says: data complete in `buf` first, else one
+/// read (reserving `reserve` bytes when the buffer is nearly full). `Ready(None)` at the end; an
+/// end of stream before it is an error, except for a body delimited by close.
+pub fn poll_body<S: tokio::io::AsyncRead + Unpin>(
+    framing: &mut Framing,
+    buf: &mut BytesMut,
+    stream: &mut S,
+    cx: &mut std::task::Context<'_>,
+    reserve: usize,
+) -> std::task::Poll<Option<io::Result<Bytes>>> {
+    use std::task::Poll;
+    loop {
+        match framing.decode(buf) {
+            Ok(Some(data)) => return Poll::Ready(Some(Ok(data))),
+            Ok(None) if framing.is_done() => return Poll::Ready(None),
+            Ok(None) => {}
+            Err(error) => return Poll::Ready(Some(Err(error))),
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(reserve);
+        }
+        match std::task::ready!(tokio_util::io::poll_read_buf(
+            std::pin::Pin::new(&mut *stream),
+            cx,
+            buf
+        )) {
+            Ok(0) if *framing == Framing::UntilClose => {
+                *framing = Framing::Done;
+                return Poll::Ready(None);
+            }
+            Ok(0) => {
+                let error = io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the connection closed before the body was complete",
+                );
+                return Poll::Ready(Some(Err(error)));
+            }
+            Ok(_) => {}
+            Err(error) => return Poll::Ready(Some(Err(error))),
+        }
+    }
+}
+
 /// Most header fields accepted in a message head.
 pub const MAX_HEADERS: usize = 128;
 

@@ -30,7 +30,8 @@ use tokio::sync::watch;
 use crate::error::{GatewayError, ResponseBody};
 use crate::gateway::Gateway;
 use crate::http1::{
-    Framing, FramingFields, MAX_HEADERS, header_map, invalid, poll_once, put_field, spans,
+    Framing, FramingFields, MAX_HEADERS, header_map, invalid, poll_body, poll_once, put_field,
+    spans,
 };
 
 /// Largest request head accepted (request line and header fields).
@@ -398,7 +399,8 @@ impl Body for RequestBody<'_> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = &mut *self;
-        loop {
+        // `100 Continue` is owed only when the body has to be read from the client.
+        if this.continue_sent.is_some_and(|sent| sent < CONTINUE.len()) {
             match this.framing.decode(this.buf) {
                 Ok(Some(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
                 Ok(None) if this.framing.is_done() => return Poll::Ready(None),
@@ -411,27 +413,10 @@ impl Body for RequestBody<'_> {
                 )?;
                 this.continue_sent = Some(sent + written);
             }
-            if this.buf.capacity() - this.buf.len() < 1024 {
-                this.buf.reserve(
-                    READ_CHUNK.max(this.framing.remaining().unwrap_or(0).min(1 << 20) as usize),
-                );
-            }
-            match std::task::ready!(tokio_util::io::poll_read_buf(
-                Pin::new(&mut *this.stream),
-                cx,
-                this.buf
-            )) {
-                Ok(0) => {
-                    let error = io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "client closed the connection before the body was complete",
-                    );
-                    return Poll::Ready(Some(Err(error)));
-                }
-                Ok(_) => {}
-                Err(error) => return Poll::Ready(Some(Err(error))),
-            }
         }
+        let reserve = READ_CHUNK.max(this.framing.remaining().unwrap_or(0).min(1 << 20) as usize);
+        let polled = std::task::ready!(poll_body(this.framing, this.buf, this.stream, cx, reserve));
+        Poll::Ready(polled.map(|result| result.map(Frame::data)))
     }
 
     fn is_end_stream(&self) -> bool {

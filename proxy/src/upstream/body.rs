@@ -6,14 +6,14 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 
 use super::client::{Pool, READ_CHUNK};
 use super::stream::Stream;
-use crate::http1::{Framing, invalid};
+use crate::http1::{Framing, invalid, poll_body};
 
 /// The body of a backend response.
 pub struct UpstreamBody {
@@ -89,51 +89,26 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = &mut *self;
-        loop {
-            let decoded = this.framing.decode(&mut this.buf);
-            if this.framing == Framing::Done && this.stream.is_some() {
-                this.finish();
-            }
-            match decoded {
-                Ok(Some(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-                Ok(None) if this.framing == Framing::Done => return Poll::Ready(None),
-                Ok(None) => {}
-                Err(error) => {
-                    this.stream = None;
-                    this.framing = Framing::Done;
-                    return Poll::Ready(Some(Err(error)));
-                }
-            }
-            let Some(stream) = this.stream.as_mut() else {
-                this.framing = Framing::Done;
-                return Poll::Ready(Some(Err(invalid("connection gone"))));
-            };
-            if this.buf.capacity() - this.buf.len() < 1024 {
-                this.buf.reserve(READ_CHUNK);
-            }
-            match tokio_util::io::poll_read_buf(Pin::new(stream), cx, &mut this.buf) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(0)) => {
-                    this.stream = None;
-                    if this.framing == Framing::UntilClose {
-                        this.framing = Framing::Done;
-                        return Poll::Ready(None);
-                    }
-                    this.framing = Framing::Done;
-                    let error = io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "backend closed the connection before the body was complete",
-                    );
-                    return Poll::Ready(Some(Err(error)));
-                }
-                Poll::Ready(Ok(_)) => {}
-                Poll::Ready(Err(error)) => {
-                    this.stream = None;
-                    this.framing = Framing::Done;
-                    return Poll::Ready(Some(Err(error)));
-                }
-            }
+        let Some(stream) = this.stream.as_mut() else {
+            return Poll::Ready(
+                (this.framing != Framing::Done).then(|| Err(invalid("connection gone"))),
+            );
+        };
+        let polled = ready!(poll_body(
+            &mut this.framing,
+            &mut this.buf,
+            stream,
+            cx,
+            READ_CHUNK
+        ));
+        if let Some(Err(_)) = polled {
+            this.stream = None;
+            this.framing = Framing::Done;
+        } else if this.framing == Framing::Done {
+            // The end: the connection goes back to the pool before the last data is handed on.
+            this.finish();
         }
+        Poll::Ready(polled.map(|result| result.map(Frame::data)))
     }
 
     fn is_end_stream(&self) -> bool {
