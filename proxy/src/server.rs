@@ -56,8 +56,7 @@ impl RunningGateway {
         } else {
             1
         };
-        let api_listener = std::net::TcpListener::bind(config.server.listen)?;
-        api_listener.set_nonblocking(true)?;
+        let api_listener = bind(config.server.listen)?;
         let admin_listener = TcpListener::bind(config.server.admin_listen).await?;
         let drain = config.server.drain_timeout;
         let metrics = Arc::new(Metrics::new());
@@ -191,6 +190,21 @@ async fn serve_api(
     {
         tracing::warn!(?drain, "drain timeout passed with requests still in flight");
     }
+}
+
+/// The API listening socket, shared by the workers: `SO_REUSEADDR` and a backlog of 1024 (as
+/// tokio's own `bind`; the standard library's 128 overflows under connection bursts).
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }
 
 /// Keeps a timer at most a second away on this worker's runtime. Tokio wakes its I/O driver (an
