@@ -42,6 +42,9 @@ const READ_CHUNK: usize = 8 * 1024;
 const WRITE_BATCH: usize = 64 * 1024;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+/// How long, and how many bytes, a closing connection keeps reading what the client still sends.
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+const LINGER_BYTES: usize = 1 << 20;
 
 /// Serves one accepted connection until the client closes it, an error, or a drain.
 pub async fn serve(
@@ -63,7 +66,13 @@ pub async fn serve(
             Ok(Next::H2) => return serve_h2(conn, client, current, drain).await,
             Err(Bad(message)) => {
                 let response = GatewayError::BadRequest(message.into()).into_response();
-                let _ = conn.write_response(response, false, false, false).await;
+                if conn
+                    .write_response(response, false, false, false)
+                    .await
+                    .is_ok()
+                {
+                    conn.linger().await;
+                }
                 return;
             }
         };
@@ -90,8 +99,11 @@ pub async fn serve(
         let written = conn
             .write_response(response, head_only, http10, keep_alive)
             .await;
-        if written.is_err() || !keep_alive {
-            let _ = conn.stream.shutdown().await;
+        if written.is_err() {
+            return;
+        }
+        if !keep_alive {
+            conn.linger().await;
             return;
         }
     }
@@ -156,6 +168,27 @@ struct Head {
 }
 
 impl Conn {
+    /// Closes after an answer when the client may still be sending (a body that was not read,
+    /// a bad request): end our side, then read and drop what comes for a short while, so the
+    /// close does not turn into a reset that could destroy the answer before the client reads it
+    /// (RFC 9112 §9.6, staged close; nginx's `lingering_close`).
+    async fn linger(&mut self) {
+        let _ = self.stream.shutdown().await;
+        let mut sink = [0u8; 8192];
+        let mut budget = LINGER_BYTES;
+        let drain = async {
+            while let Ok(read @ 1..) =
+                tokio::io::AsyncReadExt::read(&mut self.stream, &mut sink).await
+            {
+                budget = budget.saturating_sub(read);
+                if budget == 0 {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+    }
+
     /// Reads until a whole request head is buffered. Between requests (nothing buffered), a
     /// drain ends the connection.
     async fn read_head(

@@ -220,3 +220,27 @@ async fn shutdown_closes_idle_keep_alive_connections_and_finishes() {
         .expect("shutdown waited on an idle connection")
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_refused_body_does_not_turn_the_answer_into_a_reset() {
+    let backend = mock("a").await;
+    let gw = gateway(
+        &config_yaml(&[b("a", backend.url())], &clients())
+            .replace("server:\n", "server:\n  max_body_bytes: 1000\n"),
+    )
+    .await;
+    let mut conn = TcpStream::connect(gw.addr).await.unwrap();
+    // A declared body over the limit, partly sent: the gateway answers 413 without reading it.
+    let head = format!(
+        "POST {CHAT} HTTP/1.1\r\nhost: x\r\napi-key: {KEY}\r\ncontent-length: 4000000\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&vec![b' '; 200_000]).await.unwrap();
+    // Read only later: closing with the body unread would reset the connection and the kernel
+    // would drop the answer before this client reads it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reply = read_response(&mut conn, &mut BytesMut::new()).await;
+    assert_eq!(reply.status, 413);
+    assert!(reply.head.contains("connection: close"), "{}", reply.head);
+    assert_eq!(backend.stats().requests(), 0);
+}
