@@ -12,12 +12,12 @@ use http_body_util::BodyExt;
 
 use crate::auth::Consumer;
 use crate::config::HashOn;
-use crate::error::{BoxError, GatewayError, ResponseBody, full_body};
+use crate::error::{BoxError, GatewayError, ResponseBody};
 use crate::failover::{AttemptRequest, WinnerBody, attempt};
 use crate::gateway::Gateway;
 use crate::http1::Joined;
 use crate::metrics::RequestLabels;
-use crate::relay::{Accounting, Relay, usage_of};
+use crate::relay::{Accounting, Relay, Whole};
 use crate::request_body::RequestBody;
 use crate::routes::{self, Operation};
 use crate::upstream::clean_response_headers;
@@ -148,13 +148,12 @@ where
     let idle = gw.config.upstream.read_timeout;
     let body = match winner.body {
         WinnerBody::Buffered(bytes) => {
+            // Before the answer leaves: a client may send its follow-up as soon as it has it.
             remember_response(gw, route.operation, &head, &bytes, winner.backend);
-            accounting.usage = usage_of(&bytes);
             accounting.completed = true;
             // `content-length` is written from the body's exact size by the connection.
             clean_response_headers(&mut head.headers, true);
-            drop(accounting);
-            full_body(bytes)
+            Whole::new(bytes, accounting).boxed_unsync()
         }
         WinnerBody::Sse {
             prefetched,

@@ -69,6 +69,56 @@ impl Drop for Accounting {
     }
 }
 
+/// A whole (buffered) answer. Its accounting (usage scan, metrics, access log) runs when the
+/// connection is done with it, that is after it was written, off the latency path.
+pub struct Whole {
+    data: Bytes,
+    sent: bool,
+    accounting: Option<Accounting>,
+}
+
+impl Whole {
+    pub fn new(data: Bytes, accounting: Accounting) -> Self {
+        Self {
+            data,
+            sent: false,
+            accounting: Some(accounting),
+        }
+    }
+}
+
+impl Body for Whole {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.sent {
+            return Poll::Ready(None);
+        }
+        self.sent = true;
+        Poll::Ready(Some(Ok(Frame::data(self.data.clone()))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.sent
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(if self.sent { 0 } else { self.data.len() as u64 })
+    }
+}
+
+impl Drop for Whole {
+    fn drop(&mut self) {
+        if let Some(mut accounting) = self.accounting.take() {
+            accounting.usage = usage_of(&self.data);
+        }
+    }
+}
+
 /// Scans a JSON body for usage (buffered responses). [`find_usage`] locates the object by a
 /// byte search itself, so no separate pre-check pass over the body is needed.
 pub fn usage_of(body: &[u8]) -> Option<Usage> {
