@@ -15,7 +15,7 @@ use crate::error::{AttemptRecord, GatewayError, Outcome};
 use crate::gateway::Gateway;
 use crate::http1::{Joined, poll_once};
 use crate::request_body::RequestBody;
-use crate::routes::{Route, upstream_path_and_query};
+use crate::routes::{Route, write_upstream_path_and_query};
 use crate::sse::{self, Framer, Opening};
 use crate::upstream::{
     REMAINING_REQUESTS, REMAINING_TOKENS, SendError, UpstreamBody, forward_request_headers,
@@ -24,6 +24,11 @@ use crate::upstream::{
 
 const API_KEY: http::HeaderName = http::HeaderName::from_static("api-key");
 const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
+thread_local! {
+    /// Scratch space for the backend path of the attempt being built (no allocation per attempt).
+    static UPSTREAM_PATH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
 
 /// Largest response body the gateway buffers for a JSON operation.
 const MAX_BUFFERED_RESPONSE: usize = 64 * 1024 * 1024;
@@ -325,8 +330,11 @@ async fn try_backend(
     let upstream = &gw.config.upstream;
     let triggers = upstream.failover;
     let idle = upstream.read_timeout.min(budget);
-    let path = upstream_path_and_query(req.route, req.query, &backend.config);
-    let mut head = backend.pool.request(req.method, &path);
+    let mut head = UPSTREAM_PATH.with_borrow_mut(|path| {
+        path.clear();
+        write_upstream_path_and_query(path, req.route, req.query, &backend.config);
+        backend.pool.request(req.method, path)
+    });
     forward_request_headers(req.headers, &mut head);
     head.header(&API_KEY, &backend.api_key_header);
     head.header(&X_REQUEST_ID, req.request_id);

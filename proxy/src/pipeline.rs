@@ -246,7 +246,10 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
         *digit = HEX[(bits & 0xf) as usize];
         bits >>= 4;
     }
-    HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static("invalid"))
+    // An owned, shared buffer: the id is cloned for the accounting and the response, and a
+    // plain `from_bytes` copy would allocate again on the first clone.
+    HeaderValue::from_maybe_shared(Bytes::from_owner(text))
+        .unwrap_or(HeaderValue::from_static("invalid"))
 }
 
 /// The backend holding the Responses state this request refers to, if known.

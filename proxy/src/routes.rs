@@ -198,6 +198,17 @@ pub fn upstream_path_and_query(
     backend: &BackendConfig,
 ) -> String {
     let mut out = String::with_capacity(route.path.len() + query.map_or(0, str::len) + 32);
+    write_upstream_path_and_query(&mut out, route, query, backend);
+    out
+}
+
+/// [`upstream_path_and_query`] appended to `out` (the hot path reuses one buffer).
+pub fn write_upstream_path_and_query(
+    out: &mut String,
+    route: &Route<'_>,
+    query: Option<&str>,
+    backend: &BackendConfig,
+) {
     match (route.deployment, route.family) {
         (Some(deployment), Family::Legacy) => match backend.deployments.get(deployment) {
             Some(real) => {
@@ -238,7 +249,6 @@ pub fn upstream_path_and_query(
             let _ = write!(out, "api-version={version}");
         }
     }
-    out
 }
 
 #[cfg(test)]
