@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Sleep;
 
@@ -201,12 +201,12 @@ impl Relay {
         }
     }
 
-    /// Reads usage and hides what the client did not ask for; queues the rest in `pending` as
-    /// one frame (hyper writes each frame with its own `writev`). Drains `events`; a single
-    /// event, the usual case, is queued as it is, without a copy.
+    /// Reads usage and hides what the client did not ask for; queues the rest in `pending`,
+    /// each event as it is (slices of what was read, no copy). The connection writes every frame
+    /// that is ready in one go, so events of one read still leave in one write.
     fn filter(&mut self, events: &mut Vec<Bytes>) {
         let hide = self.sse.as_ref().is_some_and(|s| s.hide_usage_chunk);
-        let mut kept = events.drain(..).filter_map(|event| {
+        for event in events.drain(..) {
             if mentions_usage_object(&event) {
                 if let Some(usage) = find_usage(&event) {
                     self.accounting.usage = Some(usage);
@@ -215,29 +215,15 @@ impl Relay {
                     && let (_, Some(data)) = sse::parts(&event)
                     && sse::is_usage_only_chunk(data)
                 {
-                    return None;
+                    continue;
                 }
             }
-            Some(if hide {
+            self.pending.push_back(if hide {
                 sse::strip_null_usage(event)
             } else {
                 event
-            })
-        });
-        let Some(first) = kept.next() else {
-            return;
-        };
-        let Some(second) = kept.next() else {
-            self.pending.push_back(first);
-            return;
-        };
-        let mut joined = BytesMut::with_capacity(first.len() + second.len() * 2);
-        joined.extend_from_slice(&first);
-        joined.extend_from_slice(&second);
-        for event in kept {
-            joined.extend_from_slice(&event);
+            });
         }
-        self.pending.push_back(joined.freeze());
     }
 
     fn finish(&mut self) {

@@ -408,13 +408,15 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<Head>, Bad> {
         parts,
         framing,
         keep_alive,
-        expect_continue: framing_fields.expect_continue && !framing.is_done(),
+        // RFC 9110 §10.1.1: no 100 when some of the content is here already (the client did not
+        // wait for it), or there is none.
+        expect_continue: framing_fields.expect_continue && !framing.is_done() && buf.is_empty(),
     }))
 }
 
 /// A request body read from the connection as the pipeline polls it. With `expect:
-/// 100-continue`, the interim answer goes out on the first poll, so a request refused before
-/// its body is read (401, 413) never makes the client send it.
+/// 100-continue` (and none of the content received yet), the interim answer goes out on the first
+/// poll, so a request refused before its body is read (401, 413) never makes the client send it.
 struct RequestBody<'a> {
     stream: &'a mut TcpStream,
     buf: &'a mut BytesMut,
@@ -432,20 +434,12 @@ impl Body for RequestBody<'_> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = &mut *self;
-        // `100 Continue` is owed only when the body has to be read from the client.
-        if this.continue_sent.is_some_and(|sent| sent < CONTINUE.len()) {
-            match this.framing.decode(this.buf) {
-                Ok(Some(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-                Ok(None) if this.framing.is_done() => return Poll::Ready(None),
-                Ok(None) => {}
-                Err(error) => return Poll::Ready(Some(Err(error))),
-            }
-            while let Some(sent) = this.continue_sent.filter(|&s| s < CONTINUE.len()) {
-                let written = std::task::ready!(
-                    Pin::new(&mut *this.stream).poll_write(cx, &CONTINUE[sent..])
-                )?;
-                this.continue_sent = Some(sent + written);
-            }
+        // The interim answer goes out on the first poll: the pipeline polls the body only once
+        // it has decided to read it.
+        while let Some(sent) = this.continue_sent.filter(|&s| s < CONTINUE.len()) {
+            let written =
+                std::task::ready!(Pin::new(&mut *this.stream).poll_write(cx, &CONTINUE[sent..]))?;
+            this.continue_sent = Some(sent + written);
         }
         let reserve = READ_CHUNK.max(this.framing.remaining().unwrap_or(0).min(1 << 20) as usize);
         let polled = std::task::ready!(poll_body(this.framing, this.buf, this.stream, cx, reserve));
