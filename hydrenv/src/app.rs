@@ -141,8 +141,12 @@ pub fn vault_from_env(env: &Env) -> Result<Option<KeyVaultSource>, Failure> {
     if single.is_empty() && bulk.is_empty() {
         return Ok(None);
     }
-    KeyVaultSource::from_env(&env, keyvault::FetchOptions::default())
-        .map(Some)
+    source_from_env(&env).map(Some)
+}
+
+/// The Key Vault client hydrenv's own settings describe (credential from the environment).
+fn source_from_env(env: &Env) -> Result<KeyVaultSource, Failure> {
+    KeyVaultSource::from_env(env, keyvault::FetchOptions::default())
         .map_err(|e| Failure::one(EXIT_CONFIG, format!("Key Vault: {e}")))
 }
 
@@ -160,8 +164,7 @@ pub async fn resolve_secrets(
     let source = match vault {
         Vault::Source(source) => source,
         Vault::FromEnv => {
-            owned = KeyVaultSource::from_env(&env, keyvault::FetchOptions::default())
-                .map_err(|e| Failure::one(EXIT_CONFIG, format!("Key Vault: {e}")))?;
+            owned = source_from_env(&env)?;
             &owned
         }
     };

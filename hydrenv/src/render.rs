@@ -7,13 +7,31 @@ use std::path::Path;
 use crate::settings::Settings;
 
 /// One file of a release.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RenderedFile {
     pub name: &'static str,
     pub template: &'static str,
     pub contents: String,
     /// Holds a secret value (written 0600).
     pub secret: bool,
+}
+
+/// Never prints the contents of a file that holds secrets (a `{:?}` or a failed `unwrap` on a
+/// render would otherwise show backend and client keys).
+impl std::fmt::Debug for RenderedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let contents: &dyn std::fmt::Debug = if self.secret {
+            &"<redacted: holds secrets>"
+        } else {
+            &self.contents
+        };
+        f.debug_struct("RenderedFile")
+            .field("name", &self.name)
+            .field("template", &self.template)
+            .field("contents", contents)
+            .field("secret", &self.secret)
+            .finish()
+    }
 }
 
 /// What gets rendered: output file, template name, and the embedded default template.
@@ -160,4 +178,22 @@ pub fn validate(files: &[RenderedFile]) -> Result<(), RenderError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_a_secret_file() {
+        let mut file = RenderedFile {
+            name: "gateway.yaml",
+            template: "gateway.yaml.tera",
+            contents: "api_key: sk-live-1234".into(),
+            secret: true,
+        };
+        assert!(!format!("{file:?}").contains("sk-live-1234"));
+        file.secret = false;
+        assert!(format!("{file:?}").contains("sk-live-1234"));
+    }
 }

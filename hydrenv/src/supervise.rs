@@ -20,19 +20,20 @@ use crate::render::Templates;
 
 /// Runs until the child exits; returns its exit code.
 /// `source`: the Key Vault client to use for every render (tests pass one that trusts a test CA);
-/// `None` builds one from the environment, once, so polls reuse its token and connections.
+/// `None` builds one from the environment, so refresh polls reuse its token and connections, and
+/// builds it again when the env-file directory changes (it may change the credential settings).
 pub async fn run(
     env: Env,
     templates: Templates,
     command: Vec<String>,
     source: Option<KeyVaultSource>,
 ) -> Result<u8, Failure> {
-    let source = match source {
+    let given = source.is_some();
+    let mut source = match source {
         Some(source) => Some(source),
         None => app::vault_from_env(&env)?,
     };
-    let vault = || source.as_ref().map_or(Vault::FromEnv, Vault::Source);
-    let render = app::prepare(env.clone(), &templates, vault()).await?;
+    let render = app::prepare(env.clone(), &templates, vault(&source)).await?;
     let root = render.settings.shared_root.clone();
     let released = crate::cli::publish(&root, &render)?;
     eprint!("hydrenv: {}", crate::cli::describe(&released));
@@ -78,13 +79,28 @@ pub async fn run(
                 // Let a burst of file events settle, then render once.
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 while changes.try_recv().is_ok() {}
-                rerender(&env, &templates, vault(), child, "env-file directory changed").await;
+                let why = "env-file directory changed";
+                if !given {
+                    match app::vault_from_env(&env) {
+                        Ok(rebuilt) => source = rebuilt,
+                        Err(failure) => {
+                            eprint!("hydrenv: {why}: new render rejected, keeping the current release\n{failure}");
+                            continue;
+                        }
+                    }
+                }
+                rerender(&env, &templates, vault(&source), child, why).await;
             }
             _ = ticker.tick(), if has_vault => {
-                rerender(&env, &templates, vault(), child, "Key Vault refresh").await;
+                rerender(&env, &templates, vault(&source), child, "Key Vault refresh").await;
             }
         }
     }
+}
+
+/// The client to render with: the cached one, or none needed / built per render.
+fn vault(source: &Option<KeyVaultSource>) -> Vault<'_> {
+    source.as_ref().map_or(Vault::FromEnv, Vault::Source)
 }
 
 fn internal(e: std::io::Error) -> Failure {

@@ -161,28 +161,29 @@ impl Scenario {
         command
     }
 
-    /// Runs [`child_fetch`] in a child process with exactly these variables.
-    pub(crate) async fn run(self) -> Outcome {
+    /// Runs the ignored child test `test` with exactly these variables; returns the outcome it
+    /// wrote (the child's output is shown if it fails or writes none).
+    pub(crate) async fn run_child(&self, test: &str) -> Value {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("outcome.json");
-        let mut command = self.command(CHILD_TEST, &out);
+        let mut command = self.command(test, &out);
         let output = tokio::task::spawn_blocking(move || command.output())
             .await
             .unwrap()
             .unwrap();
-        assert!(
-            output.status.success(),
-            "child failed: {}\n{}",
+        let (stdout, stderr) = (
             String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
+            String::from_utf8_lossy(&output.stderr),
         );
-        let text = std::fs::read_to_string(&out).unwrap_or_else(|e| {
-            panic!(
-                "child wrote no outcome ({e}): {}",
-                String::from_utf8_lossy(&output.stdout)
-            )
-        });
-        let outcome: Value = serde_json::from_str(&text).unwrap();
+        assert!(output.status.success(), "child failed: {stdout}\n{stderr}");
+        let text = std::fs::read_to_string(&out)
+            .unwrap_or_else(|e| panic!("child wrote no outcome ({e}): {stdout}\n{stderr}"));
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// Runs [`child_fetch`] in a child process with exactly these variables.
+    pub(crate) async fn run(self) -> Outcome {
+        let outcome = self.run_child(CHILD_TEST).await;
         let values = outcome["values"]
             .as_object()
             .map(|values| {
@@ -225,7 +226,7 @@ impl Scenario {
 #[tokio::test]
 #[ignore = "child process of the Key Vault tests; does nothing on its own"]
 async fn child_fetch() {
-    let Some(out) = std::env::var_os(CHILD_OUT) else {
+    let Some(out) = child_out() else {
         return;
     };
     let (vars, _) = hydrenv::env::snapshot();

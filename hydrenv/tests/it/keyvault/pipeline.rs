@@ -21,19 +21,17 @@ const CLIENT_SECRET: &str = "ck-from-the-vault-2b8a";
 
 /// Runs a render + release in a child; returns its outcome.
 async fn render(scenario: Scenario) -> Value {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("outcome.json");
-    let mut command = scenario.command(CHILD_RENDER, &out);
-    let output = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
+    scenario.run_child(CHILD_RENDER).await
+}
+
+/// The mocks, the vault holding both secrets [`with_refs`] refers to.
+async fn azure_with_secrets() -> Azure {
+    let azure = Azure::start().await;
+    azure.vault.set_secret("aoai-key", BACKEND_SECRET);
+    azure
+        .vault
+        .set_secret("gateway-client-key-0", CLIENT_SECRET);
+    azure
 }
 
 fn with_refs(scenario: Scenario, root: &Path) -> Scenario {
@@ -47,11 +45,7 @@ fn with_refs(scenario: Scenario, root: &Path) -> Scenario {
 
 #[tokio::test]
 async fn references_resolve_into_the_release_and_stay_redacted_elsewhere() {
-    let azure = Azure::start().await;
-    azure.vault.set_secret("aoai-key", BACKEND_SECRET);
-    azure
-        .vault
-        .set_secret("gateway-client-key-0", CLIENT_SECRET);
+    let azure = azure_with_secrets().await;
     let root = tempfile::tempdir().unwrap();
     let outcome = render(with_refs(azure.scenario(), root.path())).await;
     assert_eq!(outcome["code"], 0, "{outcome}");
@@ -84,6 +78,12 @@ async fn fails_keeping_the_release(scenario: Scenario, root: &Path, code: u64, e
     let problems = outcome["problems"].to_string();
     for e in expected {
         assert!(problems.contains(e), "expected `{e}` in {problems}");
+    }
+    for secret in [BACKEND_SECRET, CLIENT_SECRET] {
+        assert!(
+            !problems.contains(secret),
+            "a problem shows a secret: {problems}"
+        );
     }
     assert_eq!(tree(root), before, "the previous release changed");
 }
@@ -137,11 +137,7 @@ async fn an_unreachable_vault_is_a_dependency_failure() {
 
 #[tokio::test]
 async fn an_identity_endpoint_refusing_is_a_dependency_failure() {
-    let azure = Azure::start().await;
-    azure.vault.set_secret("aoai-key", BACKEND_SECRET);
-    azure
-        .vault
-        .set_secret("gateway-client-key-0", CLIENT_SECRET);
+    let azure = azure_with_secrets().await;
     azure.identity.refuse_with(Some(403));
     let root = tempfile::tempdir().unwrap();
     fails_keeping_the_release(
@@ -155,11 +151,7 @@ async fn an_identity_endpoint_refusing_is_a_dependency_failure() {
 
 #[tokio::test]
 async fn supervise_picks_up_a_new_secret_version_and_signals_the_proxy() {
-    let azure = Azure::start().await;
-    azure.vault.set_secret("aoai-key", BACKEND_SECRET);
-    azure
-        .vault
-        .set_secret("gateway-client-key-0", CLIENT_SECRET);
+    let azure = azure_with_secrets().await;
     let root = tempfile::tempdir().unwrap();
     let marker = root.path().join("hups");
     let out = root.path().join("outcome.json");
@@ -167,11 +159,14 @@ async fn supervise_picks_up_a_new_secret_version_and_signals_the_proxy() {
         .var("HYDRENV_REFRESH_SECONDS", "1")
         .var("PATH", &std::env::var("PATH").unwrap_or_default())
         .var("MARKER", marker.to_str().unwrap());
-    let mut child = scenario
+    let child = scenario
         .command(CHILD_SUPERVISE, &out)
         .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // Stopped with SIGTERM even when an assertion fails (SIGKILL would orphan the stand-in proxy).
+    let mut child = Terminate(Some(child));
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
     let gateway = root.path().join("shared/current/gateway.yaml");
     wait_for(|| read(&marker).contains("ready")).await;
@@ -181,15 +176,49 @@ async fn supervise_picks_up_a_new_secret_version_and_signals_the_proxy() {
         .set_secret("aoai-key", "sk-rotated-in-the-vault");
     wait_for(|| read(&gateway).contains("sk-rotated-in-the-vault")).await;
     wait_for(|| read(&marker).contains("hup")).await;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    wait_for(|| read(&out).contains("code")).await;
+    // Refresh polls reuse the client and its token: one token for the first render and all polls.
+    assert_eq!(azure.identity.token_requests(), 1);
+    let output = child.stop().await;
     let outcome: Value = serde_json::from_str(&read(&out)).unwrap();
     assert_eq!(outcome["code"], 7, "the proxy's exit code");
-    let _ = child.wait();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for secret in [BACKEND_SECRET, CLIENT_SECRET, "sk-rotated-in-the-vault"] {
+        assert!(
+            !stderr.contains(secret),
+            "hydrenv logged a secret: {stderr}"
+        );
+    }
+}
+
+/// A child process that gets SIGTERM and is waited for when dropped.
+struct Terminate(Option<std::process::Child>);
+
+impl Terminate {
+    fn term(child: &std::process::Child) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+
+    /// SIGTERM, then its exit and output.
+    async fn stop(&mut self) -> std::process::Output {
+        let child = self.0.take().unwrap();
+        Self::term(&child);
+        tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap()
+    }
+}
+
+impl Drop for Terminate {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            Self::term(&child);
+            let _ = child.wait();
+        }
+    }
 }
 
 /// Polls without blocking the runtime (the mock vault and identity server run on it).
