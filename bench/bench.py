@@ -146,11 +146,12 @@ def main() -> int:
         "loadavg_end": Path("/proc/loadavg").read_text().split()[:3],
     }
     result["commands"] = h.commands
-    result["verdicts"] = verdicts(result)
     if broken:
         result["broken"] = broken
-
     json_path = out_dir / f"{stamp}-{plan.name}.json"
+    # The raw figures are written before the verdicts, so a bug there cannot lose a run.
+    json_path.write_text(json.dumps(result, indent=1) + "\n")
+    result["verdicts"] = verdicts(result)
     json_path.write_text(json.dumps(result, indent=1) + "\n")
     report = markdown(result)
     md_path = out_dir / (

@@ -226,6 +226,7 @@ class Bench:
         self.check(targets, CHAT_BODY)
         self.warm(targets)
         procs = {"gateway": gw, "nginx": self.nginx}
+
         runs = {name: [] for name in targets}
         for rep, order in self.rotations(list(targets)):
             for name in order:
@@ -346,6 +347,36 @@ class Bench:
         self.check(targets, STREAM_BODY)
         procs = {"gateway": gw, "nginx": self.nginx}
 
+        # Case 6: memory at N concurrent streams (peak RSS sampled while they run), first, so the
+        # peak is not inflated by what the allocators kept from the larger runs below.
+        memory = {
+            "gateway": {"idle_rss_kib": idle_rss},
+            "nginx": {"idle_rss_kib": self.nginx_idle_rss_kib},
+        }
+        for name in ("gateway", "nginx"):
+            url, key = targets[name]
+            peak, r = self.sample_rss(
+                procs[name],
+                lambda n=name, u=url, k=key: self.h.streams(
+                    {n: (u, k)},
+                    p.memory_streams,
+                    p.stream_ramp_ms,
+                    STREAM_INTERVAL_MS,
+                )[n],
+            )
+            memory[name].update(
+                {
+                    "streams": p.memory_streams,
+                    "peak_rss_kib": peak,
+                    "peak_concurrent": r["peak_concurrent"],
+                    "failed": r["failed"],
+                }
+            )
+        self.log(
+            f"  memory: gateway idle {idle_rss} KiB, "
+            f"{memory['gateway']['peak_rss_kib']} KiB at {p.memory_streams} streams"
+        )
+
         # TTFT and inter-chunk delay at moderate concurrency, the three targets' streams dealt
         # out in turn so that they are measured in the same moments. First an unrecorded run, so
         # the proxies' upstream pools hold enough connections (a warm gateway has them).
@@ -402,34 +433,6 @@ class Bench:
                 + ", ".join(f"{n} {sweep[n][-1]['sustained']} streams" for n in targets)
             )
 
-        # Case 6: memory at N concurrent streams (peak RSS sampled while they run).
-        memory = {
-            "gateway": {"idle_rss_kib": idle_rss},
-            "nginx": {"idle_rss_kib": self.nginx_idle_rss_kib},
-        }
-        for name in ("gateway", "nginx"):
-            url, key = targets[name]
-            peak, r = self.sample_rss(
-                procs[name],
-                lambda n=name, u=url, k=key: self.h.streams(
-                    {n: (u, k)},
-                    p.memory_streams,
-                    p.stream_ramp_ms,
-                    STREAM_INTERVAL_MS,
-                )[n],
-            )
-            memory[name].update(
-                {
-                    "streams": p.memory_streams,
-                    "peak_rss_kib": peak,
-                    "peak_concurrent": r["peak_concurrent"],
-                    "failed": r["failed"],
-                }
-            )
-        self.log(
-            f"  memory: gateway idle {idle_rss} KiB, "
-            f"{memory['gateway']['peak_rss_kib']} KiB at {p.memory_streams} streams"
-        )
         gw.stop()
 
         def added_p99(field):
@@ -601,8 +604,13 @@ class Bench:
         ]
         self.h.record(cmd)
         recorder = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(0.2)
-        load()
+        try:
+            time.sleep(0.2)
+            load()
+        except BaseException:
+            recorder.kill()
+            recorder.wait()
+            raise
         _, err = recorder.communicate(timeout=120)
         if recorder.returncode != 0:
             return {"skipped": f"perf record failed: {err.decode(errors='replace')[-500:]}"}

@@ -100,7 +100,8 @@ class Harness:
         if not match:
             raise HarnessError(f"wrk printed no summary:\n{out}")
         result = json.loads(match.group(1))
-        result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+        # Only answers that succeeded count: a proxy answering fast errors must not look fast.
+        result["rps"] = (result["requests"] - result["status"]) / (result["duration_us"] / 1e6)
         result["errors"] = sum(result[k] for k in ("connect", "read", "write", "status", "timeout"))
         return result
 
@@ -361,7 +362,8 @@ class Proc:
             try:
                 self.popen.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                self.popen.kill()
+                # The whole process group (its own session): nginx workers too.
+                os.killpg(self.popen.pid, signal.SIGKILL)
                 self.popen.wait()
         if self in self._harness.procs:
             self._harness.procs.remove(self)

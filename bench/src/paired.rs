@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use serde_json::{Map, Value, json};
@@ -13,19 +13,12 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::stats::summary;
-use crate::target::{Target, TargetArgs};
+use crate::target::{NamedTargets, Target};
 
 #[derive(clap::Args, Debug)]
 pub struct PairedArgs {
-    /// One target as `name=URL` (repeatable, in turn order).
-    #[arg(long = "target", required = true, value_name = "NAME=URL")]
-    pub targets: Vec<String>,
-    /// The `api-key` of each target, in the order of `--target`.
-    #[arg(long = "key", value_name = "KEY")]
-    pub keys: Vec<String>,
-    /// JSON body, sent with POST.
-    #[arg(long)]
-    pub body: String,
+    #[command(flatten)]
+    pub targets: NamedTargets,
     /// Measured seconds, after the warm-up.
     #[arg(long, default_value_t = 5.0)]
     pub duration: f64,
@@ -43,22 +36,12 @@ struct Lane {
 }
 
 pub async fn run(args: PairedArgs) -> Result<Value> {
-    if args.keys.len() != args.targets.len() {
-        bail!("give one --key per --target");
-    }
-    let mut lanes = Vec::with_capacity(args.targets.len());
-    for (spec, key) in args.targets.iter().zip(&args.keys) {
-        let (name, url) = spec
-            .split_once('=')
-            .with_context(|| format!("--target `{spec}` is not NAME=URL"))?;
-        let target = Target::new(&TargetArgs {
-            url: url.to_owned(),
-            headers: vec![format!("api-key: {key}")],
-            body: args.body.clone(),
-        })?;
+    let named = args.targets.parse()?;
+    let mut lanes = Vec::with_capacity(named.len());
+    for (name, target) in named {
         let sender = connect(&target).await?;
         lanes.push(Lane {
-            name: name.to_owned(),
+            name,
             target,
             sender,
             latencies: Vec::new(),

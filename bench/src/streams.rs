@@ -17,22 +17,16 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::stats::summary;
-use crate::target::{Target, TargetArgs};
+use crate::target::{NamedTargets, Target};
 
 /// How a content delta starts in a chat completion chunk (the role chunk has `"role"` first).
 const DELTA: &[u8] = b"\"delta\":{\"content\":\"";
 
 #[derive(clap::Args, Debug)]
 pub struct StreamArgs {
-    /// One target as `name=URL` (repeatable; streams are dealt out in turn).
-    #[arg(long = "target", required = true, value_name = "NAME=URL")]
-    pub targets: Vec<String>,
-    /// The `api-key` of each target, in the order of `--target`.
-    #[arg(long = "key", value_name = "KEY")]
-    pub keys: Vec<String>,
-    /// JSON body, sent with POST (it should ask for a stream).
-    #[arg(long)]
-    pub body: String,
+    /// Streams are dealt out over the targets in turn; the body should ask for a stream.
+    #[command(flatten)]
+    pub targets: NamedTargets,
     /// Streams in all (across targets).
     #[arg(long)]
     pub streams: usize,
@@ -61,22 +55,12 @@ struct Seen {
 
 pub async fn run(args: StreamArgs) -> Result<Value> {
     anyhow::ensure!(args.streams > 0, "--streams must be positive");
-    anyhow::ensure!(
-        args.keys.len() == args.targets.len(),
-        "give one --key per --target"
-    );
-    let mut targets = Vec::new();
-    for (spec, key) in args.targets.iter().zip(&args.keys) {
-        let (name, url) = spec
-            .split_once('=')
-            .with_context(|| format!("--target `{spec}` is not NAME=URL"))?;
-        let target = Target::new(&TargetArgs {
-            url: url.to_owned(),
-            headers: vec![format!("api-key: {key}")],
-            body: args.body.clone(),
-        })?;
-        targets.push((name.to_owned(), Arc::new(target)));
-    }
+    let targets: Vec<(String, Arc<Target>)> = args
+        .targets
+        .parse()?
+        .into_iter()
+        .map(|(name, target)| (name, Arc::new(target)))
+        .collect();
     let timeout = Duration::from_millis(args.timeout_ms);
     let begin = Instant::now();
     let step = Duration::from_millis(args.ramp_ms) / args.streams as u32;

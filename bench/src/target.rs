@@ -19,6 +19,45 @@ pub struct TargetArgs {
     pub body: String,
 }
 
+/// Several named targets with their keys, for the modes that take turns between targets.
+#[derive(clap::Args, Debug)]
+pub struct NamedTargets {
+    /// One target as `name=URL` (repeatable, in turn order).
+    #[arg(long = "target", required = true, value_name = "NAME=URL")]
+    pub targets: Vec<String>,
+    /// The `api-key` of each target, in the order of `--target`.
+    #[arg(long = "key", value_name = "KEY")]
+    pub keys: Vec<String>,
+    /// JSON body, sent with POST.
+    #[arg(long)]
+    pub body: String,
+}
+
+impl NamedTargets {
+    /// `(name, target)` for each `--target`, in order.
+    pub fn parse(&self) -> Result<Vec<(String, Target)>> {
+        anyhow::ensure!(
+            self.keys.len() == self.targets.len(),
+            "give one --key per --target"
+        );
+        self.targets
+            .iter()
+            .zip(&self.keys)
+            .map(|(spec, key)| {
+                let (name, url) = spec
+                    .split_once('=')
+                    .with_context(|| format!("--target `{spec}` is not NAME=URL"))?;
+                let target = Target::new(&TargetArgs {
+                    url: url.to_owned(),
+                    headers: vec![format!("api-key: {key}")],
+                    body: self.body.clone(),
+                })?;
+                Ok((name.to_owned(), target))
+            })
+            .collect()
+    }
+}
+
 /// A parsed [`TargetArgs`].
 #[derive(Debug)]
 pub struct Target {
