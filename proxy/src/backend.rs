@@ -81,16 +81,37 @@ impl BackendState {
 
     /// Whether the backend may take an attempt now, and if not why.
     pub fn availability(&self) -> Result<(), Unavailable> {
-        let now = now_ms();
         let cooldown = self.cooldown_until_ms.load(Ordering::Relaxed);
+        let unhealthy_until = self.passive_unhealthy_until_ms.load(Ordering::Relaxed);
+        let active_unhealthy = self.active_unhealthy.load(Ordering::Relaxed);
+        // The clock is read only when a cooldown or passive mark was ever set (0 = never).
+        if cooldown == 0 && unhealthy_until == 0 {
+            return match active_unhealthy {
+                true => Err(Unavailable::Unhealthy),
+                false => Ok(()),
+            };
+        }
+        let now = now_ms();
         if cooldown > now {
             return Err(Unavailable::CoolingDown { until_ms: cooldown });
         }
-        if self.active_unhealthy.load(Ordering::Relaxed)
-            || self.passive_unhealthy_until_ms.load(Ordering::Relaxed) > now
-        {
+        if active_unhealthy || unhealthy_until > now {
             return Err(Unavailable::Unhealthy);
         }
+        // Both are over: forget them, so later requests skip the clock again (a concurrent
+        // new mark is larger and survives the exchange).
+        let _ = self.cooldown_until_ms.compare_exchange(
+            cooldown,
+            0,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        let _ = self.passive_unhealthy_until_ms.compare_exchange(
+            unhealthy_until,
+            0,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
         Ok(())
     }
 

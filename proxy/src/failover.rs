@@ -18,8 +18,8 @@ use crate::request_body::RequestBody;
 use crate::routes::{Route, write_upstream_path_and_query};
 use crate::sse::{self, Framer, Opening};
 use crate::upstream::{
-    REMAINING_REQUESTS, REMAINING_TOKENS, SendError, UpstreamBody, forward_request_headers,
-    header_i64, retry_hint,
+    BackendHead, REMAINING_REQUESTS, REMAINING_TOKENS, SendError, UpstreamBody,
+    forward_request_headers, header_i64, retry_hint,
 };
 
 const API_KEY: http::HeaderName = http::HeaderName::from_static("api-key");
@@ -66,7 +66,7 @@ pub enum WinnerBody {
 pub struct Winner {
     pub backend: usize,
     pub attempts: u32,
-    pub parts: http::response::Parts,
+    pub head: BackendHead,
     pub body: WinnerBody,
     pub ttfb: Duration,
 }
@@ -156,13 +156,13 @@ pub async fn attempt(gw: &Gateway, req: &AttemptRequest<'_>) -> Result<Winner, G
         let _in_flight = backend.state.track();
         let result = try_backend(gw, index, req, now, budget).await;
         let failure = match result {
-            Ok((parts, body)) => {
+            Ok((head, body)) => {
                 backend.state.record_success();
                 metrics.attempt(Outcome::Ok);
                 return Ok(Winner {
                     backend: index,
                     attempts,
-                    parts,
+                    head,
                     body,
                     ttfb: now.elapsed(),
                 });
@@ -325,7 +325,7 @@ async fn try_backend(
     req: &AttemptRequest<'_>,
     now: Instant,
     budget: Duration,
-) -> Result<(http::response::Parts, WinnerBody), Failure> {
+) -> Result<(BackendHead, WinnerBody), Failure> {
     let backend = &gw.backends[index];
     let upstream = &gw.config.upstream;
     let triggers = upstream.failover;
@@ -338,6 +338,7 @@ async fn try_backend(
     forward_request_headers(req.headers, &mut head);
     head.header(&API_KEY, &backend.api_key_header);
     head.header(&X_REQUEST_ID, req.request_id);
+    head.started_at(now);
 
     // Sending the request and getting the response headers: bounded by the send timeout and by
     // the read timeout (silence), whichever is shorter, and by the request deadline.
@@ -361,14 +362,14 @@ async fn try_backend(
         }
         Ok(Ok(response)) => response,
     };
-    let (parts, body) = response;
-    let status = parts.status.as_u16();
+    let (head, body) = response;
+    let status = head.status.as_u16();
     backend.state.set_remaining(
-        header_i64(&parts.headers, &REMAINING_TOKENS),
-        header_i64(&parts.headers, &REMAINING_REQUESTS),
+        header_i64(&head.fields, REMAINING_TOKENS),
+        header_i64(&head.fields, REMAINING_REQUESTS),
     );
     if status == 429 && triggers.http_429 {
-        let rest = retry_hint(&parts.headers).unwrap_or(upstream.default_cooldown);
+        let rest = retry_hint(&head.fields).unwrap_or(upstream.default_cooldown);
         backend.state.cool_down(rest);
         body.release();
         return Err(Failure::Status {
@@ -390,18 +391,18 @@ async fn try_backend(
             });
         }
     }
-    let is_sse = parts
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .map(|v| v.as_bytes().starts_with(b"text/event-stream"))
+    let is_sse = head
+        .fields
+        .get("content-type")
+        .map(|v| v.starts_with(b"text/event-stream"))
         .unwrap_or(req.body.stream);
-    if parts.status.is_success() && is_sse {
+    if head.status.is_success() && is_sse {
         return open_stream(body, idle, upstream.default_cooldown, backend)
             .await
-            .map(|body| (parts, body));
+            .map(|body| (head, body));
     }
-    if !req.route.operation.buffers_response() && parts.status.is_success() {
-        return Ok((parts, WinnerBody::Raw(body)));
+    if !req.route.operation.buffers_response() && head.status.is_success() {
+        return Ok((head, WinnerBody::Raw(body)));
     }
     let bytes = read_all(body, idle)
         .await
@@ -420,7 +421,7 @@ async fn try_backend(
             detail: Some("invalid_encrypted_content".into()),
         });
     }
-    Ok((parts, WinnerBody::Buffered(bytes)))
+    Ok((head, WinnerBody::Buffered(bytes)))
 }
 
 fn classify_send_error(error: &SendError) -> (Outcome, &'static str) {

@@ -92,10 +92,10 @@ impl Probe {
         head.header(&API_KEY, &self.api_key);
         head.header(&http::header::USER_AGENT, &USER_AGENT);
         let probe = async {
-            let (parts, body) = self.pool.send(head, Bytes::new()).await.ok()?;
+            let (head, body) = self.pool.send(head, Bytes::new()).await.ok()?;
             // Read to the end so the connection goes back to the pool.
             let _ = body.collect().await;
-            Some(parts.status.as_u16())
+            Some(head.status.as_u16())
         };
         match tokio::time::timeout(self.policy.timeout, probe).await {
             Ok(Some(status)) => !self.policy.unhealthy_statuses.contains(&status),

@@ -219,9 +219,10 @@ pub struct FramingFields {
 
 impl FramingFields {
     /// Notes one header field; `Err` names what is wrong with a framing field.
-    pub fn note(&mut self, name: &http::HeaderName, value: &[u8]) -> Result<(), &'static str> {
-        use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
-        if *name == CONTENT_LENGTH {
+    /// Notes one header field (`name` in any case); `Err` names what is wrong with a framing
+    /// field.
+    pub fn note(&mut self, name: &[u8], value: &[u8]) -> Result<(), &'static str> {
+        if name.eq_ignore_ascii_case(b"content-length") {
             let parsed = std::str::from_utf8(value)
                 .ok()
                 .map(str::trim)
@@ -232,13 +233,13 @@ impl FramingFields {
                 return Err("conflicting content-length");
             }
             self.length = Some(parsed);
-        } else if *name == TRANSFER_ENCODING {
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             self.coded = true;
             self.chunked = value
                 .rsplit(|&b| b == b',')
                 .next()
                 .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if *name == CONNECTION {
+        } else if name.eq_ignore_ascii_case(b"connection") {
             for token in value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"close") {
@@ -247,7 +248,7 @@ impl FramingFields {
                     self.close = Some(false);
                 }
             }
-        } else if *name == EXPECT {
+        } else if name.eq_ignore_ascii_case(b"expect") {
             self.expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         }
         Ok(())
@@ -345,10 +346,111 @@ pub fn header_map(
         };
         let value = http::HeaderValue::from_maybe_shared(head.slice(v..v + vl))
             .map_err(|_| "invalid header value")?;
-        framing.note(&name, value.as_bytes())?;
+        framing.note(name.as_str().as_bytes(), value.as_bytes())?;
         headers.append(name, value);
     }
     Ok(headers)
+}
+
+/// Header fields kept in the head they arrived in: positions into the shared, frozen head bytes.
+/// Nothing is hashed, copied or reference-counted per field; lookups compare names (any case)
+/// over the few fields a message has. Backend answers pass through the gateway this way.
+#[derive(Clone, Default)]
+pub struct RawFields {
+    head: Bytes,
+    /// Name start, name end, value start, value end.
+    spans: Vec<[u32; 4]>,
+}
+
+impl std::fmt::Debug for RawFields {
+    /// Names only: values may be credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.iter().map(|(name, _)| String::from_utf8_lossy(name)))
+            .finish()
+    }
+}
+
+impl RawFields {
+    /// The fields of a frozen head at [`spans`], checked as `http` would check them, with the
+    /// framing fields noted.
+    pub fn new(
+        head: Bytes,
+        spans: &[Span],
+        framing: &mut FramingFields,
+    ) -> Result<Self, &'static str> {
+        let mut kept = Vec::with_capacity(spans.len());
+        for &(n, nl, v, vl) in spans {
+            let (name, value) = (&head[n..n + nl], &head[v..v + vl]);
+            // httparse checked what `http` would: names are tokens, values hold no control bytes.
+            framing.note(name, value)?;
+            let at = |i: usize| u32::try_from(i).map_err(|_| "response head too large");
+            kept.push([at(n)?, at(n + nl)?, at(v)?, at(v + vl)?]);
+        }
+        Ok(Self { head, spans: kept })
+    }
+
+    /// The fields in order, names as sent.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.spans.iter().map(|&[n, ne, v, ve]| {
+            (
+                &self.head[n as usize..ne as usize],
+                &self.head[v as usize..ve as usize],
+            )
+        })
+    }
+
+    /// The first value of a field; `name` is lower case.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.iter()
+            .find(|(n, _)| n.len() == name.len() && n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, value)| value)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// The fields `keep` accepts as a header map (names lower-cased; values share the head).
+    pub fn to_header_map(&self, keep: impl Fn(&[u8]) -> bool) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::with_capacity(self.spans.len());
+        for &[n, ne, v, ve] in &self.spans {
+            let name = &self.head[n as usize..ne as usize];
+            if !keep(name) {
+                continue;
+            }
+            let name = interned(name).or_else(|| http::HeaderName::from_bytes(name).ok());
+            let value =
+                http::HeaderValue::from_maybe_shared(self.head.slice(v as usize..ve as usize));
+            if let (Some(name), Ok(value)) = (name, value) {
+                headers.append(name, value);
+            }
+        }
+        headers
+    }
+}
+
+#[cfg(test)]
+impl RawFields {
+    /// Fields from name/value pairs, as if parsed (tests).
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
+        let mut head = Vec::new();
+        let mut spans = Vec::new();
+        for (name, value) in pairs {
+            let n = head.len() as u32;
+            head.extend_from_slice(name.as_bytes());
+            let ne = head.len() as u32;
+            head.extend_from_slice(b": ");
+            let v = head.len() as u32;
+            head.extend_from_slice(value.as_bytes());
+            spans.push([n, ne, v, head.len() as u32]);
+            head.extend_from_slice(b"\r\n");
+        }
+        Self {
+            head: Bytes::from(head),
+            spans,
+        }
+    }
 }
 
 /// Non-standard header names Azure OpenAI and its clients send on every message, as constants:
@@ -461,17 +563,12 @@ mod tests {
     #[test]
     fn framing_fields_reject_bad_lengths() {
         let mut fields = FramingFields::default();
-        let cl = http::header::CONTENT_LENGTH;
-        assert!(fields.note(&cl, b"+5").is_err());
-        assert!(fields.note(&cl, b"5").is_ok());
-        assert!(fields.note(&cl, b"6").is_err());
-        fields
-            .note(&http::header::TRANSFER_ENCODING, b"gzip, chunked")
-            .unwrap();
+        assert!(fields.note(b"content-length", b"+5").is_err());
+        assert!(fields.note(b"Content-Length", b"5").is_ok());
+        assert!(fields.note(b"content-length", b"6").is_err());
+        fields.note(b"Transfer-Encoding", b"gzip, chunked").unwrap();
         assert!(fields.chunked);
-        fields
-            .note(&http::header::CONNECTION, b"Keep-Alive, Close")
-            .unwrap();
+        fields.note(b"connection", b"Keep-Alive, Close").unwrap();
         assert_eq!(fields.close, Some(true));
     }
 }

@@ -3,6 +3,7 @@
 //! Request stages are assembled in [`pipeline`]; the config schema is [`config`]; listeners and
 //! drain are in [`server`].
 
+pub mod answer;
 pub mod auth;
 pub mod backend;
 pub mod balancer;
@@ -19,6 +20,7 @@ pub mod relay;
 pub mod reload;
 pub mod request_body;
 pub mod routes;
+pub mod scan;
 pub mod secret;
 pub mod server;
 pub mod sse;

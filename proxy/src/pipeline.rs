@@ -6,13 +6,14 @@ use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
 
+use crate::answer::{Answer, AnswerHead};
 use crate::auth::Consumer;
 use crate::config::HashOn;
-use crate::error::{BoxError, GatewayError, ResponseBody};
+use crate::error::{BoxError, GatewayError};
 use crate::failover::{AttemptRequest, WinnerBody, attempt};
 use crate::gateway::Gateway;
 use crate::http1::Joined;
@@ -20,22 +21,15 @@ use crate::metrics::RequestLabels;
 use crate::relay::{Accounting, Relay, Whole};
 use crate::request_body::RequestBody;
 use crate::routes::{self, Operation};
-use crate::upstream::clean_response_headers;
 
 /// Consumer label of requests without a known key (one shared allocation).
 static ANONYMOUS: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("anonymous"));
 /// The empty label value (no backend, no model).
 static EMPTY_LABEL: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const X_GATEWAY_BACKEND: HeaderName = HeaderName::from_static("x-gateway-backend");
-const X_GATEWAY_ATTEMPTS: HeaderName = HeaderName::from_static("x-gateway-attempts");
 
 /// Handles one client request end to end.
-pub async fn handle<B>(
-    gw: Arc<Gateway>,
-    request: Request<B>,
-    client: SocketAddr,
-) -> Response<ResponseBody>
+pub async fn handle<B>(gw: Arc<Gateway>, request: Request<B>, client: SocketAddr) -> Answer
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
@@ -43,8 +37,8 @@ where
     // 1. Request id first, so every answer (even a 401) can be correlated.
     let request_id = request_id(request.headers());
     let (method, uri) = (request.method().clone(), request.uri().clone());
-    let mut response = match serve(&gw, request, client, &request_id).await {
-        Ok(response) => response,
+    let mut answer = match serve(&gw, request, client, &request_id).await {
+        Ok(answer) => answer,
         Err(error) => {
             if gw.config.log.access {
                 tracing::info!(
@@ -70,11 +64,11 @@ where
                 },
                 None,
             );
-            error.into_response()
+            Answer::from_response(error.into_response())
         }
     };
-    response.headers_mut().insert(X_REQUEST_ID, request_id);
-    response
+    answer.head.request_id = Some(request_id);
+    answer
 }
 
 async fn serve<B>(
@@ -82,7 +76,7 @@ async fn serve<B>(
     request: Request<B>,
     client: SocketAddr,
     request_id: &HeaderValue,
-) -> Result<Response<ResponseBody>, GatewayError>
+) -> Result<Answer, GatewayError>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
@@ -130,7 +124,7 @@ where
             consumer: consumer.map_or_else(|| ANONYMOUS.clone(), |c| c.name),
             model,
             backend: backend.config.name.clone(),
-            status: winner.parts.status.as_u16(),
+            status: winner.head.status.as_u16(),
             stream: body.stream,
         },
         request_id: request_id.clone(),
@@ -144,15 +138,14 @@ where
         client,
         _in_flight: None,
     };
-    let mut head = winner.parts;
+    let head = winner.head;
     let idle = gw.config.upstream.read_timeout;
     let body = match winner.body {
         WinnerBody::Buffered(bytes) => {
             // Before the answer leaves: a client may send its follow-up as soon as it has it.
-            remember_response(gw, route.operation, &head, &bytes, winner.backend);
+            remember_response(gw, route.operation, head.status, &bytes, winner.backend);
             accounting.completed = true;
             // `content-length` is written from the body's exact size by the connection.
-            clean_response_headers(&mut head.headers, true);
             Whole::new(bytes, accounting).boxed_unsync()
         }
         WinnerBody::Sse {
@@ -162,10 +155,9 @@ where
         } => {
             if route.operation == Operation::ResponsesCreate {
                 for event in &prefetched {
-                    remember_response(gw, route.operation, &head, event, winner.backend);
+                    remember_response(gw, route.operation, head.status, event, winner.backend);
                 }
             }
-            clean_response_headers(&mut head.headers, true);
             accounting._in_flight = Some(backend.state.track());
             let gauge = gw.backend_metrics[winner.backend].active_streams.clone();
             Relay::sse(
@@ -179,28 +171,22 @@ where
             )
             .boxed_unsync()
         }
-        WinnerBody::Raw(upstream) => {
-            clean_response_headers(&mut head.headers, false);
-            Relay::raw(upstream, idle, accounting).boxed_unsync()
-        }
+        WinnerBody::Raw(upstream) => Relay::raw(upstream, idle, accounting).boxed_unsync(),
+    };
+    let mut answer = Answer {
+        head: AnswerHead {
+            status: head.status,
+            passed: head.fields,
+            headers: HeaderMap::new(),
+            served_by: Some((backend.name_header.clone(), winner.attempts)),
+            request_id: None,
+        },
+        body,
     };
     if route.test_prefixed {
-        test_header_shim(&parts.headers, &mut head.headers);
+        test_header_shim(&parts.headers, &mut answer.head);
     }
-    head.headers
-        .insert(X_GATEWAY_BACKEND, backend.name_header.clone());
-    head.headers
-        .insert(X_GATEWAY_ATTEMPTS, attempts_header(winner.attempts));
-    Ok(Response::from_parts(head, body))
-}
-
-/// `x-gateway-attempts`: a constant for the usual counts, no allocation.
-fn attempts_header(attempts: u32) -> HeaderValue {
-    const SMALL: [&str; 9] = ["0", "1", "2", "3", "4", "5", "6", "7", "8"];
-    match SMALL.get(attempts as usize) {
-        Some(text) => HeaderValue::from_static(text),
-        None => HeaderValue::from(attempts),
-    }
+    Ok(answer)
 }
 
 /// Reads the request body up to `limit` bytes; 413 above it (checked on `content-length` first).
@@ -263,11 +249,11 @@ fn affinity(gw: &Gateway, path_id: Option<&str>, previous: Option<&str>) -> Opti
 fn remember_response(
     gw: &Gateway,
     operation: Operation,
-    head: &http::response::Parts,
+    status: StatusCode,
     body: &[u8],
     backend: usize,
 ) {
-    if operation != Operation::ResponsesCreate || !head.status.is_success() {
+    if operation != Operation::ResponsesCreate || !status.is_success() {
         return;
     }
     let data = match crate::sse::parts(body) {
@@ -310,22 +296,28 @@ fn hash_key(
 }
 
 /// Test mode only: the headers the upstream accelerator's end-to-end tests read.
-fn test_header_shim(request: &HeaderMap, response: &mut HeaderMap) {
+fn test_header_shim(request: &HeaderMap, answer: &mut AnswerHead) {
     let low = request
         .get("x-priority")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"low"));
     let priority = if low { "low" } else { "high" };
     // Gateway limit headers first (`X-AI-RateLimit-Remaining[-<backend>]`, then a request quota's
     // `X-RateLimit-Remaining`), then what Azure said.
-    let remaining = response
+    let passed = &answer.passed;
+    const PREFIX: &[u8] = b"x-ai-ratelimit-remaining";
+    let remaining = passed
         .iter()
-        .find(|(name, _)| name.as_str().starts_with("x-ai-ratelimit-remaining"))
-        .map(|(_, value)| value.clone())
-        .or_else(|| response.get("x-ratelimit-remaining").cloned())
-        .or_else(|| response.get("x-ratelimit-remaining-tokens").cloned())
+        .find(|(name, _)| {
+            name.len() >= PREFIX.len() && name[..PREFIX.len()].eq_ignore_ascii_case(PREFIX)
+        })
+        .map(|(_, value)| value)
+        .or_else(|| passed.get("x-ratelimit-remaining"))
+        .or_else(|| passed.get("x-ratelimit-remaining-tokens"))
+        .and_then(|value| HeaderValue::from_bytes(value).ok())
         .unwrap_or(HeaderValue::from_static("0"));
-    response.insert("x-gw-priority", HeaderValue::from_static(priority));
-    response.insert("x-gw-remaining-tokens", remaining);
+    let headers = &mut answer.headers;
+    headers.insert("x-gw-priority", HeaderValue::from_static(priority));
+    headers.insert("x-gw-remaining-tokens", remaining);
 }
 
 #[cfg(test)]

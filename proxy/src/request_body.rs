@@ -1,30 +1,61 @@
 //! The buffered request body: what the gateway reads from it (stream flag, model, response chain)
 //! and the per-backend variants it sends (deployment alias in `model`, `include_usage` added).
 
-use std::borrow::Cow;
-
 use bytes::Bytes;
-use serde::Deserialize;
 
 use crate::config::BackendConfig;
 use crate::routes::Operation;
+use crate::scan::Scan;
 
-#[derive(Deserialize, Default)]
-struct Probe<'a> {
-    #[serde(default)]
-    stream: Option<bool>,
-    #[serde(borrow, default)]
-    model: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    previous_response_id: Option<Cow<'a, str>>,
-    #[serde(default)]
-    stream_options: Option<StreamOptions>,
+/// The top-level fields the gateway reads from a JSON body.
+#[derive(Default)]
+struct Probe {
+    stream: bool,
+    model: Option<String>,
+    previous_response_id: Option<String>,
+    include_usage: bool,
 }
 
-#[derive(Deserialize, Default)]
-struct StreamOptions {
-    #[serde(default)]
-    include_usage: Option<bool>,
+impl Probe {
+    /// Reads the fields with the scanner (the rest of the body is skipped, never built). A
+    /// body that is not a JSON object, or gives one of these fields the wrong type, yields
+    /// nothing, as a strict parse would.
+    fn read(body: &[u8]) -> Option<Self> {
+        let mut probe = Probe::default();
+        let mut scan = Scan::new(body);
+        scan.members(|scan, key| {
+            match key {
+                b"stream" => probe.stream = scan.flag()?.unwrap_or(false),
+                b"model" => probe.model = text(scan)?,
+                b"previous_response_id" => probe.previous_response_id = text(scan)?,
+                b"stream_options" if scan.peek()? == b'{' => scan.members(|scan, key| {
+                    if key == b"include_usage" {
+                        probe.include_usage = scan.flag()?.unwrap_or(false);
+                        Some(())
+                    } else {
+                        scan.skip_value()
+                    }
+                })?,
+                b"stream_options" => scan.flag()?.map_or(Some(()), |_| None)?,
+                _ => scan.skip_value()?,
+            }
+            Some(())
+        })?;
+        scan.at_end().then_some(probe)
+    }
+}
+
+/// A string member's value (`null` is none); escapes are decoded, which keys never need.
+fn text(scan: &mut Scan<'_>) -> Option<Option<String>> {
+    if scan.peek()? == b'n' {
+        return scan.flag()?.map_or(Some(None), |_| None);
+    }
+    let raw = scan.string()?;
+    if raw.contains(&b'\\') {
+        let quoted = [&b"\""[..], raw, b"\""].concat();
+        return serde_json::from_slice::<String>(&quoted).ok().map(Some);
+    }
+    std::str::from_utf8(raw).ok().map(|t| Some(t.to_owned()))
 }
 
 /// The request body and what the gateway learned from it.
@@ -43,18 +74,16 @@ impl RequestBody {
     /// Reads a buffered body. Non-JSON bodies (multipart, binary) are forwarded untouched.
     pub fn new(bytes: Bytes, operation: Operation, add_stream_usage: bool) -> Self {
         let probe = if operation.has_json_body() && !bytes.is_empty() {
-            serde_json::from_slice::<Probe<'_>>(&bytes).unwrap_or_default()
+            Probe::read(&bytes).unwrap_or_default()
         } else {
             Probe::default()
         };
-        let stream = probe.stream.unwrap_or(false);
-        let wants_usage = probe
-            .stream_options
-            .as_ref()
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false);
-        let model = probe.model.map(Cow::into_owned);
-        let previous_response_id = probe.previous_response_id.map(Cow::into_owned);
+        let Probe {
+            stream,
+            model,
+            previous_response_id,
+            include_usage: wants_usage,
+        } = probe;
         let inject = add_stream_usage
             && stream
             && !wants_usage
@@ -206,5 +235,44 @@ mod tests {
             true,
         );
         assert_eq!(&garbage.bytes[..], b"not json");
+    }
+
+    #[test]
+    fn the_probe_reads_top_level_fields_only_and_refuses_what_a_strict_parse_would() {
+        let probe = |body: &str| {
+            let body = RequestBody::new(
+                Bytes::copy_from_slice(body.as_bytes()),
+                Operation::ChatCompletions,
+                false,
+            );
+            (body.stream, body.model)
+        };
+        // Nested look-alikes are skipped; escapes in values are decoded.
+        assert_eq!(
+            probe(
+                r#" {"messages":[{"model":"no","stream":true}],"model":"gpt\u002d4\"o","stream":true} "#
+            ),
+            (true, Some("gpt-4\"o".to_owned()))
+        );
+        assert_eq!(probe(r#"{"model":null,"stream":null}"#), (false, None));
+        // Wrong types, trailing bytes and broken structure: nothing is read.
+        for bad in [
+            r#"{"model":"m","stream":"yes"}"#,
+            r#"{"model":7,"stream":true}"#,
+            r#"{"model":"m","stream":true} x"#,
+            r#"{"model":"m","stream":true,"stream_options":1}"#,
+            r#"{"model":"m","stream":true"#,
+            r#"["model","m"]"#,
+        ] {
+            assert_eq!(probe(bad), (false, None), "{bad}");
+        }
+        let asked = RequestBody::new(
+            Bytes::from_static(
+                br#"{"stream":true,"stream_options":{"x":[1],"include_usage":true}}"#,
+            ),
+            Operation::ChatCompletions,
+            true,
+        );
+        assert!(asked.stream && !asked.injected_usage);
     }
 }

@@ -10,34 +10,36 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 pub use body::UpstreamBody;
-pub use client::{Pool, RequestHead, SendError, default_tls, tls_with_roots};
+pub use client::{BackendHead, Pool, RequestHead, SendError, default_tls, tls_with_roots};
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) plus `host`, never forwarded in either direction.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    http::header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    http::header::PROXY_AUTHENTICATE,
-    http::header::PROXY_AUTHORIZATION,
-    http::header::TE,
-    http::header::TRAILER,
-    http::header::TRANSFER_ENCODING,
-    http::header::UPGRADE,
+use crate::http1::RawFields;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) plus `proxy-connection`, never forwarded in either
+/// direction.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-connection",
 ];
 
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-const RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
-const RESET_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
-const RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
+const RETRY_AFTER_MS: &str = "retry-after-ms";
+const RESET_REQUESTS: &str = "x-ratelimit-reset-requests";
+const RESET_TOKENS: &str = "x-ratelimit-reset-tokens";
 /// `x-ratelimit-remaining-tokens` (Azure's remaining quota, mirrored in metrics).
-pub const REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-tokens");
+pub const REMAINING_TOKENS: &str = "x-ratelimit-remaining-tokens";
 /// `x-ratelimit-remaining-requests`.
-pub const REMAINING_REQUESTS: HeaderName =
-    HeaderName::from_static("x-ratelimit-remaining-requests");
+pub const REMAINING_REQUESTS: &str = "x-ratelimit-remaining-requests";
 
 /// Client headers the gateway never forwards: credentials, framing, and its own control headers.
 fn drop_from_client(name: &HeaderName) -> bool {
     let n = name.as_str();
-    HOP_BY_HOP.contains(name)
+    HOP_BY_HOP.contains(&n)
         || matches!(
             n,
             "host"
@@ -47,7 +49,6 @@ fn drop_from_client(name: &HeaderName) -> bool {
                 | "ocp-apim-subscription-key"
                 | "accept-encoding"
                 | "x-request-id"
-                | "proxy-connection"
         )
         || n.starts_with("x-gateway-")
         || n.starts_with("x-gw-")
@@ -63,43 +64,39 @@ pub fn forward_request_headers(from: &HeaderMap, to: &mut RequestHead) {
     }
 }
 
-/// Removes hop-by-hop headers from a backend response; `content-length` too when the gateway
-/// re-frames the body.
-pub fn clean_response_headers(headers: &mut HeaderMap, reframed: bool) {
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-    headers.remove(PROXY_CONNECTION);
-    if reframed {
-        headers.remove(http::header::CONTENT_LENGTH);
-    }
-    // Nobody but the gateway speaks for the gateway (checked first: there almost never are any).
-    if headers.keys().any(|n| n.as_str().starts_with("x-gateway-")) {
-        let own: Vec<HeaderName> = headers
-            .keys()
-            .filter(|n| n.as_str().starts_with("x-gateway-"))
-            .cloned()
-            .collect();
-        for name in own {
-            headers.remove(name);
-        }
-    }
+/// Whether a field of a backend's answer goes on to the client (name in any case). Not:
+/// hop-by-hop fields; framing, which the client connection writes for the body it sends;
+/// `x-request-id`, which the gateway sets; and anything claiming to speak for the gateway.
+pub fn passes_to_client(name: &[u8]) -> bool {
+    let is = |known: &str| name.len() == known.len() && name.eq_ignore_ascii_case(known.as_bytes());
+    let starts = |prefix: &str| {
+        name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+    };
+    !(HOP_BY_HOP.iter().any(|known| is(known))
+        || is("content-length")
+        || is("x-request-id")
+        || starts("x-gateway-")
+        || starts("x-gw-"))
 }
 
-/// Parses an integer header.
-pub fn header_i64(headers: &HeaderMap, name: &HeaderName) -> Option<i64> {
-    headers.get(name)?.to_str().ok()?.trim().parse().ok()
+/// Parses an integer field.
+pub fn header_i64(fields: &RawFields, name: &str) -> Option<i64> {
+    std::str::from_utf8(fields.get(name)?)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// How long a throttled backend should rest, from the hints Azure sends, in order of precision:
 /// `retry-after-ms`, `retry-after` (seconds or HTTP date), `x-ratelimit-reset-requests`/`-tokens`.
-pub fn retry_hint(headers: &HeaderMap) -> Option<Duration> {
-    if let Some(ms) = header_f64(headers, &RETRY_AFTER_MS) {
+pub fn retry_hint(fields: &RawFields) -> Option<Duration> {
+    if let Some(ms) = header_f64(fields, RETRY_AFTER_MS) {
         return Some(Duration::from_secs_f64(ms / 1000.0));
     }
-    if let Some(value) = headers
-        .get(http::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
+    if let Some(value) = fields
+        .get("retry-after")
+        .and_then(|v| std::str::from_utf8(v).ok())
     {
         let value = value.trim();
         if let Ok(seconds) = value.parse::<f64>() {
@@ -115,17 +112,15 @@ pub fn retry_hint(headers: &HeaderMap) -> Option<Duration> {
     }
     let reset = [RESET_REQUESTS, RESET_TOKENS]
         .iter()
-        .filter_map(|n| header_f64(headers, n))
+        .filter_map(|n| header_f64(fields, n))
         .fold(None, |acc: Option<f64>, v| {
             Some(acc.map_or(v, |a| a.max(v)))
         });
     reset.map(Duration::from_secs_f64)
 }
 
-fn header_f64(headers: &HeaderMap, name: &HeaderName) -> Option<f64> {
-    let v: f64 = headers
-        .get(name)?
-        .to_str()
+fn header_f64(fields: &RawFields, name: &str) -> Option<f64> {
+    let v: f64 = std::str::from_utf8(fields.get(name)?)
         .ok()?
         .trim()
         .trim_end_matches('s')
@@ -155,27 +150,61 @@ mod tests {
             .collect()
     }
 
+    fn fields(pairs: &[(&str, &str)]) -> RawFields {
+        RawFields::from_pairs(pairs)
+    }
+
+    #[test]
+    fn what_passes_from_a_backend_to_the_client() {
+        for name in [
+            "Content-Type",
+            "x-ms-region",
+            "Retry-After",
+            "apim-request-id",
+        ] {
+            assert!(passes_to_client(name.as_bytes()), "{name}");
+        }
+        for name in [
+            "Connection",
+            "TRANSFER-ENCODING",
+            "content-length",
+            "Keep-Alive",
+            "proxy-connection",
+            "X-Request-Id",
+            "X-Gateway-Backend",
+            "x-gw-priority",
+        ] {
+            assert!(!passes_to_client(name.as_bytes()), "{name}");
+        }
+        let raw = fields(&[("X-RateLimit-Remaining-Tokens", " 42 ")]);
+        assert_eq!(header_i64(&raw, REMAINING_TOKENS), Some(42));
+    }
+
     #[test]
     fn retry_hints_in_order_of_precision() {
         assert_eq!(
-            retry_hint(&map(&[("retry-after-ms", "1500"), ("retry-after", "9")])),
+            retry_hint(&fields(&[("retry-after-ms", "1500"), ("retry-after", "9")])),
             Some(Duration::from_millis(1500))
         );
         assert_eq!(
-            retry_hint(&map(&[("retry-after", "3")])),
+            retry_hint(&fields(&[("retry-after", "3")])),
             Some(Duration::from_secs(3))
         );
         let future = std::time::SystemTime::now() + Duration::from_secs(120);
-        let hint = retry_hint(&map(&[("retry-after", &httpdate::fmt_http_date(future))])).unwrap();
+        let hint = retry_hint(&fields(&[(
+            "retry-after",
+            &httpdate::fmt_http_date(future),
+        )]))
+        .unwrap();
         assert!(hint > Duration::from_secs(100) && hint <= Duration::from_secs(120));
         assert_eq!(
-            retry_hint(&map(&[
+            retry_hint(&fields(&[
                 ("x-ratelimit-reset-tokens", "7"),
                 ("x-ratelimit-reset-requests", "2")
             ])),
             Some(Duration::from_secs(7))
         );
-        assert_eq!(retry_hint(&map(&[("retry-after", "soon")])), None);
+        assert_eq!(retry_hint(&fields(&[("retry-after", "soon")])), None);
     }
 
     #[test]

@@ -8,10 +8,16 @@ use std::sync::LazyLock;
 
 use memchr::memmem;
 
+use crate::scan::Scan;
+
 /// Searchers built once: `memmem::find` would rebuild one for every streamed event.
 static USAGE_KEY: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new(b"\"usage\":"));
-static USAGE_KEY_REV: LazyLock<memmem::FinderRev<'static>> =
+/// The key without its colon (whitespace may come first), forwards: vectorised, unlike the
+/// reverse searcher, which walks byte by byte.
+static USAGE_NAME: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"\"usage\""));
+static USAGE_NAME_REV: LazyLock<memmem::FinderRev<'static>> =
     LazyLock::new(|| memmem::FinderRev::new(b"\"usage\""));
 
 /// Token counts of one request.
@@ -26,17 +32,15 @@ pub struct Usage {
 
 /// Finds the last `"usage":{...}` object in a JSON text and reads it.
 pub fn find_usage(json: &[u8]) -> Option<Usage> {
-    let mut end = json.len();
-    while let Some(at) = USAGE_KEY_REV.rfind(&json[..end]) {
-        let after = &json[at + 7..];
-        let value = after
-            .iter()
-            .position(|&b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b':'))
-            .map(|skip| &after[skip..]);
-        if let Some(value) = value
-            && value.first() == Some(&b'{')
-            && let Some(usage) = read_usage(value)
-        {
+    // Usually the last mention is the object: find it with the fast forward search, and walk
+    // back from there only if it is not.
+    let last = USAGE_NAME.find_iter(json).last()?;
+    if let Some(usage) = usage_at(json, last) {
+        return Some(usage);
+    }
+    let mut end = last;
+    while let Some(at) = USAGE_NAME_REV.rfind(&json[..end]) {
+        if let Some(usage) = usage_at(json, at) {
             return Some(usage);
         }
         end = at;
@@ -44,13 +48,23 @@ pub fn find_usage(json: &[u8]) -> Option<Usage> {
     None
 }
 
+/// The usage object whose key starts at `at`, if that key has one.
+fn usage_at(json: &[u8], at: usize) -> Option<Usage> {
+    let after = &json[at + 7..];
+    let skip = after
+        .iter()
+        .position(|&b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b':'))?;
+    let value = &after[skip..];
+    if value.first() != Some(&b'{') {
+        return None;
+    }
+    read_usage(value)
+}
+
 /// Reads a usage object (`{` first) with a small scanner instead of a JSON parser: only the
 /// counters are read, everything else is skipped. `None` if it is not well-formed JSON.
 fn read_usage(object: &[u8]) -> Option<Usage> {
-    let mut scan = Scan {
-        text: object,
-        at: 0,
-    };
+    let mut scan = Scan::new(object);
     let mut usage = Usage::default();
     let mut total = None;
     scan.members(|scan, key| {
@@ -59,10 +73,10 @@ fn read_usage(object: &[u8]) -> Option<Usage> {
             b"completion_tokens" | b"output_tokens" => usage.completion = scan.number()?,
             b"total_tokens" => total = Some(scan.number()?),
             b"prompt_tokens_details" | b"input_tokens_details" => {
-                scan.details(b"cached_tokens", &mut usage.cached)?;
+                details(scan, b"cached_tokens", &mut usage.cached)?;
             }
             b"completion_tokens_details" | b"output_tokens_details" => {
-                scan.details(b"reasoning_tokens", &mut usage.reasoning)?;
+                details(scan, b"reasoning_tokens", &mut usage.reasoning)?;
             }
             _ => scan.skip_value()?,
         }
@@ -72,138 +86,19 @@ fn read_usage(object: &[u8]) -> Option<Usage> {
     Some(usage)
 }
 
-/// A cursor over JSON text that can walk an object's members and skip any value.
-struct Scan<'a> {
-    text: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Scan<'a> {
-    fn space(&mut self) {
-        while self
-            .text
-            .get(self.at)
-            .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
-        {
-            self.at += 1;
-        }
+/// Reads one counter out of a details object (`null` or absent leaves it at 0).
+fn details(scan: &mut Scan<'_>, wanted: &[u8], into: &mut u64) -> Option<()> {
+    if scan.peek()? == b'n' {
+        return scan.skip_value();
     }
-
-    fn eat(&mut self, byte: u8) -> Option<()> {
-        self.space();
-        (self.text.get(self.at) == Some(&byte)).then(|| self.at += 1)
-    }
-
-    fn peek(&mut self) -> Option<u8> {
-        self.space();
-        self.text.get(self.at).copied()
-    }
-
-    /// A string's raw contents (escapes left as they are); the cursor moves past it.
-    fn string(&mut self) -> Option<&'a [u8]> {
-        self.eat(b'"')?;
-        let start = self.at;
-        loop {
-            let offset = memchr::memchr2(b'"', b'\\', self.text.get(self.at..)?)?;
-            self.at += offset;
-            if self.text[self.at] == b'\\' {
-                self.at += 2;
-            } else {
-                let raw = &self.text[start..self.at];
-                self.at += 1;
-                return Some(raw);
-            }
+    scan.members(|scan, key| {
+        if key == wanted {
+            *into = scan.number()?;
+            Some(())
+        } else {
+            scan.skip_value()
         }
-    }
-
-    /// An unsigned integer (a fraction or exponent is not a token count).
-    fn number(&mut self) -> Option<u64> {
-        self.space();
-        let start = self.at;
-        while self.text.get(self.at).is_some_and(u8::is_ascii_digit) {
-            self.at += 1;
-        }
-        let digits = std::str::from_utf8(&self.text[start..self.at]).ok()?;
-        let value = digits.parse().ok()?;
-        match self.text.get(self.at) {
-            Some(b'.' | b'e' | b'E') => None,
-            _ => Some(value),
-        }
-    }
-
-    /// Calls `member` with each key of the object under the cursor; `member` must consume the
-    /// value.
-    fn members(&mut self, mut member: impl FnMut(&mut Self, &[u8]) -> Option<()>) -> Option<()> {
-        self.eat(b'{')?;
-        if self.eat(b'}').is_some() {
-            return Some(());
-        }
-        loop {
-            let key = self.string()?;
-            // Keys are compared raw: the ones read here never contain escapes.
-            self.eat(b':')?;
-            member(self, key)?;
-            match self.peek()? {
-                b',' => self.at += 1,
-                b'}' => {
-                    self.at += 1;
-                    return Some(());
-                }
-                _ => return None,
-            }
-        }
-    }
-
-    /// Reads one counter out of a details object (`null` or absent leaves it at 0).
-    fn details(&mut self, wanted: &[u8], into: &mut u64) -> Option<()> {
-        if self.peek()? == b'n' {
-            return self.skip_value();
-        }
-        self.members(|scan, key| {
-            if key == wanted {
-                *into = scan.number()?;
-                Some(())
-            } else {
-                scan.skip_value()
-            }
-        })
-    }
-
-    /// Skips any JSON value.
-    fn skip_value(&mut self) -> Option<()> {
-        match self.peek()? {
-            b'"' => self.string().map(|_| ()),
-            b'{' | b'[' => {
-                // Nesting is counted; strings are skipped whole so their brackets do not count.
-                let mut depth = 0usize;
-                loop {
-                    match self.peek()? {
-                        b'"' => {
-                            self.string()?;
-                            continue;
-                        }
-                        b'{' | b'[' => depth += 1,
-                        b'}' | b']' => depth -= 1,
-                        _ => {}
-                    }
-                    self.at += 1;
-                    if depth == 0 {
-                        return Some(());
-                    }
-                }
-            }
-            _ => {
-                // Number or literal: up to the next delimiter.
-                let start = self.at;
-                while self.text.get(self.at).is_some_and(|b| {
-                    !matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n')
-                }) {
-                    self.at += 1;
-                }
-                (self.at > start).then_some(())
-            }
-        }
-    }
+    })
 }
 
 /// Whether a JSON text contains a usage object (cheap pre-check before [`find_usage`]): one
@@ -281,6 +176,9 @@ mod tests {
         assert_eq!(find_usage(two).map(|u| u.total), Some(2));
         let broken = br#"{"usage":{"total_tokens":1}} {"usage":{"total_tokens":2"#;
         assert_eq!(find_usage(broken).map(|u| u.total), Some(1));
+        // A later mention that is not an object (a string value) does not hide the object.
+        let later = br#"{"usage":{"total_tokens":3},"kind":"usage","x":{"usage" :null}}"#;
+        assert_eq!(find_usage(later).map(|u| u.total), Some(3));
         for bad in [
             &br#"{"usage":{"prompt_tokens":1.5}}"#[..],
             br#"{"usage":{"prompt_tokens":-1}}"#,

@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
 use bytes::{Buf, Bytes, BytesMut};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, StatusCode, Uri, Version};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -27,7 +27,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::error::{GatewayError, ResponseBody};
+use crate::answer::Answer;
+use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::http1::{
     Framing, FramingFields, MAX_HEADERS, header_map, invalid, poll_body, poll_once, put_field,
@@ -67,7 +68,7 @@ pub async fn serve(
             Err(Bad(message)) => {
                 let response = GatewayError::BadRequest(message.into()).into_response();
                 if conn
-                    .write_response(response, false, false, false)
+                    .write_response(Answer::from_response(response), false, false, false)
                     .await
                     .is_ok()
                 {
@@ -118,7 +119,10 @@ async fn serve_h2(
 ) {
     let service = service_fn(move |request: Request<Incoming>| {
         let gateway = current.load_full();
-        async move { Ok::<_, Infallible>(crate::pipeline::handle(gateway, request, client).await) }
+        async move {
+            let answer = crate::pipeline::handle(gateway, request, client).await;
+            Ok::<_, Infallible>(answer.into_response())
+        }
     });
     let io = TokioIo::new(Prefixed {
         pre: conn.buf.freeze(),
@@ -246,13 +250,13 @@ impl Conn {
     /// ready; a streamed body is flushed whenever the next piece is not there yet.
     async fn write_response(
         &mut self,
-        response: Response<ResponseBody>,
+        answer: Answer,
         head_only: bool,
         http10: bool,
         keep_alive: bool,
     ) -> io::Result<()> {
-        let (parts, mut body) = response.into_parts();
-        let status = parts.status;
+        let Answer { head, mut body } = answer;
+        let status = head.status;
         let bodiless = status.is_informational()
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED;
@@ -267,11 +271,12 @@ impl Conn {
         out.push(b' ');
         out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
         out.extend_from_slice(b"\r\n");
-        for (name, value) in &parts.headers {
+        // The gateway's own fields may not frame the body either: the connection does.
+        head.for_each_field(|name, value| {
             if !framing_field(name) {
-                put_field(&mut out, name.as_str().as_bytes(), value.as_bytes());
+                put_field(&mut out, name, value);
             }
-        }
+        });
         if !bodiless {
             match exact {
                 Some(length) => {
@@ -353,9 +358,10 @@ impl Conn {
 }
 
 /// Response fields the connection writes itself.
-fn framing_field(name: &http::HeaderName) -> bool {
-    use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-    *name == CONTENT_LENGTH || *name == TRANSFER_ENCODING || *name == CONNECTION
+fn framing_field(name: &[u8]) -> bool {
+    [&b"content-length"[..], b"transfer-encoding", b"connection"]
+        .iter()
+        .any(|known| known.len() == name.len() && known.eq_ignore_ascii_case(name))
 }
 
 /// Parses a complete request head off the front of `buf`, if there is one.

@@ -26,7 +26,7 @@ use tokio_rustls::TlsConnector;
 use super::body::UpstreamBody;
 use super::stream::Stream;
 use crate::clock::now_ms;
-use crate::http1::{Framing, FramingFields, MAX_HEADERS, header_map, put_field, spans};
+use crate::http1::{Framing, FramingFields, MAX_HEADERS, RawFields, put_field, spans};
 
 /// Idle connections kept per backend and worker; more are closed when they come back.
 const MAX_IDLE: usize = 1024;
@@ -82,6 +82,14 @@ pub enum SendError {
     /// The backend answered something that is not an HTTP/1.x response.
     #[error("malformed response: {0}")]
     Malformed(&'static str),
+}
+
+/// A backend's response head: the status and the fields as they came (see [`RawFields`]).
+#[derive(Debug)]
+pub struct BackendHead {
+    pub status: StatusCode,
+    pub version: Version,
+    pub fields: RawFields,
 }
 
 /// An idle connection and when it went idle.
@@ -185,6 +193,7 @@ impl Pool {
             buf,
             head_only: *method == Method::HEAD,
             declares_length: matches!(*method, Method::POST | Method::PUT | Method::PATCH),
+            started_ms: None,
         }
     }
 
@@ -195,8 +204,9 @@ impl Pool {
         self: &Arc<Self>,
         head: RequestHead,
         body: Bytes,
-    ) -> Result<(http::response::Parts, UpstreamBody), SendError> {
+    ) -> Result<(BackendHead, UpstreamBody), SendError> {
         let head_only = head.head_only;
+        let now = head.started_ms.unwrap_or_else(now_ms);
         let mut wire = head.finish(body.len());
         let body = if body.len() <= INLINE_BODY {
             wire.extend_from_slice(&body);
@@ -205,7 +215,6 @@ impl Pool {
             body
         };
         let mut fresh_only = false;
-        let now = now_ms();
         loop {
             let (mut stream, buf, reused) =
                 match (!fresh_only).then(|| self.checkout(now)).flatten() {
@@ -219,11 +228,11 @@ impl Pool {
                     ),
                 };
             match exchange(&mut stream, buf, &wire, &body).await {
-                Ok((parts, buf, framing, keep_alive)) => {
+                Ok((head, buf, framing, keep_alive)) => {
                     let framing = if head_only { Framing::Empty } else { framing };
                     let body =
                         UpstreamBody::new(stream, buf, framing, keep_alive, self.clone(), now);
-                    return Ok((parts, body));
+                    return Ok((head, body));
                 }
                 Err(Failed::Io {
                     error: _,
@@ -300,12 +309,19 @@ pub struct RequestHead {
     buf: Vec<u8>,
     head_only: bool,
     declares_length: bool,
+    /// When the request started, if the caller already read the clock.
+    started_ms: Option<u64>,
 }
 
 impl RequestHead {
     /// Appends one header field (values are valid by construction: no CR or LF).
     pub fn header(&mut self, name: &HeaderName, value: &HeaderValue) {
         put_field(&mut self.buf, name.as_str().as_bytes(), value.as_bytes());
+    }
+
+    /// When the request started (the caller's clock reading; else `send` reads the clock).
+    pub fn started_at(&mut self, at: std::time::Instant) {
+        self.started_ms = Some(crate::clock::ms_at(at));
     }
 
     /// What has been written so far.
@@ -343,7 +359,7 @@ async fn exchange(
     mut buf: BytesMut,
     wire: &[u8],
     body: &[u8],
-) -> Result<(http::response::Parts, BytesMut, Framing, bool), Failed> {
+) -> Result<(BackendHead, BytesMut, Framing, bool), Failed> {
     stream
         .write_all(wire)
         .await
@@ -385,9 +401,7 @@ async fn exchange(
 }
 
 /// Parses a complete response head off the front of `buf`, if there is one.
-fn parse_head(
-    buf: &mut BytesMut,
-) -> Result<Option<(http::response::Parts, Framing, bool)>, Failed> {
+fn parse_head(buf: &mut BytesMut) -> Result<Option<(BackendHead, Framing, bool)>, Failed> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut fields);
     let len = match response.parse(buf) {
@@ -409,7 +423,7 @@ fn parse_head(
     let count = spans(buf, response.headers, &mut positions);
     let head = buf.split_to(len).freeze();
     let mut fields = FramingFields::default();
-    let headers = header_map(&head, &positions[..count], &mut fields).map_err(Failed::Malformed)?;
+    let raw = RawFields::new(head, &positions[..count], &mut fields).map_err(Failed::Malformed)?;
     let close = fields.close.unwrap_or(version == Version::HTTP_10);
     // RFC 9112 §6.3: no body for 1xx/204/304; transfer-encoding wins over content-length; a
     // transfer coding other than chunked last, or no framing at all, reads until close.
@@ -430,10 +444,10 @@ fn parse_head(
         Framing::UntilClose
     };
     let keep_alive = !close && !matches!(framing, Framing::UntilClose);
-    let mut response = http::Response::new(());
-    *response.status_mut() = status;
-    *response.version_mut() = version;
-    *response.headers_mut() = headers;
-    let (parts, ()) = response.into_parts();
-    Ok(Some((parts, framing, keep_alive)))
+    let head = BackendHead {
+        status,
+        version,
+        fields: raw,
+    };
+    Ok(Some((head, framing, keep_alive)))
 }

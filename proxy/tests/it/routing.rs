@@ -378,6 +378,43 @@ async fn request_ids_are_kept_or_made_and_sent_upstream() {
     assert_eq!(missing.header("x-request-id"), "r-404");
 }
 
+/// The header contract of a proxied answer, whatever the client's HTTP version: the backend's
+/// fields pass on, each gateway field appears exactly once (the backend's own `x-request-id` is
+/// replaced), and no hop-by-hop or stale framing field survives.
+fn assert_answer_headers(headers: &http::HeaderMap, backend: &str) {
+    let one = |name: &str| {
+        let values: Vec<_> = headers.get_all(name).iter().collect();
+        assert_eq!(values.len(), 1, "{name}: {values:?}");
+        values[0].to_str().unwrap().to_owned()
+    };
+    assert_eq!(one("x-ms-region"), backend);
+    assert_eq!(one("x-mock-backend"), backend);
+    assert_eq!(one("x-gateway-backend"), backend);
+    assert_eq!(one("x-gateway-attempts"), "1");
+    assert_eq!(one("x-request-id"), "req-7");
+    assert!(one("apim-request-id").len() > 8);
+    assert!(headers.get("connection").is_none() && headers.get("keep-alive").is_none());
+    assert!(headers.get_all("content-length").iter().count() <= 1);
+}
+
+#[tokio::test]
+async fn answers_carry_backend_fields_once_and_the_gateway_marks() {
+    let backend = mock("a").await;
+    let gw = gateway(&config_yaml(&[b("a", backend.url())], "")).await;
+    for body in [CHAT_BODY, STREAM_BODY] {
+        let r = send(request(
+            Method::POST,
+            gw.addr,
+            CHAT,
+            &[("x-request-id", "req-7")],
+            body.to_owned(),
+        ))
+        .await;
+        assert_eq!(r.status, 200);
+        assert_answer_headers(&r.headers, "a");
+    }
+}
+
 #[tokio::test]
 async fn h2c_clients_are_served() {
     let backend = mock("a").await;
@@ -387,11 +424,18 @@ async fn h2c_clients_are_served() {
         .build_http::<Full<Bytes>>();
     for body in [CHAT_BODY, STREAM_BODY] {
         let response = client
-            .request(request(Method::POST, gw.addr, CHAT, &[], body.to_owned()))
+            .request(request(
+                Method::POST,
+                gw.addr,
+                CHAT,
+                &[("x-request-id", "req-7")],
+                body.to_owned(),
+            ))
             .await
             .unwrap();
         assert_eq!(response.version(), http::Version::HTTP_2);
         assert_eq!(response.status(), 200);
+        assert_answer_headers(response.headers(), "a");
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         assert!(String::from_utf8_lossy(&bytes).contains("tok"));
     }
