@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use http::HeaderMap;
+use crate::http1::RawFields;
 use ring::digest::{SHA256, digest};
 
 use crate::config::{ClientsConfig, Lane};
@@ -54,7 +54,7 @@ impl ClientAuth {
     }
 
     /// Identifies the consumer. Without `require_auth`, a missing or unknown key is anonymous.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Consumer>, GatewayError> {
+    pub fn authenticate(&self, headers: &RawFields) -> Result<Option<Consumer>, GatewayError> {
         if self.keys.is_empty() {
             return Ok(None);
         }
@@ -82,9 +82,8 @@ impl ClientAuth {
 }
 
 /// The key a client presented: `Authorization: Bearer`, then `api-key`, then the APIM header.
-fn presented_key(headers: &HeaderMap) -> Option<&[u8]> {
-    if let Some(value) = headers.get(http::header::AUTHORIZATION) {
-        let bytes = value.as_bytes();
+fn presented_key(headers: &RawFields) -> Option<&[u8]> {
+    if let Some(bytes) = headers.get("authorization") {
         if bytes.len() > 7 && bytes[..7].eq_ignore_ascii_case(b"bearer ") {
             let key = bytes[7..].trim_ascii();
             if !key.is_empty() {
@@ -96,8 +95,8 @@ fn presented_key(headers: &HeaderMap) -> Option<&[u8]> {
         .iter()
         .find_map(|name| {
             headers
-                .get(*name)
-                .map(|v| v.as_bytes().trim_ascii())
+                .get(name)
+                .map(|v| v.trim_ascii())
                 .filter(|v| !v.is_empty())
         })
 }
@@ -131,23 +130,15 @@ mod tests {
         })
     }
 
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        pairs
-            .iter()
-            .map(|(k, v)| {
-                (
-                    http::HeaderName::from_static(k),
-                    http::HeaderValue::from_static(v),
-                )
-            })
-            .collect()
+    fn headers(pairs: &[(&str, &str)]) -> RawFields {
+        RawFields::from_pairs(pairs)
     }
 
     #[test]
     fn accepts_each_header_form() {
         let auth = auth(true);
         for h in [
-            headers(&[("authorization", "Bearer key-a")]),
+            headers(&[("Authorization", "Bearer key-a")]),
             headers(&[("api-key", "key-a")]),
             headers(&[("ocp-apim-subscription-key", "key-a")]),
         ] {
@@ -159,7 +150,7 @@ mod tests {
     fn rejects_missing_and_wrong_when_required() {
         let auth = auth(true);
         assert!(matches!(
-            auth.authenticate(&HeaderMap::new()),
+            auth.authenticate(&RawFields::default()),
             Err(GatewayError::Unauthorized { missing: true })
         ));
         assert!(matches!(

@@ -6,14 +6,14 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method};
+use http::{HeaderValue, Method};
 use http_body_util::BodyExt;
 
 use crate::backend::Unavailable;
 use crate::clock::now_ms;
 use crate::error::{AttemptRecord, GatewayError, Outcome};
 use crate::gateway::Gateway;
-use crate::http1::{Joined, poll_once};
+use crate::http1::{Joined, RawFields, poll_once};
 use crate::request_body::RequestBody;
 use crate::routes::{Route, write_upstream_path_and_query};
 use crate::sse::{self, Framer, Opening};
@@ -38,7 +38,7 @@ pub struct AttemptRequest<'a> {
     pub route: &'a Route<'a>,
     pub query: Option<&'a str>,
     pub method: &'a Method,
-    pub headers: &'a HeaderMap,
+    pub headers: &'a RawFields,
     pub body: &'a RequestBody,
     pub request_id: &'a HeaderValue,
     pub hash_key: Option<&'a [u8]>,

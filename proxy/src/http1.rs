@@ -330,28 +330,6 @@ pub fn spans(base: &[u8], fields: &[httparse::Header<'_>], out: &mut [Span; MAX_
     fields.len().min(MAX_HEADERS)
 }
 
-/// Builds the header map of a frozen head from [`spans`] (values share the head's bytes) and
-/// notes the framing fields.
-pub fn header_map(
-    head: &Bytes,
-    spans: &[Span],
-    framing: &mut FramingFields,
-) -> Result<http::HeaderMap, &'static str> {
-    let mut headers = http::HeaderMap::with_capacity(spans.len());
-    for &(n, nl, v, vl) in spans {
-        let raw = &head[n..n + nl];
-        let name = match interned(raw) {
-            Some(name) => name,
-            None => http::HeaderName::from_bytes(raw).map_err(|_| "invalid header name")?,
-        };
-        let value = http::HeaderValue::from_maybe_shared(head.slice(v..v + vl))
-            .map_err(|_| "invalid header value")?;
-        framing.note(name.as_str().as_bytes(), value.as_bytes())?;
-        headers.append(name, value);
-    }
-    Ok(headers)
-}
-
 /// Header fields kept in the head they arrived in: positions into the shared, frozen head bytes.
 /// Nothing is hashed, copied or reference-counted per field; lookups compare names (any case)
 /// over the few fields a message has. Backend answers pass through the gateway this way.
@@ -407,8 +385,40 @@ impl RawFields {
             .map(|(_, value)| value)
     }
 
+    /// Every value of a field, in order; `name` is lower case.
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.iter()
+            .filter(move |(n, _)| n.len() == name.len() && n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, value)| value)
+    }
+
+    /// The first value of a field as a header value sharing the head's bytes (no copy).
+    pub fn get_value(&self, name: &str) -> Option<http::HeaderValue> {
+        let value = self.get(name)?;
+        let start = value.as_ptr() as usize - self.head.as_ptr() as usize;
+        http::HeaderValue::from_maybe_shared(self.head.slice(start..start + value.len())).ok()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.spans.is_empty()
+    }
+
+    /// The fields of a header map (an HTTP/2 request), laid out as a head would hold them.
+    pub fn from_map(headers: &http::HeaderMap) -> Self {
+        let mut head = Vec::with_capacity(headers.len() * 32);
+        let mut spans = Vec::with_capacity(headers.len());
+        for (name, value) in headers {
+            let n = head.len();
+            put_field(&mut head, name.as_str().as_bytes(), value.as_bytes());
+            let v = n + name.as_str().len() + 2;
+            // A head this large was refused by hyper long before (its limit is far lower).
+            let at = |i: usize| u32::try_from(i).unwrap_or(u32::MAX);
+            spans.push([at(n), at(v - 2), at(v), at(v + value.len())]);
+        }
+        Self {
+            head: Bytes::from(head),
+            spans,
+        }
     }
 
     /// The fields `keep` accepts as a header map (names lower-cased; values share the head).

@@ -6,7 +6,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use http_body::Body;
 use http_body_util::BodyExt;
 
@@ -16,7 +16,7 @@ use crate::config::HashOn;
 use crate::error::{BoxError, GatewayError};
 use crate::failover::{AttemptRequest, Winner, WinnerBody, attempt};
 use crate::gateway::Gateway;
-use crate::http1::Joined;
+use crate::http1::{Joined, RawFields};
 use crate::metrics::RequestLabels;
 use crate::relay::{Accounting, Relay, Whole};
 use crate::request_body::RequestBody;
@@ -26,25 +26,43 @@ use crate::routes::{self, Operation};
 static ANONYMOUS: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("anonymous"));
 /// The empty label value (no backend, no model).
 static EMPTY_LABEL: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A client's request head: what the stages read of a request besides its body. The fields stay
+/// in the bytes they arrived in (HTTP/1.1); an HTTP/2 request's map is laid out the same way.
+#[derive(Debug)]
+pub struct ClientHead {
+    pub method: Method,
+    pub uri: Uri,
+    pub fields: RawFields,
+}
+
+impl ClientHead {
+    /// The head of a request from hyper (HTTP/2).
+    pub fn from_parts(parts: &http::request::Parts) -> Self {
+        Self {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            fields: RawFields::from_map(&parts.headers),
+        }
+    }
+}
 
 /// Handles one client request end to end.
 ///
 /// One async function on purpose: every nested future is built and then moved into its parent,
 /// so each level of nesting copies the whole state below it once per request. The awaited stages
 /// (body, attempts) are the only nested futures; the attempt phase is boxed, as it is large.
-pub async fn handle<B>(gw: Arc<Gateway>, request: Request<B>, client: SocketAddr) -> Answer
+pub async fn handle<B>(gw: Arc<Gateway>, parts: ClientHead, body: B, client: SocketAddr) -> Answer
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
     let started = Instant::now();
-    let (parts, body) = request.into_parts();
     // 1. Request id first, so every answer (even a 401) can be correlated.
-    let request_id = request_id(&parts.headers);
+    let request_id = request_id(&parts.fields);
     let served: Result<Answer, GatewayError> = 'stages: {
         // 2. Client auth before anything costly: unknown callers learn nothing about routes.
-        let consumer = match gw.auth.authenticate(&parts.headers) {
+        let consumer = match gw.auth.authenticate(&parts.fields) {
             Ok(consumer) => consumer,
             Err(error) => break 'stages Err(error),
         };
@@ -53,19 +71,19 @@ where
             break 'stages Err(GatewayError::NotFound);
         };
         // 4. Buffer the body (bounded) so any backend can be retried with it.
-        let body = match read_body(body, &parts.headers, gw.config.server.max_body_bytes).await {
+        let body = match read_body(body, &parts.fields, gw.config.server.max_body_bytes).await {
             Ok(body) => RequestBody::new(body, route.operation, gw.config.upstream.stream_usage),
             Err(error) => break 'stages Err(error),
         };
         // 5. Backend selection inputs: Responses affinity and the consistent-hash key.
         let pinned = affinity(&gw, route.response_id, body.previous_response_id.as_deref());
-        let hash_key = hash_key(&gw, &parts.headers, consumer.as_ref(), client);
+        let hash_key = hash_key(&gw, &parts.fields, consumer.as_ref(), client);
         // 6. Attempts with failover until an answer can be committed.
         let wanted = AttemptRequest {
             route: &route,
             query: parts.uri.query(),
             method: &parts.method,
-            headers: &parts.headers,
+            headers: &parts.fields,
             body: &body,
             request_id: &request_id,
             hash_key: hash_key.as_deref(),
@@ -101,7 +119,7 @@ where
         };
         let mut answer = respond(&gw, &route, &body, winner, accounting);
         if route.test_prefixed {
-            test_header_shim(&parts.headers, &mut answer.head);
+            test_header_shim(&parts.fields, &mut answer.head);
         }
         Ok(answer)
     };
@@ -202,15 +220,15 @@ fn respond(
 }
 
 /// Reads the request body up to `limit` bytes; 413 above it (checked on `content-length` first).
-async fn read_body<B>(body: B, headers: &HeaderMap, limit: u64) -> Result<Bytes, GatewayError>
+async fn read_body<B>(body: B, fields: &RawFields, limit: u64) -> Result<Bytes, GatewayError>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let declared = headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = fields
+        .get("content-length")
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit) {
         return Err(GatewayError::PayloadTooLarge { limit });
     }
@@ -230,11 +248,12 @@ where
 }
 
 /// The client's `x-request-id` if it is sane, else a new one (32 random hex digits).
-fn request_id(headers: &HeaderMap) -> HeaderValue {
-    if let Some(value) = headers.get(X_REQUEST_ID) {
-        let bytes = value.as_bytes();
-        if !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(|b| b.is_ascii_graphic()) {
-            return value.clone();
+fn request_id(fields: &RawFields) -> HeaderValue {
+    if let Some(value) = fields.get("x-request-id") {
+        let sane =
+            !value.is_empty() && value.len() <= 128 && value.iter().all(u8::is_ascii_graphic);
+        if let Some(value) = sane.then(|| fields.get_value("x-request-id")).flatten() {
+            return value;
         }
     }
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -288,17 +307,16 @@ fn remember_response(
 /// The consistent-hash key of a request, when hashing is configured.
 fn hash_key(
     gw: &Gateway,
-    headers: &HeaderMap,
+    fields: &RawFields,
     consumer: Option<&Consumer>,
     client: SocketAddr,
 ) -> Option<Vec<u8>> {
     match gw.balancer.hash_on()? {
         HashOn::Consumer => consumer.map(|c| c.name.as_bytes().to_vec()),
-        HashOn::Header(name) => headers.get(name).map(|v| v.as_bytes().to_vec()),
-        HashOn::Cookie(name) => headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
+        HashOn::Header(name) => fields.get(name.as_str()).map(<[u8]>::to_vec),
+        HashOn::Cookie(name) => fields
+            .get_all("cookie")
+            .filter_map(|v| std::str::from_utf8(v).ok())
             .flat_map(|v| v.split(';'))
             .filter_map(|pair| pair.trim().split_once('='))
             .find(|(k, _)| k == name)
@@ -308,10 +326,10 @@ fn hash_key(
 }
 
 /// Test mode only: the headers the upstream accelerator's end-to-end tests read.
-fn test_header_shim(request: &HeaderMap, answer: &mut AnswerHead) {
+fn test_header_shim(request: &RawFields, answer: &mut AnswerHead) {
     let low = request
         .get("x-priority")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"low"));
+        .is_some_and(|v| v.eq_ignore_ascii_case(b"low"));
     let priority = if low { "low" } else { "high" };
     // Gateway limit headers first (`X-AI-RateLimit-Remaining[-<backend>]`, then a request quota's
     // `X-RateLimit-Remaining`), then what Azure said.
@@ -354,8 +372,13 @@ mod tests {
             let yaml = "version: 1\nbackends:\n  - { name: a, endpoint: 'http://127.0.0.1:9', auth: { mode: api-key, api_key: k } }\n";
             let config = crate::GatewayConfig::parse("t.yaml", yaml).unwrap();
             let gw = crate::gateway::Gateway::new(config, Arc::new(crate::metrics::Metrics::new()), None);
-            let request = http::Request::new(http_body_util::Full::new(bytes::Bytes::new()));
-            let handle = super::handle(gw.clone(), request, "127.0.0.1:1".parse().unwrap());
+            let head = super::ClientHead {
+                method: http::Method::POST,
+                uri: http::Uri::from_static("/"),
+                fields: Default::default(),
+            };
+            let body = http_body_util::Full::new(bytes::Bytes::new());
+            let handle = super::handle(gw.clone(), head, body, "127.0.0.1:1".parse().unwrap());
             assert!(size_of(&handle) <= 1280, "handle: {} bytes", size_of(&handle));
             let pool = gw.backends[0].pool.clone();
             let send = pool.send(pool.request(&http::Method::GET, "/"), bytes::Bytes::new());

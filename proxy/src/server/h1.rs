@@ -31,9 +31,9 @@ use crate::answer::Answer;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::http1::{
-    Framing, FramingFields, MAX_HEADERS, header_map, invalid, poll_body, poll_once, put_field,
-    spans,
+    Framing, FramingFields, MAX_HEADERS, RawFields, invalid, poll_body, poll_once, put_field, spans,
 };
+use crate::pipeline::ClientHead;
 
 /// Largest request head accepted (request line and header fields).
 const MAX_HEAD: usize = 64 * 1024;
@@ -79,13 +79,13 @@ pub async fn serve(
         };
         first = false;
         let Head {
-            parts,
+            client: request,
+            http10,
             mut framing,
             keep_alive,
             expect_continue,
         } = head;
-        let head_only = parts.method == Method::HEAD;
-        let http10 = parts.version == Version::HTTP_10;
+        let head_only = request.method == Method::HEAD;
         let body = RequestBody {
             stream: &mut conn.stream,
             buf: &mut conn.buf,
@@ -93,8 +93,7 @@ pub async fn serve(
             continue_sent: if expect_continue { Some(0) } else { None },
         };
         let gateway = current.load_full();
-        let response =
-            crate::pipeline::handle(gateway, Request::from_parts(parts, body), client).await;
+        let response = crate::pipeline::handle(gateway, request, body, client).await;
         // A body the pipeline did not read (413, 401) cannot be skipped safely: close after.
         let keep_alive = keep_alive && framing.is_done() && !*drain.borrow();
         let written = conn
@@ -120,7 +119,9 @@ async fn serve_h2(
     let service = service_fn(move |request: Request<Incoming>| {
         let gateway = current.load_full();
         async move {
-            let answer = crate::pipeline::handle(gateway, request, client).await;
+            let (parts, body) = request.into_parts();
+            let head = ClientHead::from_parts(&parts);
+            let answer = crate::pipeline::handle(gateway, head, body, client).await;
             Ok::<_, Infallible>(answer.into_response())
         }
     });
@@ -165,7 +166,8 @@ enum Next {
 struct Bad(&'static str);
 
 struct Head {
-    parts: http::request::Parts,
+    client: ClientHead,
+    http10: bool,
     framing: Framing,
     keep_alive: bool,
     expect_continue: bool,
@@ -389,7 +391,7 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<Head>, Bad> {
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1))
         .map_err(|_| Bad("Invalid request target."))?;
     let mut framing_fields = FramingFields::default();
-    let headers = header_map(&head, &positions[..count], &mut framing_fields).map_err(Bad)?;
+    let fields = RawFields::new(head, &positions[..count], &mut framing_fields).map_err(Bad)?;
     // RFC 9112 §6.3: chunked must be the last transfer coding of a request; it wins over
     // content-length; no framing means no body.
     let framing = if framing_fields.coded {
@@ -405,13 +407,13 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<Head>, Bad> {
     let keep_alive = framing_fields
         .close
         .map_or(version == Version::HTTP_11, |close| !close);
-    let mut parts = Request::new(()).into_parts().0;
-    parts.method = method;
-    parts.uri = uri;
-    parts.version = version;
-    parts.headers = headers;
     Ok(Some(Head {
-        parts,
+        client: ClientHead {
+            method,
+            uri,
+            fields,
+        },
+        http10: version == Version::HTTP_10,
         framing,
         keep_alive,
         // RFC 9110 §10.1.1: no 100 when some of the content is here already (the client did not

@@ -319,6 +319,11 @@ impl RequestHead {
         put_field(&mut self.buf, name.as_str().as_bytes(), value.as_bytes());
     }
 
+    /// Appends one field as parsed from a message (a parser checked it: no CR or LF).
+    pub fn field(&mut self, name: &[u8], value: &[u8]) {
+        put_field(&mut self.buf, name, value);
+    }
+
     /// When the request started (the caller's clock reading; else `send` reads the clock).
     pub fn started_at(&mut self, at: std::time::Instant) {
         self.started_ms = Some(crate::clock::ms_at(at));
