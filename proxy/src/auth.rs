@@ -83,12 +83,13 @@ impl ClientAuth {
 
 /// The key a client presented: `Authorization: Bearer`, then `api-key`, then the APIM header.
 fn presented_key(headers: &RawFields) -> Option<&[u8]> {
-    if let Some(bytes) = headers.get("authorization") {
-        if bytes.len() > 7 && bytes[..7].eq_ignore_ascii_case(b"bearer ") {
-            let key = bytes[7..].trim_ascii();
-            if !key.is_empty() {
-                return Some(key);
-            }
+    if let Some(bytes) = headers.get("authorization")
+        && bytes.len() > 7
+        && bytes[..7].eq_ignore_ascii_case(b"bearer ")
+    {
+        let key = bytes[7..].trim_ascii();
+        if !key.is_empty() {
+            return Some(key);
         }
     }
     ["api-key", "ocp-apim-subscription-key"]
