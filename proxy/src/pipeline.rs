@@ -112,8 +112,11 @@ where
             attempts: winner.attempts,
             usage: None,
             completed: false,
-            uri: parts.uri.clone(),
-            method: parts.method.clone(),
+            request_line: gw
+                .config
+                .log
+                .access
+                .then(|| (parts.method.clone(), parts.uri.clone())),
             client,
             _in_flight: None,
         };
@@ -154,12 +157,26 @@ where
     answer
 }
 
-/// The `model` label: the body's model, else the deployment in the path.
+/// The `model` label: the body's model, else the deployment in the path. The first models a
+/// worker sees are kept, so the usual few cost no allocation per request.
 fn model_label(model: Option<&str>, deployment: Option<&str>) -> Arc<str> {
-    match model.or(deployment) {
-        Some(model) => Arc::from(model),
-        None => EMPTY_LABEL.clone(),
+    const KEPT: usize = 64;
+    thread_local! {
+        static MODELS: std::cell::RefCell<Vec<Arc<str>>> = const { std::cell::RefCell::new(Vec::new()) };
     }
+    let Some(model) = model.or(deployment) else {
+        return EMPTY_LABEL.clone();
+    };
+    MODELS.with_borrow_mut(|kept| {
+        if let Some(known) = kept.iter().find(|known| ***known == *model) {
+            return known.clone();
+        }
+        let label: Arc<str> = Arc::from(model);
+        if kept.len() < KEPT {
+            kept.push(label.clone());
+        }
+        label
+    })
 }
 
 /// The answer from the winning backend: its fields and status as they came, marked with who

@@ -31,9 +31,8 @@ pub struct Accounting {
     pub usage: Option<Usage>,
     /// Whether the body reached its end (false: client went away or the stream broke).
     pub completed: bool,
-    /// For the access log (clones of the request's, which share their bytes).
-    pub uri: http::Uri,
-    pub method: http::Method,
+    /// Method and target for the access log; only kept when it is written.
+    pub request_line: Option<(http::Method, http::Uri)>,
     pub client: std::net::SocketAddr,
     pub _in_flight: Option<InFlight>,
 }
@@ -42,15 +41,15 @@ impl Drop for Accounting {
     fn drop(&mut self) {
         let gw = &self.gateway;
         gw.metrics.request(&self.labels, self.usage.as_ref());
-        if gw.config.log.access {
+        if let Some((method, uri)) = &self.request_line {
             let usage = self.usage.unwrap_or_default();
             tracing::info!(
                 target: "access",
                 request_id = self.request_id.to_str().unwrap_or_default(),
                 consumer = %self.labels.consumer,
                 client_ip = %self.client.ip(),
-                method = %self.method,
-                path = self.uri.path(),
+                method = %method,
+                path = uri.path(),
                 route = self.labels.route,
                 operation = self.labels.operation,
                 status = self.labels.status,

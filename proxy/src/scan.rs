@@ -80,12 +80,15 @@ impl<'a> Scan<'a> {
     pub fn number(&mut self) -> Option<u64> {
         self.space();
         let start = self.at;
-        while self.text.get(self.at).is_some_and(u8::is_ascii_digit) {
+        let mut value: u64 = 0;
+        while let Some(digit) = self.text.get(self.at).filter(|b| b.is_ascii_digit()) {
+            value = value
+                .checked_mul(10)?
+                .checked_add(u64::from(digit - b'0'))?;
             self.at += 1;
         }
-        let digits = std::str::from_utf8(&self.text[start..self.at]).ok()?;
-        let value = digits.parse().ok()?;
         match self.text.get(self.at) {
+            _ if self.at == start => None,
             Some(b'.' | b'e' | b'E') => None,
             _ => Some(value),
         }

@@ -182,6 +182,7 @@ mod tests {
         for bad in [
             &br#"{"usage":{"prompt_tokens":1.5}}"#[..],
             br#"{"usage":{"prompt_tokens":-1}}"#,
+            br#"{"usage":{"prompt_tokens":18446744073709551616}}"#,
             br#"{"usage":{"prompt_tokens" 1}}"#,
             br#"{"usage":{"a":"unterminated}}"#,
             br#"{"usage":{"a":"ends in a backslash\"#,
