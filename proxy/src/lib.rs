@@ -23,6 +23,7 @@ pub mod routes;
 pub mod scan;
 pub mod secret;
 pub mod server;
+pub mod socket;
 pub mod sse;
 pub mod upstream;
 pub mod usage;

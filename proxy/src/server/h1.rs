@@ -34,6 +34,7 @@ use crate::http1::{
     Framing, FramingFields, MAX_HEADERS, RawFields, invalid, poll_body, poll_once, put_field, spans,
 };
 use crate::pipeline::ClientHead;
+use crate::socket::Socket;
 
 /// Largest request head accepted (request line and header fields).
 const MAX_HEAD: usize = 64 * 1024;
@@ -54,6 +55,7 @@ pub async fn serve(
     current: Arc<ArcSwap<Gateway>>,
     mut drain: watch::Receiver<bool>,
 ) {
+    let stream = Socket::new(stream);
     let mut conn = Conn {
         stream,
         buf: BytesMut::with_capacity(READ_CHUNK),
@@ -147,7 +149,7 @@ async fn draining(drain: &mut watch::Receiver<bool>) {
 }
 
 struct Conn {
-    stream: TcpStream,
+    stream: Socket,
     buf: BytesMut,
     /// Response bytes being gathered; kept from one response to the next.
     out: Vec<u8>,
@@ -426,7 +428,7 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<Head>, Bad> {
 /// 100-continue` (and none of the content received yet), the interim answer goes out on the first
 /// poll, so a request refused before its body is read (401, 413) never makes the client send it.
 struct RequestBody<'a> {
-    stream: &'a mut TcpStream,
+    stream: &'a mut Socket,
     buf: &'a mut BytesMut,
     framing: &'a mut Framing,
     /// Bytes of `100 Continue` written so far, when one is owed.
@@ -469,7 +471,7 @@ impl Body for RequestBody<'_> {
 /// A connection whose first bytes were already read: they are replayed before the socket.
 struct Prefixed {
     pre: Bytes,
-    stream: TcpStream,
+    stream: Socket,
 }
 
 impl AsyncRead for Prefixed {

@@ -27,6 +27,7 @@ use super::body::UpstreamBody;
 use super::stream::Stream;
 use crate::clock::now_ms;
 use crate::http1::{Framing, FramingFields, MAX_HEADERS, RawFields, put_field, spans};
+use crate::socket::Socket;
 
 /// Idle connections kept per backend and worker; more are closed when they come back.
 const MAX_IDLE: usize = 1024;
@@ -285,10 +286,10 @@ impl Pool {
                     Err(error) => last = error,
                 }
             }
-            let tcp = tcp.ok_or(SendError::Connect(last))?;
+            let tcp = Socket::new(tcp.ok_or(SendError::Connect(last))?);
             let _ = tcp.set_nodelay(true);
             let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
-            let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
+            let _ = socket2::SockRef::from(tcp.tokio()).set_tcp_keepalive(&keepalive);
             match &self.tls {
                 None => Ok(Stream::Plain(tcp)),
                 Some((connector, name)) => connector

@@ -5,16 +5,17 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
+use crate::socket::Socket;
+
 pub enum Stream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Plain(Socket),
+    Tls(Box<TlsStream<Socket>>),
 }
 
 impl Stream {
-    fn tcp(&self) -> &TcpStream {
+    fn tcp(&self) -> &Socket {
         match self {
             Stream::Plain(tcp) => tcp,
             Stream::Tls(tls) => tls.get_ref().0,
@@ -24,8 +25,7 @@ impl Stream {
     /// Whether an idle connection is still usable: nothing to read and no end of stream. A
     /// backend that closed it (or sent anything unasked) makes it unusable.
     pub fn is_idle_open(&self) -> bool {
-        let mut probe = [0u8; 1];
-        matches!(self.tcp().try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        self.tcp().is_idle_open()
     }
 }
 

@@ -1,0 +1,115 @@
+//! A TCP connection whose writes skip libc.
+//!
+//! Why: `tokio::net::TcpStream` writes through libc's `send`, a thread-cancellation point. In a
+//! process with more than one thread (workers, the config watcher) glibc brackets every such call
+//! with two atomic updates of the thread's cancellation state, which cost the gateway more per
+//! request than the rest of the call's user-side work (`docs/benchmarks.md`); nginx's
+//! single-threaded workers never pay it. The gateway never cancels threads, so writes go to the
+//! kernel directly through `rustix` (a raw `sendto`, still non-blocking and readiness-driven by
+//! tokio's reactor). Reads stay tokio's: they fill uninitialised buffer space, which needs
+//! `unsafe` code this project does not write.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use rustix::net::SendFlags;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::TcpStream;
+
+/// A connected TCP socket registered with the current runtime's reactor.
+#[derive(Debug)]
+pub struct Socket(TcpStream);
+
+impl Socket {
+    pub fn new(stream: TcpStream) -> Self {
+        Self(stream)
+    }
+
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.0.set_nodelay(nodelay)
+    }
+
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.0.peer_addr()
+    }
+
+    /// The tokio stream, for socket options.
+    pub fn tokio(&self) -> &TcpStream {
+        &self.0
+    }
+
+    /// Whether an idle connection is still usable: nothing to read and no end of stream (a
+    /// peer that closed it, or sent anything unasked, makes it unusable).
+    pub fn is_idle_open(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.0.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+}
+
+impl AsyncRead for Socket {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let stream = &self.0;
+        loop {
+            ready!(stream.poll_write_ready(cx))?;
+            // `try_io` clears the write readiness when the kernel says it would block.
+            let sent = stream.try_io(Interest::WRITABLE, || {
+                rustix::net::send(stream, data, SendFlags::NOSIGNAL).map_err(io::Error::from)
+            });
+            match sent {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// Writes larger than the socket buffers complete (the would-block path waits for the
+    /// reactor) and arrive whole and in order; shutdown ends the peer's reads.
+    #[tokio::test]
+    async fn large_writes_arrive_whole_and_shutdown_ends_the_stream() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let reader = tokio::spawn(async move {
+            let (mut peer, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            peer.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        let mut socket = Socket::new(TcpStream::connect(addr).await.unwrap());
+        let data: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+        socket.write_all(&data).await.unwrap();
+        socket.shutdown().await.unwrap();
+        assert!(reader.await.unwrap() == data);
+    }
+}
