@@ -310,25 +310,9 @@ pub fn poll_body<S: tokio::io::AsyncRead + Unpin>(
 /// Most header fields accepted in a message head.
 pub const MAX_HEADERS: usize = 128;
 
-/// Where one header field's name and value sit in a message head: (name start, name length,
-/// value start, value length).
-pub type Span = (usize, usize, usize, usize);
-
-/// Records the positions of parsed header fields relative to `base` (the buffer `httparse` read),
-/// so their values can later be cut from the frozen head without copying.
-pub fn spans(base: &[u8], fields: &[httparse::Header<'_>], out: &mut [Span; MAX_HEADERS]) -> usize {
-    let origin = base.as_ptr() as usize;
-    for (span, field) in out.iter_mut().zip(fields) {
-        let name = field.name.as_bytes();
-        *span = (
-            name.as_ptr() as usize - origin,
-            name.len(),
-            field.value.as_ptr() as usize - origin,
-            field.value.len(),
-        );
-    }
-    fields.len().min(MAX_HEADERS)
-}
+/// Positions of a head's fields (name start, name end, value start, value end).
+#[derive(Debug, Default)]
+pub struct Spans(Vec<[u32; 4]>);
 
 /// Header fields kept in the head they arrived in: positions into the shared, frozen head bytes.
 /// Nothing is hashed, copied or reference-counted per field; lookups compare names (any case)
@@ -350,22 +334,36 @@ impl std::fmt::Debug for RawFields {
 }
 
 impl RawFields {
-    /// The fields of a frozen head at [`spans`], checked as `http` would check them, with the
-    /// framing fields noted.
+    /// Where parsed fields sit relative to `base`, the buffer `httparse` read (taken before the
+    /// head is split off that buffer, which the fields borrow).
+    pub fn locate(base: &[u8], fields: &[httparse::Header<'_>]) -> Result<Spans, &'static str> {
+        let origin = base.as_ptr() as usize;
+        let at = |p: *const u8| u32::try_from(p as usize - origin).map_err(|_| "head too large");
+        let mut spans = Vec::with_capacity(fields.len());
+        for field in fields {
+            let (name, value) = (field.name.as_bytes(), field.value);
+            let (n, v) = (at(name.as_ptr())?, at(value.as_ptr())?);
+            spans.push([n, n + name.len() as u32, v, v + value.len() as u32]);
+        }
+        Ok(Spans(spans))
+    }
+
+    /// The fields of a frozen head at the [`locate`](Self::locate)d positions, with the framing
+    /// fields noted. httparse already checked what `http` would: names are tokens, values hold no
+    /// control bytes.
     pub fn new(
         head: Bytes,
-        spans: &[Span],
+        spans: Spans,
         framing: &mut FramingFields,
     ) -> Result<Self, &'static str> {
-        let mut kept = Vec::with_capacity(spans.len());
-        for &(n, nl, v, vl) in spans {
-            let (name, value) = (&head[n..n + nl], &head[v..v + vl]);
-            // httparse checked what `http` would: names are tokens, values hold no control bytes.
+        let fields = Self {
+            head,
+            spans: spans.0,
+        };
+        for (name, value) in fields.iter() {
             framing.note(name, value)?;
-            let at = |i: usize| u32::try_from(i).map_err(|_| "response head too large");
-            kept.push([at(n)?, at(n + nl)?, at(v)?, at(v + vl)?]);
         }
-        Ok(Self { head, spans: kept })
+        Ok(fields)
     }
 
     /// The fields in order, names as sent.

@@ -31,7 +31,7 @@ use crate::answer::Answer;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::http1::{
-    Framing, FramingFields, MAX_HEADERS, RawFields, invalid, poll_body, poll_once, put_field, spans,
+    Framing, FramingFields, MAX_HEADERS, RawFields, invalid, poll_body, poll_once, put_field,
 };
 use crate::pipeline::ClientHead;
 use crate::socket::Socket;
@@ -370,9 +370,10 @@ fn framing_field(name: &[u8]) -> bool {
 
 /// Parses a complete request head off the front of `buf`, if there is one.
 fn parse_request(buf: &mut BytesMut) -> Result<Option<Head>, Bad> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut fields);
-    let len = match request.parse(buf) {
+    // Uninitialised slots: the parser writes the ones it fills, nothing is zeroed per request.
+    let mut slots = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut []);
+    let len = match request.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(Bad("Too many header fields.")),
@@ -387,13 +388,12 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<Head>, Bad> {
     let target = request.path.unwrap_or("/").as_bytes();
     let origin = buf.as_ptr() as usize;
     let target = (target.as_ptr() as usize - origin, target.len());
-    let mut positions = [(0, 0, 0, 0); MAX_HEADERS];
-    let count = spans(buf, request.headers, &mut positions);
+    let spans = RawFields::locate(buf, request.headers).map_err(Bad)?;
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1))
         .map_err(|_| Bad("Invalid request target."))?;
     let mut framing_fields = FramingFields::default();
-    let fields = RawFields::new(head, &positions[..count], &mut framing_fields).map_err(Bad)?;
+    let fields = RawFields::new(head, spans, &mut framing_fields).map_err(Bad)?;
     // RFC 9112 §6.3: chunked must be the last transfer coding of a request; it wins over
     // content-length; no framing means no body.
     let framing = if framing_fields.coded {

@@ -26,7 +26,7 @@ use tokio_rustls::TlsConnector;
 use super::body::UpstreamBody;
 use super::stream::Stream;
 use crate::clock::now_ms;
-use crate::http1::{Framing, FramingFields, MAX_HEADERS, RawFields, put_field, spans};
+use crate::http1::{Framing, FramingFields, MAX_HEADERS, RawFields, put_field};
 use crate::socket::Socket;
 
 /// Idle connections kept per backend and worker; more are closed when they come back.
@@ -408,9 +408,15 @@ async fn exchange(
 
 /// Parses a complete response head off the front of `buf`, if there is one.
 fn parse_head(buf: &mut BytesMut) -> Result<Option<(BackendHead, Framing, bool)>, Failed> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut fields);
-    let len = match response.parse(buf) {
+    // Uninitialised slots: the parser writes the ones it fills, nothing is zeroed per response.
+    let mut slots = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut slots,
+    );
+    let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
@@ -425,11 +431,10 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<(BackendHead, Framing, bool)>
         _ => Version::HTTP_11,
     };
     // Offsets of names and values in `buf`, so the values can share the head's bytes.
-    let mut positions = [(0, 0, 0, 0); MAX_HEADERS];
-    let count = spans(buf, response.headers, &mut positions);
+    let spans = RawFields::locate(buf, response.headers).map_err(Failed::Malformed)?;
     let head = buf.split_to(len).freeze();
     let mut fields = FramingFields::default();
-    let raw = RawFields::new(head, &positions[..count], &mut fields).map_err(Failed::Malformed)?;
+    let raw = RawFields::new(head, spans, &mut fields).map_err(Failed::Malformed)?;
     let close = fields.close.unwrap_or(version == Version::HTTP_10);
     // RFC 9112 §6.3: no body for 1xx/204/304; transfer-encoding wins over content-length; a
     // transfer coding other than chunked last, or no framing at all, reads until close.
