@@ -126,16 +126,20 @@ impl<'a> Scan<'a> {
             b'"' => self.string().map(|_| ()),
             b'{' | b'[' => {
                 // Nesting is counted; strings are skipped whole so their brackets do not count.
+                // Only structural bytes matter here: the cursor jumps from one to the next.
                 let mut depth = 0usize;
                 loop {
-                    match self.peek()? {
+                    let rest = self.text.get(self.at..)?;
+                    self.at += rest
+                        .iter()
+                        .position(|b| matches!(b, b'"' | b'{' | b'[' | b'}' | b']'))?;
+                    match self.text[self.at] {
                         b'"' => {
                             self.string()?;
                             continue;
                         }
                         b'{' | b'[' => depth += 1,
-                        b'}' | b']' => depth -= 1,
-                        _ => {}
+                        _ => depth -= 1,
                     }
                     self.at += 1;
                     if depth == 0 {
