@@ -1,10 +1,12 @@
 //! `hydrenv supervise`: stay the parent of the proxy. Forward SIGTERM/SIGINT/SIGHUP, reap every
 //! child (we may be PID 1), and re-render on a change of the env-file directory or, every
 //! `HYDRENV_REFRESH_SECONDS`, of Key Vault secrets; a new release is followed by SIGHUP so the
-//! proxy reloads without dropping requests.
+//! proxy reloads without dropping requests. Renders run beside the signal loop: a slow Key Vault
+//! never delays forwarding a SIGTERM or reaping the child.
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
@@ -32,12 +34,16 @@ pub async fn run(
     let mut source = match source {
         Some(source) => Some(source),
         None => app::vault_from_env(&env)?,
-    };
+    }
+    .map(Arc::new);
+    let templates = Arc::new(templates);
     let render = app::prepare(env.clone(), &templates, vault(&source)).await?;
     let root = render.settings.shared_root.clone();
     let released = crate::cli::publish(&root, &render)?;
     eprint!("hydrenv: {}", crate::cli::describe(&released));
-    let has_vault = !render.secret_versions.is_empty();
+    // Whether Key Vault is polled; each accepted render says so again (the env-file directory
+    // may add or remove references).
+    let mut has_vault = !render.secret_versions.is_empty();
     let refresh = env
         .get("HYDRENV_REFRESH_SECONDS")
         .map(|v| crate::env::parse_seconds("HYDRENV_REFRESH_SECONDS", v))
@@ -65,7 +71,18 @@ pub async fn run(
     let _watcher = watch_env_dir(&env, changes_tx)?;
     let mut ticker = tokio::time::interval(refresh);
     ticker.tick().await;
+    // The render in flight, and the reason for one more once it is done.
+    let mut rendering: Option<tokio::task::JoinHandle<Option<bool>>> = None;
+    let mut queued: Option<&'static str> = None;
     loop {
+        if rendering.is_none()
+            && let Some(why) = queued.take()
+        {
+            let (env, templates, source) = (env.clone(), templates.clone(), source.clone());
+            rendering = Some(tokio::spawn(async move {
+                rerender(&env, &templates, vault(&source), child, why).await
+            }));
+        }
         tokio::select! {
             _ = sigchld.recv() => {
                 if let Some(code) = reap(child) {
@@ -82,25 +99,39 @@ pub async fn run(
                 let why = "env-file directory changed";
                 if !given {
                     match app::vault_from_env(&env) {
-                        Ok(rebuilt) => source = rebuilt,
+                        Ok(rebuilt) => source = rebuilt.map(Arc::new),
                         Err(failure) => {
                             eprint!("hydrenv: {why}: new render rejected, keeping the current release\n{failure}");
                             continue;
                         }
                     }
                 }
-                rerender(&env, &templates, vault(&source), child, why).await;
+                queued = Some(why);
             }
-            _ = ticker.tick(), if has_vault => {
-                rerender(&env, &templates, vault(&source), child, "Key Vault refresh").await;
+            _ = ticker.tick(), if has_vault => queued = queued.or(Some("Key Vault refresh")),
+            done = finished(&mut rendering), if rendering.is_some() => {
+                rendering = None;
+                if let Ok(Some(secrets)) = done {
+                    has_vault = secrets;
+                }
             }
         }
     }
 }
 
+/// The outcome of the render in flight (pending forever when there is none).
+async fn finished(
+    rendering: &mut Option<tokio::task::JoinHandle<Option<bool>>>,
+) -> Result<Option<bool>, tokio::task::JoinError> {
+    match rendering {
+        Some(task) => task.await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The client to render with: the cached one, or none needed / built per render.
-fn vault(source: &Option<KeyVaultSource>) -> Vault<'_> {
-    source.as_ref().map_or(Vault::FromEnv, Vault::Source)
+fn vault(source: &Option<Arc<KeyVaultSource>>) -> Vault<'_> {
+    source.as_deref().map_or(Vault::FromEnv, Vault::Source)
 }
 
 fn internal(e: std::io::Error) -> Failure {
@@ -127,13 +158,20 @@ fn reap(child: Pid) -> Option<u8> {
 }
 
 /// Renders again; a changed release is announced to the child with SIGHUP. Failures keep the
-/// running release and are only reported.
-async fn rerender(env: &Env, templates: &Templates, vault: Vault<'_>, child: Pid, why: &str) {
+/// running release and are only reported. Returns, for an accepted render, whether it read Key
+/// Vault secrets (so whether refresh polls are due).
+async fn rerender(
+    env: &Env,
+    templates: &Templates,
+    vault: Vault<'_>,
+    child: Pid,
+    why: &str,
+) -> Option<bool> {
     let render = match app::prepare(env.clone(), templates, vault).await {
         Ok(render) => render,
         Err(failure) => {
             eprint!("hydrenv: {why}: new render rejected, keeping the current release\n{failure}");
-            return;
+            return None;
         }
     };
     match crate::cli::publish(&render.settings.shared_root.clone(), &render) {
@@ -142,8 +180,12 @@ async fn rerender(env: &Env, templates: &Templates, vault: Vault<'_>, child: Pid
             forward(child, Signal::SIGHUP);
         }
         Ok(_) => {}
-        Err(failure) => eprint!("hydrenv: {why}: {failure}"),
+        Err(failure) => {
+            eprint!("hydrenv: {why}: {failure}");
+            return None;
+        }
     }
+    Some(!render.secret_versions.is_empty())
 }
 
 fn watch_env_dir(

@@ -45,7 +45,8 @@ const API_VERSIONS: &[&str] = &["7.3", "7.4", "7.5", "7.6", "2025-07-01"];
 pub enum VaultDown {
     /// Every connection is closed at once (connection reset before TLS).
     Reset,
-    /// Connections are accepted and never answered.
+    /// Connections are accepted and never answered; requests on connections already open are
+    /// recorded (status 0) and never answered either.
     Hang,
     /// Every request is answered with this status (e.g. 503) and an error body.
     Status(u16),
@@ -415,6 +416,10 @@ impl Site for Vault {
             client_id,
             status: 0,
         };
+        if matches!(self.state().down, Some(VaultDown::Hang)) {
+            self.state().requests.push(record);
+            return std::future::pending().await;
+        }
         let mut reply = self.answer(&request, &mut record);
         record.status = reply.status().as_u16();
         let request_id = format!("{:016x}", fastrand::u64(..));

@@ -153,21 +153,9 @@ async fn an_identity_endpoint_refusing_is_a_dependency_failure() {
 async fn supervise_picks_up_a_new_secret_version_and_signals_the_proxy() {
     let azure = azure_with_secrets().await;
     let root = tempfile::tempdir().unwrap();
-    let marker = root.path().join("hups");
-    let out = root.path().join("outcome.json");
-    let scenario = with_refs(azure.scenario(), &root.path().join("shared"))
-        .var("HYDRENV_REFRESH_SECONDS", "1")
-        .var("PATH", &std::env::var("PATH").unwrap_or_default())
-        .var("MARKER", marker.to_str().unwrap());
-    let child = scenario
-        .command(CHILD_SUPERVISE, &out)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let scenario = with_refs(azure.scenario(), &root.path().join("shared"));
     // Stopped with SIGTERM even when an assertion fails (SIGKILL would orphan the stand-in proxy).
-    let mut child = Terminate(Some(child));
-    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    let (mut child, marker, out) = supervise(scenario, root.path());
     let gateway = root.path().join("shared/current/gateway.yaml");
     wait_for(|| read(&marker).contains("ready")).await;
     assert!(read(&gateway).contains(BACKEND_SECRET));
@@ -188,6 +176,78 @@ async fn supervise_picks_up_a_new_secret_version_and_signals_the_proxy() {
             "hydrenv logged a secret: {stderr}"
         );
     }
+}
+
+/// Starts `hydrenv supervise` (in a child) over the stand-in proxy; returns it and the marker
+/// file the stand-in writes `ready`, `hup` and `term` to.
+fn supervise(
+    scenario: Scenario,
+    root: &Path,
+) -> (Terminate, std::path::PathBuf, std::path::PathBuf) {
+    let marker = root.join("hups");
+    let out = root.join("outcome.json");
+    let child = scenario
+        .var("HYDRENV_REFRESH_SECONDS", "1")
+        .var("PATH", &std::env::var("PATH").unwrap_or_default())
+        .var("MARKER", marker.to_str().unwrap())
+        .command(CHILD_SUPERVISE, &out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    (Terminate(Some(child)), marker, out)
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn sigterm_reaches_the_proxy_while_a_refresh_waits_on_a_hung_vault() {
+    let azure = azure_with_secrets().await;
+    let root = tempfile::tempdir().unwrap();
+    let scenario = with_refs(azure.scenario(), &root.path().join("shared"));
+    let (mut child, marker, out) = supervise(scenario, root.path());
+    wait_for(|| read(&marker).contains("ready")).await;
+    // From now on the vault takes connections and never answers: the next refresh poll hangs.
+    azure.vault.set_down(Some(mock::keyvault::VaultDown::Hang));
+    let polls_before = azure.vault.requests().len();
+    // A refresh poll reached the vault and waits for an answer that never comes.
+    wait_for(|| azure.vault.requests().len() > polls_before).await;
+    let pid = nix::unistd::Pid::from_raw(child.0.as_ref().unwrap().id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    // Forwarded at once, not after the vault client gives up.
+    wait_for(|| read(&marker).contains("term")).await;
+    child.stop().await;
+    let outcome: Value = serde_json::from_str(&read(&out)).unwrap();
+    assert_eq!(outcome["code"], 7, "the proxy's exit code");
+}
+
+#[tokio::test]
+async fn a_reference_added_in_the_env_dir_starts_refresh_polls() {
+    let azure = azure_with_secrets().await;
+    let root = tempfile::tempdir().unwrap();
+    let env_dir = root.path().join("env");
+    std::fs::create_dir(&env_dir).unwrap();
+    // No reference at start: nothing to poll.
+    let scenario = azure
+        .scenario()
+        .var("SHARED_ROOT", root.path().join("shared").to_str().unwrap())
+        .var("AZURE_OPENAI_ENDPOINT_0", "https://eus.openai.azure.com")
+        .var("AZURE_OPENAI_KEY_0", "sk-literal")
+        .var("HYDRENV_ENV_DIR", env_dir.to_str().unwrap());
+    let (mut child, marker, _) = supervise(scenario, root.path());
+    let gateway = root.path().join("shared/current/gateway.yaml");
+    wait_for(|| read(&marker).contains("ready")).await;
+    assert!(read(&gateway).contains("sk-literal"));
+    std::fs::write(env_dir.join("AZURE_OPENAI_KEY_0"), "kv://aoai-key").unwrap();
+    wait_for(|| read(&gateway).contains(BACKEND_SECRET)).await;
+    // The render that added the reference turned refresh polls on: a rotation is picked up.
+    azure
+        .vault
+        .set_secret("aoai-key", "sk-rotated-after-the-env-change");
+    wait_for(|| read(&gateway).contains("sk-rotated-after-the-env-change")).await;
+    child.stop().await;
 }
 
 /// A child process that gets SIGTERM and is waited for when dropped.
@@ -259,7 +319,7 @@ async fn child_supervise() {
     let Some(out) = child_out() else { return };
     let (vars, _) = hydrenv::env::snapshot();
     let source = child_source(&vars).unwrap();
-    let script = r#"trap 'echo hup >> "$MARKER"' HUP; trap 'exit 7' TERM; echo ready >> "$MARKER"; while :; do sleep 0.05; done"#;
+    let script = r#"trap 'echo hup >> "$MARKER"' HUP; trap 'echo term >> "$MARKER"; exit 7' TERM; echo ready >> "$MARKER"; while :; do sleep 0.05; done"#;
     let command = ["sh", "-c", script].map(str::to_owned).to_vec();
     let code =
         hydrenv::supervise::run(vars, Templates::embedded().unwrap(), command, Some(source)).await;
