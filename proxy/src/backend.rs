@@ -167,12 +167,18 @@ impl BackendState {
         InFlight(self.clone())
     }
 
+    /// Notes what the backend says is left. Unchanged values are not written again: every
+    /// worker answers through this state, and a write takes the cache line from all of them.
     pub fn set_remaining(&self, tokens: Option<i64>, requests: Option<i64>) {
-        if let Some(t) = tokens {
-            self.remaining_tokens.store(t, Ordering::Relaxed);
-        }
-        if let Some(r) = requests {
-            self.remaining_requests.store(r, Ordering::Relaxed);
+        for (value, slot) in [
+            (tokens, &self.remaining_tokens),
+            (requests, &self.remaining_requests),
+        ] {
+            if let Some(value) = value
+                && slot.load(Ordering::Relaxed) != value
+            {
+                slot.store(value, Ordering::Relaxed);
+            }
         }
     }
 

@@ -343,11 +343,15 @@ async fn try_backend(
     // Sending the request and getting the response headers: bounded by the send timeout and by
     // the read timeout (silence), whichever is shorter, and by the request deadline.
     let headers_timeout = upstream.send_timeout.min(idle);
-    let sent = backend
-        .pool
-        .send(head, req.body.for_backend(&backend.config));
     let headers_by = tokio::time::Instant::from_std(now + headers_timeout);
-    let response = match tokio::time::timeout_at(headers_by, sent).await {
+    // Built in place inside the timeout (a future bound to a local first is copied once more).
+    let sent = tokio::time::timeout_at(
+        headers_by,
+        backend
+            .pool
+            .send(head, req.body.for_backend(&backend.config)),
+    );
+    let response = match sent.await {
         Err(_) => {
             backend.state.record_failure(&upstream.passive_health);
             return Err(Failure::Transport {

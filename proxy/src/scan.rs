@@ -64,7 +64,17 @@ impl<'a> Scan<'a> {
         self.eat(b'"')?;
         let start = self.at;
         loop {
-            let offset = memchr2(b'"', b'\\', self.text.get(self.at..)?)?;
+            let rest = self.text.get(self.at..)?;
+            // Keys and short values end within a few bytes: a plain loop finds the end sooner
+            // than setting up the vectorised search, which takes over for long text.
+            let near = &rest[..rest.len().min(32)];
+            let offset = match near.iter().position(|&b| b == b'"' || b == b'\\') {
+                Some(offset) => offset,
+                None if rest.len() > near.len() => {
+                    near.len() + memchr2(b'"', b'\\', &rest[near.len()..])?
+                }
+                None => return None,
+            };
             self.at += offset;
             if self.text[self.at] == b'\\' {
                 self.at += 2;
