@@ -217,11 +217,13 @@ impl Relay {
                     continue;
                 }
             }
-            self.pending.push_back(if hide {
-                sse::strip_null_usage(event)
+            if hide {
+                let (head, tail) = sse::strip_null_usage(event);
+                self.pending.push_back(head);
+                self.pending.extend(tail);
             } else {
-                event
-            });
+                self.pending.push_back(event);
+            }
         }
     }
 

@@ -150,11 +150,12 @@ static NULL_USAGE: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new(b"\"usage\":null"));
 
 /// Removes the `"usage":null` member that `include_usage` adds to every chunk, so a client that
-/// did not ask for usage sees the chunks it would have seen without it.
-pub fn strip_null_usage(event: Bytes) -> Bytes {
+/// did not ask for usage sees the chunks it would have seen without it. The event comes back as
+/// the slices around the member (no copy: they leave in the same write).
+pub fn strip_null_usage(event: Bytes) -> (Bytes, Option<Bytes>) {
     const MEMBER: usize = b"\"usage\":null".len();
     let Some(at) = NULL_USAGE.find(&event) else {
-        return event;
+        return (event, None);
     };
     // With the comma before it (`,"usage":null`), else the one after it (`"usage":null,`).
     let (at, len) = if at > 0 && event[at - 1] == b',' {
@@ -162,12 +163,10 @@ pub fn strip_null_usage(event: Bytes) -> Bytes {
     } else if event.get(at + MEMBER) == Some(&b',') {
         (at, MEMBER + 1)
     } else {
-        return event;
+        return (event, None);
     };
-    let mut out = BytesMut::with_capacity(event.len() - len);
-    out.extend_from_slice(&event[..at]);
-    out.extend_from_slice(&event[at + len..]);
-    out.freeze()
+    let tail = event.slice(at + len..);
+    (event.slice(..at), Some(tail))
 }
 
 /// A final `event: error` carrying the gateway error shape, sent when a stream breaks mid-way.
@@ -236,11 +235,13 @@ mod tests {
         assert!(!is_usage_only_chunk(
             br#"{"choices":[{"delta":{}}],"usage":null}"#
         ));
+        let joined =
+            |(head, tail): (Bytes, Option<Bytes>)| [head, tail.unwrap_or_default()].concat();
         let stripped = strip_null_usage(Bytes::from_static(b"data: {\"a\":1,\"usage\":null}\n\n"));
-        assert_eq!(&stripped[..], b"data: {\"a\":1}\n\n");
+        assert_eq!(joined(stripped), b"data: {\"a\":1}\n\n");
         let stripped = strip_null_usage(Bytes::from_static(b"data: {\"usage\":null,\"a\":1}\n\n"));
-        assert_eq!(&stripped[..], b"data: {\"a\":1}\n\n");
+        assert_eq!(joined(stripped), b"data: {\"a\":1}\n\n");
         let alone = Bytes::from_static(b"data: {\"usage\":null}\n\n");
-        assert_eq!(strip_null_usage(alone.clone()), alone);
+        assert_eq!(strip_null_usage(alone.clone()), (alone, None));
     }
 }
