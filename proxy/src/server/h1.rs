@@ -61,6 +61,7 @@ pub async fn serve(
         buf: BytesMut::with_capacity(READ_CHUNK),
         out: Vec::new(),
     };
+    conn.stream.read_arrived(&mut conn.buf, READ_CHUNK);
     let mut first = true;
     loop {
         let head = match conn.read_head(&mut drain, first).await {
