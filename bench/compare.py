@@ -9,7 +9,8 @@ Both gateways run at the same time in front of the same mocks (core 0; load on c
 noise from a shared machine hits both alike:
 - latency at c=1: `loadgen paired` taking turns between direct, A and B; added p50/p99;
 - throughput: `wrk -c64`, A and B alternating; req/s and the gateway's CPU time per request
-  (nanosecond thread run time, steadier than req/s);
+  (nanosecond thread run time, steadier than req/s), and its user-mode part alone (what a change
+  to the gateway's own code moves; the kernel's share varies more between runs);
 - streams: 512 streams (64 deltas, 20 ms apart) dealt out between A and B; CPU per relayed chunk,
   gap p99 and TTFT p99.
 Needs target/release/{mock,loadgen} (bench/run.sh builds them) and wrk.
@@ -89,15 +90,18 @@ def main() -> int:
         for rep in range(args.reps):
             for label in ("A", "B") if rep % 2 == 0 else ("B", "A"):
                 proc, setup = chat[label]
-                cpu = proc.cpu_seconds()
+                cpu, user = proc.cpu_seconds(), proc.user_seconds()
                 r = h.wrk(setup.url + CHAT_PATH, CLIENT_KEY, CHAT_BODY, 64, 5)
                 used = (proc.cpu_seconds() - cpu) * 1e6 / r["requests"]
-                throughput[label].append((r["rps"], used))
+                user = (proc.user_seconds() - user) * 1e6 / r["requests"]
+                throughput[label].append((r["rps"], used, user))
         for label, runs in throughput.items():
             print(
-                f"throughput    {label}: {statistics.median(r for r, _ in runs):.0f} req/s "
-                f"{[round(r) for r, _ in runs]}, CPU/request "
-                f"{statistics.median(c for _, c in runs):.2f} µs {[round(c, 2) for _, c in runs]}"
+                f"throughput    {label}: {statistics.median(r[0] for r in runs):.0f} req/s "
+                f"{[round(r[0]) for r in runs]}, CPU/request "
+                f"{statistics.median(r[1] for r in runs):.2f} µs {[round(r[1], 2) for r in runs]}, "
+                f"user CPU/request {statistics.median(r[2] for r in runs):.2f} µs "
+                f"{[round(r[2], 2) for r in runs]}"
             )
 
         streams = {"A": [], "B": []}

@@ -410,6 +410,24 @@ class Proc:
                     continue
         return total / 1e9
 
+    def user_seconds(self) -> float:
+        """User-mode CPU time of the process tree so far (clock ticks of
+        `/proc/<pid>/task/<tid>/stat`): what a change to the gateway's own code moves, without
+        the kernel's network work, which varies more from run to run."""
+        ticks = 0
+        for pid in self.tree():
+            try:
+                tasks = os.listdir(f"/proc/{pid}/task")
+            except OSError:
+                continue
+            for tid in tasks:
+                try:
+                    stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+                    ticks += int(stat.rsplit(")", 1)[1].split()[11])
+                except (OSError, IndexError, ValueError):
+                    continue
+        return ticks / os.sysconf("SC_CLK_TCK")
+
 
 def wait_ready(url: str, proc: Proc, timeout: float = 20, pause: float = 0.0005) -> float:
     """Polls `url` until it answers 200; returns seconds since the process was spawned."""
