@@ -397,10 +397,6 @@ impl RawFields {
         http::HeaderValue::from_maybe_shared(self.head.slice(start..start + value.len())).ok()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
-    }
-
     /// The fields of a header map (an HTTP/2 request), laid out as a head would hold them.
     pub fn from_map(headers: &http::HeaderMap) -> Self {
         let mut head = Vec::with_capacity(headers.len() * 32);
@@ -409,9 +405,15 @@ impl RawFields {
             let n = head.len();
             put_field(&mut head, name.as_str().as_bytes(), value.as_bytes());
             let v = n + name.as_str().len() + 2;
-            // A head this large was refused by hyper long before (its limit is far lower).
-            let at = |i: usize| u32::try_from(i).unwrap_or(u32::MAX);
-            spans.push([at(n), at(v - 2), at(v), at(v + value.len())]);
+            // Positions are 32-bit; hyper refuses header lists long before that matters.
+            let (Ok(n), Ok(v), Ok(ve)) = (
+                u32::try_from(n),
+                u32::try_from(v),
+                u32::try_from(v + value.len()),
+            ) else {
+                break;
+            };
+            spans.push([n, v - 2, v, ve]);
         }
         Self {
             head: Bytes::from(head),

@@ -52,38 +52,38 @@ impl ClientHead {
 /// One async function on purpose: every nested future is built and then moved into its parent,
 /// so each level of nesting copies the whole state below it once per request. The awaited stages
 /// (body, attempts) are the only nested futures; the attempt phase is boxed, as it is large.
-pub async fn handle<B>(gw: Arc<Gateway>, parts: ClientHead, body: B, client: SocketAddr) -> Answer
+pub async fn handle<B>(gw: Arc<Gateway>, request: ClientHead, body: B, client: SocketAddr) -> Answer
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
     let started = Instant::now();
     // 1. Request id first, so every answer (even a 401) can be correlated.
-    let request_id = request_id(&parts.fields);
+    let request_id = request_id(&request.fields);
     let served: Result<Answer, GatewayError> = 'stages: {
         // 2. Client auth before anything costly: unknown callers learn nothing about routes.
-        let consumer = match gw.auth.authenticate(&parts.fields) {
+        let consumer = match gw.auth.authenticate(&request.fields) {
             Ok(consumer) => consumer,
             Err(error) => break 'stages Err(error),
         };
         // 3. Route: only Azure OpenAI paths are served.
-        let Some(route) = routes::classify(parts.uri.path(), gw.config.server.test_mode) else {
+        let Some(route) = routes::classify(request.uri.path(), gw.config.server.test_mode) else {
             break 'stages Err(GatewayError::NotFound);
         };
         // 4. Buffer the body (bounded) so any backend can be retried with it.
-        let body = match read_body(body, &parts.fields, gw.config.server.max_body_bytes).await {
+        let body = match read_body(body, &request.fields, gw.config.server.max_body_bytes).await {
             Ok(body) => RequestBody::new(body, route.operation, gw.config.upstream.stream_usage),
             Err(error) => break 'stages Err(error),
         };
         // 5. Backend selection inputs: Responses affinity and the consistent-hash key.
         let pinned = affinity(&gw, route.response_id, body.previous_response_id.as_deref());
-        let hash_key = hash_key(&gw, &parts.fields, consumer.as_ref(), client);
+        let hash_key = hash_key(&gw, &request.fields, consumer.as_ref(), client);
         // 6. Attempts with failover until an answer can be committed.
         let wanted = AttemptRequest {
             route: &route,
-            query: parts.uri.query(),
-            method: &parts.method,
-            headers: &parts.fields,
+            query: request.uri.query(),
+            method: &request.method,
+            headers: &request.fields,
             body: &body,
             request_id: &request_id,
             hash_key: hash_key.as_deref(),
@@ -116,13 +116,13 @@ where
                 .config
                 .log
                 .access
-                .then(|| (parts.method.clone(), parts.uri.clone())),
+                .then(|| (request.method.clone(), request.uri.clone())),
             client,
             _in_flight: None,
         };
         let mut answer = respond(&gw, &route, &body, winner, accounting);
         if route.test_prefixed {
-            test_header_shim(&parts.fields, &mut answer.head);
+            test_header_shim(&request.fields, &mut answer.head);
         }
         Ok(answer)
     };
@@ -132,8 +132,8 @@ where
                 target: "access",
                 request_id = request_id.to_str().unwrap_or_default(),
                 client_ip = %client.ip(),
-                method = %parts.method,
-                path = parts.uri.path(),
+                method = %request.method,
+                path = request.uri.path(),
                 status = error.status().as_u16(),
                 error = error.code(),
                 "request"

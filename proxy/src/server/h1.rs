@@ -82,7 +82,7 @@ pub async fn serve(
         };
         first = false;
         let Head {
-            client: request,
+            request,
             http10,
             mut framing,
             keep_alive,
@@ -96,11 +96,11 @@ pub async fn serve(
             continue_sent: if expect_continue { Some(0) } else { None },
         };
         let gateway = current.load_full();
-        let response = crate::pipeline::handle(gateway, request, body, client).await;
+        let answer = crate::pipeline::handle(gateway, request, body, client).await;
         // A body the pipeline did not read (413, 401) cannot be skipped safely: close after.
         let keep_alive = keep_alive && framing.is_done() && !*drain.borrow();
         let written = conn
-            .write_response(response, head_only, http10, keep_alive)
+            .write_response(answer, head_only, http10, keep_alive)
             .await;
         if written.is_err() {
             return;
@@ -169,7 +169,7 @@ enum Next {
 struct Bad(&'static str);
 
 struct Head {
-    client: ClientHead,
+    request: ClientHead,
     http10: bool,
     framing: Framing,
     keep_alive: bool,
@@ -411,7 +411,7 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<Head>, Bad> {
         .close
         .map_or(version == Version::HTTP_11, |close| !close);
     Ok(Some(Head {
-        client: ClientHead {
+        request: ClientHead {
             method,
             uri,
             fields,
