@@ -397,6 +397,18 @@ class Proc:
     def cpu_seconds(self) -> float:
         """CPU time of the process tree so far: the nanosecond run time of every thread
         (`/proc/<pid>/task/<tid>/schedstat`), not the 10 ms ticks of `/proc/<pid>/stat`."""
+        return self._per_thread("schedstat", lambda text: int(text.split()[0])) / 1e9
+
+    def user_seconds(self) -> float:
+        """User-mode CPU time of the process tree so far (clock ticks of
+        `/proc/<pid>/task/<tid>/stat`): what a change to the gateway's own code moves, without
+        the kernel's network work, which varies more from run to run."""
+        ticks = self._per_thread("stat", lambda text: int(text.rsplit(")", 1)[1].split()[11]))
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    def _per_thread(self, name: str, read) -> int:
+        """Sum of `read(/proc/<pid>/task/<tid>/<name>)` over every thread of the process tree
+        (threads that end meanwhile are skipped)."""
         total = 0
         for pid in self.tree():
             try:
@@ -405,28 +417,10 @@ class Proc:
                 continue
             for tid in tasks:
                 try:
-                    total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+                    total += read(Path(f"/proc/{pid}/task/{tid}/{name}").read_text())
                 except (OSError, IndexError, ValueError):
                     continue
-        return total / 1e9
-
-    def user_seconds(self) -> float:
-        """User-mode CPU time of the process tree so far (clock ticks of
-        `/proc/<pid>/task/<tid>/stat`): what a change to the gateway's own code moves, without
-        the kernel's network work, which varies more from run to run."""
-        ticks = 0
-        for pid in self.tree():
-            try:
-                tasks = os.listdir(f"/proc/{pid}/task")
-            except OSError:
-                continue
-            for tid in tasks:
-                try:
-                    stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
-                    ticks += int(stat.rsplit(")", 1)[1].split()[11])
-                except (OSError, IndexError, ValueError):
-                    continue
-        return ticks / os.sysconf("SC_CLK_TCK")
+        return total
 
 
 def wait_ready(url: str, proc: Proc, timeout: float = 20, pause: float = 0.0005) -> float:
