@@ -57,6 +57,14 @@ impl Framing {
         }
     }
 
+    /// The body size hint for what is still to come (exact when known).
+    pub fn size_hint(self) -> http_body::SizeHint {
+        self.remaining().map_or_else(
+            http_body::SizeHint::default,
+            http_body::SizeHint::with_exact,
+        )
+    }
+
     /// Takes the body data that is complete at the front of `buf`, if any; becomes `Done` at the
     /// end of the body (bytes after it stay in `buf`). The chunks of one read come out as one piece.
     pub fn decode(&mut self, buf: &mut BytesMut) -> io::Result<Option<Bytes>> {

@@ -266,10 +266,9 @@ where
 
 /// The client's `x-request-id` if it is sane, else a new one (32 random hex digits).
 fn request_id(fields: &RawFields) -> HeaderValue {
-    if let Some(value) = fields.get("x-request-id") {
-        let sane =
-            !value.is_empty() && value.len() <= 128 && value.iter().all(u8::is_ascii_graphic);
-        if let Some(value) = sane.then(|| fields.get_value("x-request-id")).flatten() {
+    if let Some(value) = fields.get_value("x-request-id") {
+        let bytes = value.as_bytes();
+        if !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(u8::is_ascii_graphic) {
             return value;
         }
     }

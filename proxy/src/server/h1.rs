@@ -462,10 +462,7 @@ impl Body for RequestBody<'_> {
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.framing.remaining().map_or_else(
-            http_body::SizeHint::default,
-            http_body::SizeHint::with_exact,
-        )
+        self.framing.size_hint()
     }
 }
 
@@ -509,7 +506,7 @@ impl AsyncWrite for Prefixed {
     }
 
     fn is_write_vectored(&self) -> bool {
-        true
+        self.stream.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

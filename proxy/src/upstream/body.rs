@@ -116,8 +116,6 @@ impl Body for UpstreamBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.framing
-            .remaining()
-            .map_or_else(SizeHint::default, SizeHint::with_exact)
+        self.framing.size_hint()
     }
 }
