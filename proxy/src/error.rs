@@ -87,6 +87,8 @@ pub enum GatewayError {
         limit: u64,
     },
     BadRequest(String),
+    /// A valid request using what the gateway does not implement (a transfer coding).
+    NotImplemented(&'static str),
     /// Every backend was throttled or cooling down.
     AllThrottled {
         retry_after: Duration,
@@ -111,6 +113,7 @@ impl GatewayError {
             GatewayError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             GatewayError::AllThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::Exhausted { timeout: true, .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Exhausted { timeout: false, .. } => StatusCode::BAD_GATEWAY,
@@ -126,6 +129,7 @@ impl GatewayError {
             GatewayError::Unauthorized { .. } => "unauthorized",
             GatewayError::PayloadTooLarge { .. } => "payload_too_large",
             GatewayError::BadRequest(_) => "bad_request",
+            GatewayError::NotImplemented(_) => "not_implemented",
             GatewayError::AllThrottled { .. } => "all_backends_throttled",
             GatewayError::Exhausted { timeout: true, .. } => "all_backends_timed_out",
             GatewayError::Exhausted { timeout: false, .. } => "all_backends_failed",
@@ -150,6 +154,7 @@ impl GatewayError {
                 format!("Request body is larger than the gateway limit of {limit} bytes.")
             }
             GatewayError::BadRequest(m) => m.clone(),
+            GatewayError::NotImplemented(m) => (*m).into(),
             GatewayError::AllThrottled { retry_after, .. } => format!(
                 "Every backend is throttled. Please retry after {} seconds.",
                 retry_after.as_millis().div_ceil(1000)

@@ -219,6 +219,8 @@ pub struct FramingFields {
     pub coded: bool,
     /// ... and its last coding is `chunked`.
     pub chunked: bool,
+    /// Transfer codings listed, over every `transfer-encoding` field (saturating).
+    pub codings: u8,
     /// `connection: close` (Some(true)) or `keep-alive` (Some(false)).
     pub close: Option<bool>,
     /// `expect: 100-continue`.
@@ -226,7 +228,6 @@ pub struct FramingFields {
 }
 
 impl FramingFields {
-    /// Notes one header field; `Err` names what is wrong with a framing field.
     /// Notes one header field (`name` in any case); `Err` names what is wrong with a framing
     /// field.
     pub fn note(&mut self, name: &[u8], value: &[u8]) -> Result<(), &'static str> {
@@ -242,11 +243,14 @@ impl FramingFields {
             }
             self.length = Some(parsed);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // Several fields form one list, in order (RFC 9110 §5.3); empty elements do not count.
             self.coded = true;
-            self.chunked = value
-                .rsplit(|&b| b == b',')
-                .next()
-                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            for coding in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if !coding.is_empty() {
+                    self.codings = self.codings.saturating_add(1);
+                    self.chunked = coding.eq_ignore_ascii_case(b"chunked");
+                }
+            }
         } else if name.eq_ignore_ascii_case(b"connection") {
             for token in value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
@@ -260,6 +264,18 @@ impl FramingFields {
             self.expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         }
         Ok(())
+    }
+
+    /// The transfer codings are `chunked` alone: the only ones the gateway decodes and relays
+    /// (another coding, such as `gzip, chunked`, would reach the other side undone or unnamed).
+    pub fn only_chunked(&self) -> bool {
+        self.chunked && self.codings == 1
+    }
+
+    /// Both `transfer-encoding` and `content-length`: the first wins, but the message may be an
+    /// attempt at request smuggling, so its connection is not reused (RFC 9112 §6.1, §6.3).
+    pub fn ambiguous(&self) -> bool {
+        self.coded && self.length.is_some()
     }
 }
 

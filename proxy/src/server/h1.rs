@@ -68,8 +68,12 @@ pub async fn serve(
             Ok(Next::Request(head)) => head,
             Ok(Next::Closed) => return,
             Ok(Next::H2) => return serve_h2(conn, client, current, drain).await,
-            Err(Bad(message)) => {
-                let response = GatewayError::BadRequest(message.into()).into_response();
+            Err(bad) => {
+                let error = match bad {
+                    Bad::Malformed(message) => GatewayError::BadRequest(message.into()),
+                    Bad::Unsupported(message) => GatewayError::NotImplemented(message),
+                };
+                let response = error.into_response();
                 if conn
                     .write_response(Answer::from_response(response), false, false, false)
                     .await
@@ -165,8 +169,13 @@ enum Next {
     H2,
 }
 
-/// A request that cannot be parsed; the message says what is wrong.
-struct Bad(&'static str);
+/// A request that cannot be served; the message says what is wrong.
+enum Bad {
+    /// Not valid HTTP/1.1 (400).
+    Malformed(&'static str),
+    /// Valid, but uses what the gateway does not implement (501).
+    Unsupported(&'static str),
+}
 
 struct Head {
     request: ClientHead,
@@ -222,7 +231,7 @@ impl Conn {
                     return Ok(Next::Request(head));
                 }
                 if self.buf.len() > MAX_HEAD {
-                    return Err(Bad("The request head is too large."));
+                    return Err(Bad::Malformed("The request head is too large."));
                 }
             } else if *drain.borrow() {
                 return Ok(Next::Closed);
@@ -377,11 +386,13 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<Head>, Bad> {
     let len = match request.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(Bad("Too many header fields.")),
-        Err(_) => return Err(Bad("The request is not valid HTTP/1.1.")),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Bad::Malformed("Too many header fields."));
+        }
+        Err(_) => return Err(Bad::Malformed("The request is not valid HTTP/1.1.")),
     };
     let method = Method::from_bytes(request.method.unwrap_or("").as_bytes())
-        .map_err(|_| Bad("Invalid request method."))?;
+        .map_err(|_| Bad::Malformed("Invalid request method."))?;
     let version = match request.version {
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
@@ -389,17 +400,24 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<Head>, Bad> {
     let target = request.path.unwrap_or("/").as_bytes();
     let origin = buf.as_ptr() as usize;
     let target = (target.as_ptr() as usize - origin, target.len());
-    let spans = RawFields::locate(buf, request.headers).map_err(Bad)?;
+    let spans = RawFields::locate(buf, request.headers).map_err(Bad::Malformed)?;
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1))
-        .map_err(|_| Bad("Invalid request target."))?;
+        .map_err(|_| Bad::Malformed("Invalid request target."))?;
     let mut framing_fields = FramingFields::default();
-    let fields = RawFields::new(head, spans, &mut framing_fields).map_err(Bad)?;
+    let fields = RawFields::new(head, spans, &mut framing_fields).map_err(Bad::Malformed)?;
     // RFC 9112 §6.3: chunked must be the last transfer coding of a request; it wins over
     // content-length; no framing means no body.
     let framing = if framing_fields.coded {
         if !framing_fields.chunked {
-            return Err(Bad("Unsupported transfer-encoding."));
+            return Err(Bad::Malformed(
+                "The request's transfer-encoding does not end in chunked.",
+            ));
+        }
+        if !framing_fields.only_chunked() {
+            return Err(Bad::Unsupported(
+                "Only the chunked transfer-encoding is supported.",
+            ));
         }
         Framing::chunked()
     } else {
@@ -407,9 +425,10 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<Head>, Bad> {
             .length
             .map_or(Framing::Empty, Framing::Length)
     };
-    let keep_alive = framing_fields
-        .close
-        .map_or(version == Version::HTTP_11, |close| !close);
+    let keep_alive = !framing_fields.ambiguous()
+        && framing_fields
+            .close
+            .map_or(version == Version::HTTP_11, |close| !close);
     Ok(Some(Head {
         request: ClientHead {
             method,

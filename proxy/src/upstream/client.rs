@@ -436,16 +436,21 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<(BackendHead, Framing, bool)>
     let mut fields = FramingFields::default();
     let raw = RawFields::new(head, spans, &mut fields).map_err(Failed::Malformed)?;
     let close = fields.close.unwrap_or(version == Version::HTTP_10);
-    // RFC 9112 §6.3: no body for 1xx/204/304; transfer-encoding wins over content-length; a
-    // transfer coding other than chunked last, or no framing at all, reads until close.
+    // RFC 9112 §6.3: no body for 1xx/204/304; transfer-encoding wins over content-length (and
+    // the connection is not reused after such an answer); a transfer coding other than chunked
+    // last, or no framing at all, reads until close.
     let framing = if status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
         Framing::Empty
     } else if fields.coded {
-        if fields.chunked {
+        if fields.only_chunked() {
             Framing::chunked()
+        } else if fields.chunked {
+            // `gzip, chunked` and the like: decoding the chunks would hand the client a body
+            // whose coding nobody names any more.
+            return Err(Failed::Malformed("unsupported transfer coding"));
         } else {
             Framing::UntilClose
         }
@@ -454,7 +459,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<(BackendHead, Framing, bool)>
     } else {
         Framing::UntilClose
     };
-    let keep_alive = !close && !matches!(framing, Framing::UntilClose);
+    let keep_alive = !close && !fields.ambiguous() && !matches!(framing, Framing::UntilClose);
     let head = BackendHead {
         status,
         version,

@@ -1,6 +1,6 @@
 //! The API listener's HTTP/1.1 at the wire level (`server/h1.rs`), with a raw TCP client:
-//! pipelining, `expect: 100-continue`, chunked request bodies, HTTP/1.0, malformed requests,
-//! and idle connections closing on drain.
+//! pipelining, `expect: 100-continue`, chunked request bodies, framing that could smuggle a
+//! request, HTTP/1.0, malformed requests, and idle connections closing on drain.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -172,6 +172,28 @@ async fn chunked_request_bodies_reach_the_backend_whole() {
 }
 
 #[tokio::test]
+async fn a_request_framed_two_ways_is_read_as_chunked_then_its_connection_closed() {
+    let backend = mock("a").await;
+    let gw = gateway(&config_yaml(&[b("a", backend.url())], &clients())).await;
+    // Transfer-encoding wins over content-length (RFC 9112 §6.3), but a front end that went by
+    // the length would take the rest for a second request: nothing after it on this connection
+    // is served (§6.1), so the two cannot disagree about where requests begin.
+    let request = format!(
+        "POST {CHAT} HTTP/1.1\r\nhost: x\r\napi-key: {KEY}\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{CHAT_BODY}\r\n0\r\n\r\n",
+        CHAT_BODY.len()
+    ) + &chat_request(gw.addr, "second", "");
+    let mut conn = TcpStream::connect(gw.addr).await.unwrap();
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let reply = read_response(&mut conn, &mut BytesMut::new()).await;
+    assert_eq!(reply.status, 200);
+    assert!(reply.head.contains("connection: close"), "{}", reply.head);
+    assert!(closed(&mut conn).await);
+    let log = backend.stats().requests_log();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].body, CHAT_BODY.as_bytes());
+}
+
+#[tokio::test]
 async fn http10_clients_get_their_answer_then_a_close() {
     let backend = mock("a").await;
     let gw = gateway(&config_yaml(&[b("a", backend.url())], &clients())).await;
@@ -188,22 +210,54 @@ async fn http10_clients_get_their_answer_then_a_close() {
 async fn malformed_requests_get_400_in_the_error_shape_and_a_close() {
     let backend = mock("a").await;
     let gw = gateway(&config_yaml(&[b("a", backend.url())], &clients())).await;
-    for garbage in [
-        "NOT HTTP AT ALL\r\n\r\n".to_owned(),
-        format!("POST {CHAT} HTTP/1.1\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello"),
-        format!("POST {CHAT} HTTP/1.1\r\ntransfer-encoding: gzip\r\n\r\n"),
+    let chunked_body = format!("{:x}\r\n{CHAT_BODY}\r\n0\r\n\r\n", CHAT_BODY.len());
+    for (garbage, status, code) in [
+        ("NOT HTTP AT ALL\r\n\r\n".to_owned(), 400, "bad_request"),
+        (
+            format!("POST {CHAT} HTTP/1.1\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello"),
+            400,
+            "bad_request",
+        ),
+        // The body's length cannot be known unless chunked is the last coding.
+        (
+            format!("POST {CHAT} HTTP/1.1\r\ntransfer-encoding: gzip\r\n\r\n"),
+            400,
+            "bad_request",
+        ),
+        (
+            format!(
+                "POST {CHAT} HTTP/1.1\r\ntransfer-encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n{chunked_body}"
+            ),
+            400,
+            "bad_request",
+        ),
+        // Codings under the chunks are not decoded, and must not reach a backend unnamed.
+        (
+            format!(
+                "POST {CHAT} HTTP/1.1\r\napi-key: {KEY}\r\ntransfer-encoding: gzip, chunked\r\n\r\n{chunked_body}"
+            ),
+            501,
+            "not_implemented",
+        ),
+        (
+            format!(
+                "POST {CHAT} HTTP/1.1\r\napi-key: {KEY}\r\ntransfer-encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n{chunked_body}"
+            ),
+            501,
+            "not_implemented",
+        ),
     ] {
         let mut conn = TcpStream::connect(gw.addr).await.unwrap();
         conn.write_all(garbage.as_bytes()).await.unwrap();
         let reply = read_response(&mut conn, &mut BytesMut::new()).await;
-        assert_eq!(reply.status, 400, "{garbage}");
+        assert_eq!(reply.status, status, "{garbage}");
         assert!(
-            reply.head.contains("x-gateway-error: bad_request"),
+            reply.head.contains(&format!("x-gateway-error: {code}")),
             "{}",
             reply.head
         );
         let json: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
-        assert_eq!(json["error"]["code"], "bad_request");
+        assert_eq!(json["error"]["code"], code);
         assert!(closed(&mut conn).await);
     }
     assert!(backend.stats().requests_log().is_empty());

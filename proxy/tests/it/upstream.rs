@@ -196,11 +196,15 @@ async fn bodies_without_length_run_until_close_and_are_not_reused() {
 
 #[tokio::test]
 async fn malformed_answers_and_bad_framing_are_errors() {
-    let malformed: [&'static [u8]; 3] = [
+    let malformed: [&'static [u8]; 5] = [
         b"SSH-2.0-OpenSSH\r\n\r\n",
         b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nabc",
         // Header values with control bytes (here DEL) cannot be passed on to a client.
         b"HTTP/1.1 200 OK\r\nx-odd: a\x7fb\r\ncontent-length: 0\r\n\r\n",
+        // A coding under the chunks: relaying the decoded chunks would drop its name.
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n",
+        // The same list over two fields.
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
     ];
     for answer in malformed {
         let (addr, _) = scripted(vec![vec![Step::Answer(vec![answer])]]).await;
@@ -220,6 +224,26 @@ async fn malformed_answers_and_bad_framing_are_errors() {
     let (_, body) = pool.send(head, Bytes::new()).await.unwrap();
     assert!(body.collect().await.is_err());
     assert_eq!(pool.idle_connections(), 0);
+}
+
+#[tokio::test]
+async fn an_answer_framed_two_ways_is_read_as_chunked_and_its_connection_not_reused() {
+    // RFC 9112 §6.3: transfer-encoding wins; the content-length (which would cut the body at
+    // "he") is a sign the two ends may not agree where the answer ends.
+    let both: Vec<&'static [u8]> = vec![
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    ];
+    let ok: Vec<&'static [u8]> = vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"];
+    let (addr, accepted) = scripted(vec![
+        vec![Step::Answer(both), Step::Answer(ok.clone())],
+        vec![Step::Answer(ok)],
+    ])
+    .await;
+    let pool = pool(&addr);
+    assert_eq!(get(&pool).await.unwrap(), (200, Bytes::from("hello")));
+    assert_eq!(pool.idle_connections(), 0);
+    assert_eq!(get(&pool).await.unwrap(), (200, Bytes::from("ok")));
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]
