@@ -42,6 +42,8 @@ pub struct ServerConfig {
     pub admin_listen: SocketAddr,
     pub max_body_bytes: u64,
     pub drain_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub client_timeout: Duration,
     pub test_mode: bool,
 }
 

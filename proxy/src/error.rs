@@ -89,6 +89,8 @@ pub enum GatewayError {
     BadRequest(String),
     /// A valid request using what the gateway does not implement (a transfer coding).
     NotImplemented(&'static str),
+    /// The client was too slow sending its request (`server.client_timeout`).
+    RequestTimeout,
     /// Every backend was throttled or cooling down.
     AllThrottled {
         retry_after: Duration,
@@ -114,6 +116,7 @@ impl GatewayError {
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            GatewayError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             GatewayError::AllThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::Exhausted { timeout: true, .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Exhausted { timeout: false, .. } => StatusCode::BAD_GATEWAY,
@@ -130,6 +133,7 @@ impl GatewayError {
             GatewayError::PayloadTooLarge { .. } => "payload_too_large",
             GatewayError::BadRequest(_) => "bad_request",
             GatewayError::NotImplemented(_) => "not_implemented",
+            GatewayError::RequestTimeout => "request_timeout",
             GatewayError::AllThrottled { .. } => "all_backends_throttled",
             GatewayError::Exhausted { timeout: true, .. } => "all_backends_timed_out",
             GatewayError::Exhausted { timeout: false, .. } => "all_backends_failed",
@@ -155,6 +159,9 @@ impl GatewayError {
             }
             GatewayError::BadRequest(m) => m.clone(),
             GatewayError::NotImplemented(m) => (*m).into(),
+            GatewayError::RequestTimeout => {
+                "The client did not send the request in time (server.client_timeout).".into()
+            }
             GatewayError::AllThrottled { retry_after, .. } => format!(
                 "Every backend is throttled. Please retry after {} seconds.",
                 retry_after.as_millis().div_ceil(1000)

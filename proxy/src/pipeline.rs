@@ -252,8 +252,17 @@ where
     let mut body = std::pin::pin!(body);
     let mut gathered = Joined::default();
     while let Some(frame) = body.as_mut().frame().await {
-        let frame = frame
-            .map_err(|_| GatewayError::BadRequest("The request body could not be read.".into()))?;
+        let frame = frame.map_err(|error| {
+            let timed_out = error
+                .into()
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
+            if timed_out {
+                GatewayError::RequestTimeout
+            } else {
+                GatewayError::BadRequest("The request body could not be read.".into())
+            }
+        })?;
         if let Ok(data) = frame.into_data() {
             if (gathered.len() + data.len()) as u64 > limit {
                 return Err(GatewayError::PayloadTooLarge { limit });

@@ -48,6 +48,12 @@ pub struct RawServer {
     pub max_body_bytes: Option<u64>,
     /// How long SIGTERM waits for in-flight requests and streams. Default `30s`.
     pub drain_timeout: Option<String>,
+    /// How long an idle client connection is kept open for its next request. Default `75s`.
+    pub keepalive_timeout: Option<String>,
+    /// Longest a client may take to send a whole request head once it began it, or stay silent
+    /// while sending a body (both answered 408), or leave an answer unread (the connection is
+    /// closed). Default `60s`.
+    pub client_timeout: Option<String>,
     /// Enables the test-prefixed route aliases (`/round-robin-simple/openai/...`). Default false.
     pub test_mode: Option<bool>,
 }

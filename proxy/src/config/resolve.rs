@@ -100,11 +100,31 @@ fn resolve_server(raw: RawServer, problems: &mut Problems) -> ServerConfig {
         admin_listen,
         max_body_bytes,
         drain_timeout,
+        keepalive_timeout,
+        client_timeout,
         test_mode,
     } = raw;
     let max_body_bytes = max_body_bytes.unwrap_or(16 * 1024 * 1024);
     if max_body_bytes == 0 {
         problems.push("server.max_body_bytes", "must be greater than 0");
+    }
+    let keepalive_timeout = problems.duration(
+        "server.keepalive_timeout",
+        keepalive_timeout,
+        Duration::from_secs(75),
+    );
+    let client_timeout = problems.duration(
+        "server.client_timeout",
+        client_timeout,
+        Duration::from_secs(60),
+    );
+    for (path, value) in [
+        ("server.keepalive_timeout", keepalive_timeout),
+        ("server.client_timeout", client_timeout),
+    ] {
+        if value.is_zero() {
+            problems.push(path, "must be greater than 0");
+        }
     }
     ServerConfig {
         listen: problems.addr("server.listen", listen, "0.0.0.0:8080"),
@@ -115,6 +135,8 @@ fn resolve_server(raw: RawServer, problems: &mut Problems) -> ServerConfig {
             drain_timeout,
             Duration::from_secs(30),
         ),
+        keepalive_timeout,
+        client_timeout,
         test_mode: test_mode.unwrap_or(false),
     }
 }

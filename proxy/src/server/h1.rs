@@ -13,7 +13,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::{Buf, Bytes, BytesMut};
@@ -26,6 +27,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Sleep;
 
 use crate::answer::Answer;
 use crate::error::GatewayError;
@@ -56,10 +58,13 @@ pub async fn serve(
     mut drain: watch::Receiver<bool>,
 ) {
     let stream = Socket::new(stream);
+    let limits = Limits::of(&current.load());
     let mut conn = Conn {
         stream,
         buf: BytesMut::with_capacity(READ_CHUNK),
         out: Vec::new(),
+        timer: Timer::default(),
+        limits,
     };
     conn.stream.read_arrived(&mut conn.buf, READ_CHUNK);
     let mut first = true;
@@ -72,6 +77,7 @@ pub async fn serve(
                 let error = match bad {
                     Bad::Malformed(message) => GatewayError::BadRequest(message.into()),
                     Bad::Unsupported(message) => GatewayError::NotImplemented(message),
+                    Bad::TimedOut => GatewayError::RequestTimeout,
                 };
                 let response = error.into_response();
                 if conn
@@ -93,13 +99,17 @@ pub async fn serve(
             expect_continue,
         } = head;
         let head_only = request.method == Method::HEAD;
+        let gateway = current.load_full();
+        conn.limits = Limits::of(&gateway);
+        conn.timer.disarm();
         let body = RequestBody {
             stream: &mut conn.stream,
             buf: &mut conn.buf,
             framing: &mut framing,
             continue_sent: if expect_continue { Some(0) } else { None },
+            timer: &mut conn.timer,
+            limit: conn.limits.client,
         };
-        let gateway = current.load_full();
         let answer = crate::pipeline::handle(gateway, request, body, client).await;
         // A body the pipeline did not read (413, 401) cannot be skipped safely: close after.
         let keep_alive = keep_alive && framing.is_done() && !*drain.borrow();
@@ -158,6 +168,68 @@ struct Conn {
     buf: BytesMut,
     /// Response bytes being gathered; kept from one response to the next.
     out: Vec<u8>,
+    timer: Timer,
+    limits: Limits,
+}
+
+/// The client timeouts, from the config of the connection's latest request.
+#[derive(Clone, Copy)]
+struct Limits {
+    /// `server.keepalive_timeout`: waiting for the next request.
+    keepalive: Duration,
+    /// `server.client_timeout`: a head under way, a silent body, an unread answer.
+    client: Duration,
+}
+
+impl Limits {
+    fn of(gateway: &Gateway) -> Self {
+        let server = &gateway.config.server;
+        Self {
+            keepalive: server.keepalive_timeout,
+            client: server.client_timeout,
+        }
+    }
+}
+
+/// The connection's one timer, for whichever wait has a limit now: the next request, a head
+/// under way, a silent body, an answer the client does not read. A wait arms it only once it has
+/// to wait, so bytes that are already there never touch it (not even the clock); it is
+/// registered with the runtime once and then moved to each new deadline (to a later one with a
+/// compare-and-swap).
+#[derive(Default)]
+struct Timer {
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// The current wait has its deadline.
+    armed: bool,
+}
+
+impl Timer {
+    /// The next wait gets a deadline of its own (the current one made progress or ended).
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+
+    /// `Ready` once `limit` has passed since this wait was first polled here.
+    fn poll_expired(&mut self, limit: Duration, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.armed {
+            self.armed = true;
+            let deadline = tokio::time::Instant::now() + limit;
+            match &mut self.sleep {
+                Some(sleep) => sleep.as_mut().reset(deadline),
+                None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        self.sleep
+            .as_mut()
+            .map_or(Poll::Pending, |sleep| sleep.as_mut().poll(cx))
+    }
+}
+
+/// What ended a wait for request bytes.
+enum Waited {
+    Read(io::Result<usize>),
+    Drain,
+    Expired,
 }
 
 #[allow(clippy::large_enum_variant)] // One per request, moved once: a box would cost an allocation.
@@ -175,6 +247,8 @@ enum Bad {
     Malformed(&'static str),
     /// Valid, but uses what the gateway does not implement (501).
     Unsupported(&'static str),
+    /// The head did not arrive whole within `server.client_timeout` of its start (408).
+    TimedOut,
 }
 
 struct Head {
@@ -208,12 +282,14 @@ impl Conn {
     }
 
     /// Reads until a whole request head is buffered. Between requests (nothing buffered), a
-    /// drain ends the connection.
+    /// drain or `keepalive_timeout` ends the connection; a head must be whole within
+    /// `client_timeout` of its first bytes.
     async fn read_head(
         &mut self,
         drain: &mut watch::Receiver<bool>,
         first: bool,
     ) -> Result<Next, Bad> {
+        self.timer.disarm();
         loop {
             if first && self.buf.len() >= 3 && self.buf.starts_with(&H2_PREFACE[..3]) {
                 if self.buf.len() < H2_PREFACE.len()
@@ -242,20 +318,43 @@ impl Conn {
         }
     }
 
-    /// Reads more bytes; false when the client closed, or a drain began while nothing of a
-    /// request had arrived.
+    /// Reads more bytes; false when the client closed, or, while nothing of a request had
+    /// arrived, a drain began or the connection was idle for `keepalive_timeout`.
     async fn read(&mut self, drain: &mut watch::Receiver<bool>) -> Result<bool, Bad> {
         if self.buf.capacity() - self.buf.len() < 1024 {
             self.buf.reserve(READ_CHUNK);
         }
         let idle = self.buf.is_empty();
-        let read = tokio::select! {
-            read = tokio::io::AsyncReadExt::read_buf(&mut self.stream, &mut self.buf) => read,
-            _ = draining(drain), if idle => return Ok(false),
+        let limit = if idle {
+            self.limits.keepalive
+        } else {
+            self.limits.client
         };
-        match read {
-            Ok(0) | Err(_) => Ok(false),
-            Ok(_) => Ok(true),
+        let mut drained = std::pin::pin!(draining(drain));
+        // The read first: bytes already there need neither the drain signal nor the timer.
+        let waited = std::future::poll_fn(|cx| {
+            if let Poll::Ready(read) =
+                tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buf)
+            {
+                return Poll::Ready(Waited::Read(read));
+            }
+            if idle && drained.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Waited::Drain);
+            }
+            ready!(self.timer.poll_expired(limit, cx));
+            Poll::Ready(Waited::Expired)
+        })
+        .await;
+        match waited {
+            Waited::Read(Ok(0) | Err(_)) | Waited::Drain => Ok(false),
+            Waited::Read(Ok(_)) => {
+                if idle {
+                    self.timer.disarm(); // A head began: its own deadline from here.
+                }
+                Ok(true)
+            }
+            Waited::Expired if idle => Ok(false),
+            Waited::Expired => Err(Bad::TimedOut),
         }
     }
 
@@ -308,7 +407,7 @@ impl Conn {
         }
         out.extend_from_slice(b"\r\n");
         if head_only || bodiless {
-            return self.stream.write_all(&out).await;
+            return self.send(&out).await;
         }
         loop {
             // Poll once: if the next piece is not ready, send what is gathered before waiting.
@@ -316,7 +415,7 @@ impl Conn {
                 Poll::Ready(next) => next,
                 Poll::Pending => {
                     if !out.is_empty() {
-                        self.stream.write_all(&out).await?;
+                        self.send(&out).await?;
                         out.clear();
                     }
                     body.frame().await
@@ -326,7 +425,7 @@ impl Conn {
                 None => break,
                 Some(Err(_)) => {
                     // The body broke: the client must not take a cut-off body for a whole one.
-                    let _ = self.stream.write_all(&out).await;
+                    let _ = self.send(&out).await;
                     return Err(invalid("response body broke"));
                 }
                 Some(Ok(frame)) => {
@@ -344,9 +443,9 @@ impl Conn {
                     }
                     if data.len() >= WRITE_BATCH {
                         // Large pieces go out as they are rather than through a copy.
-                        self.stream.write_all(&out).await?;
+                        self.send(&out).await?;
                         out.clear();
-                        self.stream.write_all(&data).await?;
+                        self.send(&data).await?;
                     } else {
                         out.extend_from_slice(&data);
                     }
@@ -354,7 +453,7 @@ impl Conn {
                         out.extend_from_slice(b"\r\n");
                     }
                     if out.len() >= WRITE_BATCH {
-                        self.stream.write_all(&out).await?;
+                        self.send(&out).await?;
                         out.clear();
                     }
                 }
@@ -363,9 +462,34 @@ impl Conn {
         if chunked {
             out.extend_from_slice(b"0\r\n\r\n");
         }
-        self.stream.write_all(&out).await?;
+        self.send(&out).await?;
         if out.capacity() <= 2 * WRITE_BATCH {
             self.out = out;
+        }
+        Ok(())
+    }
+
+    /// Writes all of `data`; the client must take some of it every `client_timeout`, else the
+    /// connection is given up (the answer's backend connection with it).
+    async fn send(&mut self, mut data: &[u8]) -> io::Result<()> {
+        let limit = self.limits.client;
+        while !data.is_empty() {
+            self.timer.disarm();
+            let written = std::future::poll_fn(|cx| {
+                if let Poll::Ready(written) = Pin::new(&mut self.stream).poll_write(cx, data) {
+                    return Poll::Ready(written);
+                }
+                ready!(self.timer.poll_expired(limit, cx));
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client did not read its answer within server.client_timeout",
+                )))
+            })
+            .await?;
+            if written == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            data = &data[written..];
         }
         Ok(())
     }
@@ -453,6 +577,9 @@ struct RequestBody<'a> {
     framing: &'a mut Framing,
     /// Bytes of `100 Continue` written so far, when one is owed.
     continue_sent: Option<usize>,
+    timer: &'a mut Timer,
+    /// `server.client_timeout`: longest silence while the body is read.
+    limit: Duration,
 }
 
 impl Body for RequestBody<'_> {
@@ -472,8 +599,15 @@ impl Body for RequestBody<'_> {
             this.continue_sent = Some(sent + written);
         }
         let reserve = READ_CHUNK.max(this.framing.remaining().unwrap_or(0).min(1 << 20) as usize);
-        let polled = std::task::ready!(poll_body(this.framing, this.buf, this.stream, cx, reserve));
-        Poll::Ready(polled.map(|result| result.map(Frame::data)))
+        if let Poll::Ready(polled) = poll_body(this.framing, this.buf, this.stream, cx, reserve) {
+            this.timer.disarm();
+            return Poll::Ready(polled.map(|result| result.map(Frame::data)));
+        }
+        ready!(this.timer.poll_expired(this.limit, cx));
+        Poll::Ready(Some(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client sent no body bytes within server.client_timeout",
+        ))))
     }
 
     fn is_end_stream(&self) -> bool {

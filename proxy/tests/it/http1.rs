@@ -1,11 +1,13 @@
 //! The API listener's HTTP/1.1 at the wire level (`server/h1.rs`), with a raw TCP client:
 //! pipelining, `expect: 100-continue`, chunked request bodies, framing that could smuggle a
-//! request, HTTP/1.0, malformed requests, and idle connections closing on drain.
+//! request, HTTP/1.0, malformed requests, idle connections closing on drain, and the client
+//! timeouts (idle keep-alive, a stalled head or body, an answer nobody reads).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use mock::MockOptions;
 use proxy::http1::Framing;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -312,4 +314,84 @@ async fn a_refused_body_is_drained_for_a_while_instead_of_reset() {
     }
     assert!(closed(&mut conn).await);
     assert_eq!(backend.stats().requests(), 0);
+}
+
+/// A gateway with short client timeouts, so the tests wait for them instead of the defaults.
+async fn impatient(backend: &mock::MockServer) -> proxy::RunningGateway {
+    let yaml = config_yaml(&[b("a", backend.url())], &clients()).replace(
+        "server:\n",
+        "server:\n  keepalive_timeout: 200ms\n  client_timeout: 200ms\n",
+    );
+    gateway(&yaml).await
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_closes_after_keepalive_timeout() {
+    let backend = mock("a").await;
+    let gw = impatient(&backend).await;
+    let mut conn = TcpStream::connect(gw.addr).await.unwrap();
+    conn.write_all(chat_request(gw.addr, "one", "").as_bytes())
+        .await
+        .unwrap();
+    let reply = read_response(&mut conn, &mut BytesMut::new()).await;
+    assert_eq!(reply.status, 200);
+    assert!(!reply.head.contains("connection: close"), "{}", reply.head);
+    // Kept alive, then closed once idle (without the timeout it would stay open for good).
+    assert!(closed(&mut conn).await);
+    // A connection that never sends anything is idle from the start.
+    let mut silent = TcpStream::connect(gw.addr).await.unwrap();
+    assert!(closed(&mut silent).await);
+}
+
+#[tokio::test]
+async fn a_request_that_stalls_mid_head_or_mid_body_gets_408_and_a_close() {
+    let backend = mock("a").await;
+    let gw = impatient(&backend).await;
+    let whole = chat_request(gw.addr, "slow", "");
+    let body_at = whole.len() - CHAT_BODY.len();
+    for (what, sent) in [
+        ("head", &whole[..body_at / 2]),
+        ("body", &whole[..body_at + CHAT_BODY.len() / 2]),
+    ] {
+        let mut conn = TcpStream::connect(gw.addr).await.unwrap();
+        conn.write_all(sent.as_bytes()).await.unwrap();
+        let reply = read_response(&mut conn, &mut BytesMut::new()).await;
+        assert_eq!(reply.status, 408, "{what}");
+        assert!(
+            reply.head.contains("x-gateway-error: request_timeout"),
+            "{what}: {}",
+            reply.head
+        );
+        assert!(reply.head.contains("connection: close"), "{}", reply.head);
+        assert!(closed(&mut conn).await, "{what}");
+    }
+    assert_eq!(backend.stats().requests(), 0);
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_its_stream_is_let_go_and_the_backend_stream_with_it() {
+    // Far more than every socket buffer between the mock and the client can hold.
+    let backend = mock_with(MockOptions {
+        chunk_count: 300_000,
+        ..opts("a")
+    })
+    .await;
+    let gw = impatient(&backend).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut conn = socket.connect(gw.addr).await.unwrap();
+    let request = format!(
+        "POST {CHAT} HTTP/1.1\r\nhost: x\r\napi-key: {KEY}\r\ncontent-length: {}\r\n\r\n{STREAM_BODY}",
+        STREAM_BODY.len()
+    );
+    conn.write_all(request.as_bytes()).await.unwrap();
+    // The client reads nothing. The gateway's writes stall, it gives up after client_timeout and
+    // drops the backend stream; without that, everything would wait on everything for good.
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        backend.stats().wait_for_streams_aborted(1),
+    )
+    .await
+    .expect("the backend stream was not dropped within 10 s");
+    assert_eq!(backend.stats().streams_completed(), 0);
 }
