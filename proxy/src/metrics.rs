@@ -166,6 +166,7 @@ pub struct Metrics {
     remaining_requests: Family<BackendLabels, Gauge>,
     active_streams: Family<BackendLabels, Gauge>,
     reloads: Family<ResultLabels, Counter>,
+    accept_errors: Counter,
     resolved: Resolved<RequestLabels, RequestHandles>,
 }
 
@@ -238,6 +239,12 @@ impl Metrics {
             "Config reload attempts by result",
             reloads.clone(),
         );
+        let accept_errors = Counter::default();
+        registry.register(
+            "accept_errors",
+            "Connections the listeners could not accept for want of file descriptors or memory (accepting pauses briefly after each)",
+            accept_errors.clone(),
+        );
         let build_info = Family::<VersionLabels, Gauge>::default();
         build_info
             .get_or_create(&VersionLabels {
@@ -257,6 +264,7 @@ impl Metrics {
             remaining_requests,
             active_streams,
             reloads,
+            accept_errors,
             resolved: Resolved::new(),
         }
     }
@@ -326,6 +334,11 @@ impl Metrics {
                 reason: reason.label(),
             })
             .inc();
+    }
+
+    /// A listener's accept failed for want of resources.
+    pub fn accept_failed(&self) {
+        self.accept_errors.inc();
     }
 
     pub fn reload(&self, ok: bool) {

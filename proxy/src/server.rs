@@ -171,8 +171,14 @@ async fn serve_api(
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(error) => {
-                    tracing::warn!(%error, "accept failed");
-                    continue;
+                    if accept_failed(&error, "api", &current) {
+                        continue;
+                    }
+                    // A pause, unless this was the end.
+                    tokio::select! {
+                        _ = tokio::time::sleep(ACCEPT_PAUSE) => continue,
+                        _ = stop.changed() => break,
+                    }
                 }
             },
             _ = stop.changed() => break,
@@ -190,6 +196,26 @@ async fn serve_api(
     {
         tracing::warn!(?drain, "drain timeout passed with requests still in flight");
     }
+}
+
+/// How long a listener stops accepting after running out of file descriptors or memory.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// Handles a failed accept; true when accepting may go on at once. A network error of the
+/// queued connection (Linux reports those from `accept`) costs nothing to skip; but without file
+/// descriptors or memory every retry fails at once while the connection stays queued, so
+/// accepting pauses instead of spinning (as nginx does), counted and logged once per pause.
+fn accept_failed(error: &std::io::Error, listener: &str, current: &ArcSwap<Gateway>) -> bool {
+    use rustix::io::Errno;
+    let starved = [Errno::MFILE, Errno::NFILE, Errno::NOBUFS, Errno::NOMEM]
+        .iter()
+        .any(|errno| error.raw_os_error() == Some(errno.raw_os_error()));
+    if !starved {
+        return true;
+    }
+    current.load().metrics.accept_failed();
+    tracing::warn!(listener, %error, pause_ms = ACCEPT_PAUSE.as_millis() as u64, "cannot accept connections (file descriptors or memory exhausted); pausing");
+    false
 }
 
 /// The API listening socket, shared by the workers: `SO_REUSEADDR` and a backlog of 1024 (as
@@ -230,7 +256,15 @@ async fn serve_admin(
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
-                Err(_) => continue,
+                Err(error) => {
+                    if accept_failed(&error, "admin", &current) {
+                        continue;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(ACCEPT_PAUSE) => continue,
+                        _ = stop.changed() => break,
+                    }
+                }
             },
             _ = stop.changed() => break,
         };
