@@ -44,6 +44,10 @@ const MAX_HEAD: usize = 64 * 1024;
 const READ_CHUNK: usize = 8 * 1024;
 /// Response bytes gathered before a write even when more body is ready at once.
 const WRITE_BATCH: usize = 64 * 1024;
+/// Largest buffer a connection keeps while it waits for its next request. A big request body
+/// (an agent's prompt runs to hundreds of KiB) or answer grows the buffers; kept, they would
+/// make every idle keep-alive connection that large.
+const IDLE_BUFFER: usize = 32 * 1024;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// How long, and how many bytes, a closing connection keeps reading what the client still sends.
@@ -99,6 +103,11 @@ pub async fn serve(
             expect_continue,
         } = head;
         let head_only = request.method == Method::HEAD;
+        let large_body = match framing {
+            Framing::Empty | Framing::Done => false,
+            Framing::Length(length) => length > IDLE_BUFFER as u64,
+            Framing::Chunked(_) | Framing::UntilClose => true,
+        };
         let gateway = current.load_full();
         conn.limits = Limits::of(&gateway);
         conn.timer.disarm();
@@ -122,6 +131,11 @@ pub async fn serve(
         if !keep_alive {
             conn.linger().await;
             return;
+        }
+        // The body's pieces were split off the read buffer, which still shares (and keeps) the
+        // allocation it grew for them: start afresh unless a pipelined request is in it.
+        if large_body && conn.buf.is_empty() {
+            conn.buf = BytesMut::with_capacity(READ_CHUNK);
         }
     }
 }
@@ -463,7 +477,7 @@ impl Conn {
             out.extend_from_slice(b"0\r\n\r\n");
         }
         self.send(&out).await?;
-        if out.capacity() <= 2 * WRITE_BATCH {
+        if out.capacity() <= IDLE_BUFFER {
             self.out = out;
         }
         Ok(())

@@ -1,4 +1,5 @@
-//! The `proxy` binary: `--check`, refusing bad configs, the exported schema, SIGTERM drain.
+//! The `proxy` binary: `--check`, refusing bad configs, the exported schema, SIGTERM drain, and
+//! the memory idle connections keep (with the binary's own allocator).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -160,6 +161,115 @@ fn example_configs_are_valid() {
     }
 }
 
+/// Starts the binary on `config`; returns it, its API address (from the JSON start-up log) and
+/// the rest of its log lines once it exits.
+fn spawn_proxy(
+    config: &std::path::Path,
+) -> (
+    std::process::Child,
+    std::net::SocketAddr,
+    std::thread::JoinHandle<Vec<String>>,
+) {
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("proxy exited before listening")
+            .unwrap();
+        if line.contains("gateway listening") {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            break v["fields"]["addr"].as_str().unwrap().parse().unwrap();
+        }
+    };
+    let log = std::thread::spawn(move || lines.map_while(Result::ok).collect());
+    (child, addr, log)
+}
+
+/// Kills the process when dropped, so a failing test does not leave it running.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn idle_connections_do_not_keep_the_memory_of_a_big_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = mock_with(MockOptions {
+        record_requests: false,
+        ..opts("a")
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        &dir,
+        "gateway.yaml",
+        &config_yaml(&[b("a", backend.url())], ""),
+    );
+    let (child, addr, _) = spawn_proxy(&path);
+    let child = KillOnDrop(child);
+    let pid = child.0.id();
+    // An agent's prompt: 400 KB of JSON per request, on connections kept open afterwards.
+    let body = format!(
+        r#"{{"messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(400_000)
+    );
+    let request = format!(
+        "POST {CHAT} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let before = rss_kib(pid);
+    let mut idle = Vec::new();
+    for _ in 0..100 {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        let length = loop {
+            conn.read_buf(&mut got).await.unwrap();
+            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&got[..end]).to_lowercase();
+                assert!(head.starts_with("http/1.1 200"), "{head}");
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .unwrap()
+                    .trim()
+                    .parse()
+                    .unwrap();
+                break end + 4 + length;
+            }
+        };
+        while got.len() < length {
+            conn.read_buf(&mut got).await.unwrap();
+        }
+        idle.push(conn);
+    }
+    // 100 idle connections holding on to 40 MB of request buffers would grow the process by
+    // that much; without them the allocator gives the memory back.
+    wait_until(async || rss_kib(pid) < before + 20 * 1024).await;
+    drop(idle);
+}
+
 #[tokio::test]
 async fn sigterm_drains_in_flight_streams_then_exits_zero_and_logs_no_secret() {
     let backend = mock_with(MockOptions {
@@ -177,27 +287,7 @@ async fn sigterm_drains_in_flight_streams_then_exits_zero_and_logs_no_secret() {
             "clients:\n  consumers:\n    - { name: team-a, key: client-key-in-logs }\nlog: { level: debug, access: true }\n",
         ),
     );
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    // The JSON log line "gateway listening" carries the bound address.
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let addr: std::net::SocketAddr = loop {
-        let line = lines
-            .next()
-            .expect("proxy exited before listening")
-            .unwrap();
-        if line.contains("gateway listening") {
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            break v["fields"]["addr"].as_str().unwrap().parse().unwrap();
-        }
-    };
-    let log = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let (mut child, addr, log) = spawn_proxy(&path);
     let plain = send(request(
         Method::POST,
         addr,
