@@ -141,10 +141,15 @@ impl BackendState {
         }
     }
 
-    /// Records an answer that proves the backend works (any non-5xx status).
+    /// Records an answer that proves the backend works (any non-5xx status): the failure count
+    /// starts over and a passive unhealthy mark is lifted (a last-resort attempt found the
+    /// backend answering again).
     pub fn record_success(&self) {
         if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
             self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+        if self.passive_unhealthy_until_ms.load(Ordering::Relaxed) != 0 {
+            self.passive_unhealthy_until_ms.store(0, Ordering::Relaxed);
         }
     }
 

@@ -102,6 +102,11 @@ pub async fn attempt(gw: &Gateway, req: &AttemptRequest<'_>) -> Result<Winner, G
     // cannot be verified there (`invalid_encrypted_content`).
     let mut pinned = req.pinned;
     let mut tier = 0;
+    // Backends skipped as unhealthy, in the order met. Once every other candidate is used up
+    // they are tried after all (last resort): the mark is a guess from recent failures (an
+    // overload's connect errors set it as well as a dead region), and with nothing else left a
+    // try costs one attempt where skipping it is a certain error for the client.
+    let mut last_resort: Vec<usize> = Vec::new();
 
     loop {
         let candidate = match pinned {
@@ -109,11 +114,20 @@ pub async fn attempt(gw: &Gateway, req: &AttemptRequest<'_>) -> Result<Winner, G
             Some(_) => None,
             None => next_in_tiers(gw, req, &considered, &mut tier),
         };
-        let Some(index) = candidate else { break };
-        considered.insert(index);
+        let (index, forced) = match candidate {
+            Some(index) => {
+                considered.insert(index);
+                (index, false)
+            }
+            None if !last_resort.is_empty() => (last_resort.remove(0), true),
+            None => break,
+        };
         let backend = &gw.backends[index];
         let metrics = &gw.backend_metrics[index];
         if attempts as usize >= upstream.max_attempts {
+            if forced {
+                last_resort.insert(0, index); // Not tried: reported as skipped below.
+            }
             break;
         }
         match backend.state.availability() {
@@ -130,17 +144,13 @@ pub async fn attempt(gw: &Gateway, req: &AttemptRequest<'_>) -> Result<Winner, G
                 ));
                 continue;
             }
-            Err(Unavailable::Unhealthy) => {
+            Err(Unavailable::Unhealthy) if !forced => {
+                // Counted as passed over now, and as an attempt too if tried in the end.
                 metrics.attempt(Outcome::SkippedUnhealthy);
-                records.push(record(
-                    backend.config.name.clone(),
-                    Outcome::SkippedUnhealthy,
-                    None,
-                    None,
-                    false,
-                ));
+                last_resort.push(index);
                 continue;
             }
+            Err(Unavailable::Unhealthy) => {}
         }
         let now = Instant::now();
         if now >= deadline {
@@ -213,6 +223,15 @@ pub async fn attempt(gw: &Gateway, req: &AttemptRequest<'_>) -> Result<Winner, G
             break;
         }
         previous_failure = Some((index, outcome));
+    }
+    for index in last_resort {
+        records.push(record(
+            gw.backends[index].config.name.clone(),
+            Outcome::SkippedUnhealthy,
+            None,
+            None,
+            false,
+        ));
     }
     Err(exhausted(records, earliest_reopen, deadline_hit))
 }

@@ -11,7 +11,6 @@ use http_body::Body;
 use http_body_util::BodyExt;
 
 use crate::answer::{Answer, AnswerHead};
-use crate::auth::Consumer;
 use crate::config::HashOn;
 use crate::error::{BoxError, GatewayError};
 use crate::failover::{AttemptRequest, Winner, WinnerBody, attempt};
@@ -60,24 +59,28 @@ where
     let started = Instant::now();
     // 1. Request id first, so every answer (even a 401) can be correlated.
     let request_id = request_id(&request.fields);
+    let mut known = Known::default();
     let served: Result<Answer, GatewayError> = 'stages: {
         // 2. Client auth before anything costly: unknown callers learn nothing about routes.
-        let consumer = match gw.auth.authenticate(&request.fields) {
-            Ok(consumer) => consumer,
+        match gw.auth.authenticate(&request.fields) {
+            Ok(consumer) => known.consumer = consumer.map(|c| c.name),
             Err(error) => break 'stages Err(error),
-        };
+        }
         // 3. Route: only Azure OpenAI paths are served.
         let Some(route) = routes::classify(request.uri.path(), gw.config.server.test_mode) else {
             break 'stages Err(GatewayError::NotFound);
         };
+        known.route = (route.family.label(), route.operation.label());
         // 4. Buffer the body (bounded) so any backend can be retried with it.
         let body = match read_body(body, &request.fields, gw.config.server.max_body_bytes).await {
             Ok(body) => RequestBody::new(body, route.operation, gw.config.upstream.stream_usage),
             Err(error) => break 'stages Err(error),
         };
+        known.model = Some(model_label(body.model.as_deref(), route.deployment));
+        known.stream = body.stream;
         // 5. Backend selection inputs: Responses affinity and the consistent-hash key.
         let pinned = affinity(&gw, route.response_id, body.previous_response_id.as_deref());
-        let hash_key = hash_key(&gw, &request.fields, consumer.as_ref(), client);
+        let hash_key = hash_key(&gw, &request.fields, known.consumer.as_deref(), client);
         // 6. Attempts with failover until an answer can be committed.
         let wanted = AttemptRequest {
             route: &route,
@@ -97,15 +100,10 @@ where
         // 7. Response: the backend's fields passed on, body relayed, accounting when it ends.
         let accounting = Accounting {
             gateway: gw.clone(),
-            labels: RequestLabels {
-                route: route.family.label(),
-                operation: route.operation.label(),
-                consumer: consumer.map_or_else(|| ANONYMOUS.clone(), |c| c.name),
-                model: model_label(body.model.as_deref(), route.deployment),
-                backend: gw.backends[winner.backend].config.name.clone(),
-                status: winner.head.status.as_u16(),
-                stream: body.stream,
-            },
+            labels: known.labels(
+                gw.backends[winner.backend].config.name.clone(),
+                winner.head.status.as_u16(),
+            ),
             request_id: request_id.clone(),
             started,
             ttfb: Some(winner.ttfb),
@@ -127,34 +125,63 @@ where
         Ok(answer)
     };
     let mut answer = served.unwrap_or_else(|error| {
+        let labels = known.labels(EMPTY_LABEL.clone(), error.status().as_u16());
         if gw.config.log.access {
             tracing::info!(
                 target: "access",
                 request_id = request_id.to_str().unwrap_or_default(),
+                consumer = %labels.consumer,
                 client_ip = %client.ip(),
                 method = %request.method,
                 path = request.uri.path(),
-                status = error.status().as_u16(),
+                route = labels.route,
+                operation = labels.operation,
+                status = labels.status,
                 error = error.code(),
                 "request"
             );
         }
-        gw.metrics.request(
-            &RequestLabels {
-                route: "none",
-                operation: "none",
-                consumer: ANONYMOUS.clone(),
-                model: EMPTY_LABEL.clone(),
-                backend: EMPTY_LABEL.clone(),
-                status: error.status().as_u16(),
-                stream: false,
-            },
-            None,
-        );
+        gw.metrics.request(&labels, None);
         Answer::from_response(error.into_response())
     });
     answer.head.request_id = Some(request_id);
     answer
+}
+
+/// What the stages have learned of a request so far. An answer the gateway makes itself (401,
+/// 404, 413, every backend throttled or failed) is counted under the route, consumer and model
+/// known when it was made, so a consumer's 429s and 502s show up as theirs.
+struct Known {
+    route: (&'static str, &'static str),
+    consumer: Option<Arc<str>>,
+    model: Option<Arc<str>>,
+    stream: bool,
+}
+
+impl Default for Known {
+    fn default() -> Self {
+        Self {
+            route: ("none", "none"),
+            consumer: None,
+            model: None,
+            stream: false,
+        }
+    }
+}
+
+impl Known {
+    /// The request's metric labels; what is known is moved out, not copied.
+    fn labels(&mut self, backend: Arc<str>, status: u16) -> RequestLabels {
+        RequestLabels {
+            route: self.route.0,
+            operation: self.route.1,
+            consumer: self.consumer.take().unwrap_or_else(|| ANONYMOUS.clone()),
+            model: self.model.take().unwrap_or_else(|| EMPTY_LABEL.clone()),
+            backend,
+            status,
+            stream: self.stream,
+        }
+    }
 }
 
 /// The `model` label: the body's model, else the deployment in the path. The first models a
@@ -333,11 +360,11 @@ fn remember_response(
 fn hash_key(
     gw: &Gateway,
     fields: &RawFields,
-    consumer: Option<&Consumer>,
+    consumer: Option<&str>,
     client: SocketAddr,
 ) -> Option<Vec<u8>> {
     match gw.balancer.hash_on()? {
-        HashOn::Consumer => consumer.map(|c| c.name.as_bytes().to_vec()),
+        HashOn::Consumer => consumer.map(|name| name.as_bytes().to_vec()),
         HashOn::Header(name) => fields.get(name.as_str()).map(<[u8]>::to_vec),
         HashOn::Cookie(name) => fields
             .get_all("cookie")

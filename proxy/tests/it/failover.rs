@@ -289,6 +289,44 @@ async fn all_throttled_gives_429_with_earliest_reopening() {
 }
 
 #[tokio::test]
+async fn the_gateways_own_429_is_counted_under_the_consumer_route_and_model() {
+    let a = mock_with(MockOptions {
+        status_override: Some(429),
+        ..opts("a")
+    })
+    .await;
+    let gw = gateway(&config_yaml(
+        &[b("a", a.url())],
+        "clients:\n  consumers:\n    - { name: team-a, key: client-key-a }\n",
+    ))
+    .await;
+    let reply = send(request(
+        Method::POST,
+        gw.addr,
+        CHAT,
+        &[("api-key", "client-key-a")],
+        CHAT_BODY,
+    ))
+    .await;
+    assert_eq!(reply.status, 429);
+    // The answer a consumer gets when every backend is throttled is what an operator alerts
+    // on: it must carry whose request it was, not `anonymous` / `none`.
+    let text = metrics(&gw).await;
+    let labels = [
+        "route=\"legacy\"",
+        "operation=\"chat_completions\"",
+        "consumer=\"team-a\"",
+        "model=\"gpt-4o\"",
+        "status=\"429\"",
+    ];
+    assert_eq!(
+        metric_sum(&text, "gateway_requests_total", &labels),
+        1.0,
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn all_failed_gives_502_listing_attempts() {
     let a = mock_with(MockOptions {
         status_override: Some(500),
@@ -424,6 +462,89 @@ async fn passive_health_marks_backend_unhealthy_after_consecutive_failures() {
             &["backend=\"a\"", "outcome=\"skipped_unhealthy\""]
         ),
         3.0
+    );
+}
+
+#[tokio::test]
+async fn a_lone_backend_marked_unhealthy_is_still_tried_and_its_recovery_lifts_the_mark() {
+    let backend = mock_with(MockOptions {
+        status_override: Some(500),
+        ..opts("a")
+    })
+    .await;
+    let gw = gateway(&config_yaml(
+        &[b("a", backend.url())],
+        "upstream:\n  passive_health: { failures: 2, unhealthy_for: 60s }\n",
+    ))
+    .await;
+    for _ in 0..2 {
+        assert_eq!(post(gw.addr, CHAT, CHAT_BODY).await.status, 502);
+    }
+    let text = metrics(&gw).await;
+    assert_eq!(
+        metric_sum(&text, "gateway_backend_up", &["backend=\"a\""]),
+        0.0
+    );
+    // The region is back. Skipping the only backend for the next 60 s would be an outage the
+    // gateway made itself: with nothing else left, the marked backend is tried after all.
+    backend.set_options(MockOptions {
+        status_override: None,
+        ..backend.options()
+    });
+    assert_eq!(post(gw.addr, CHAT, CHAT_BODY).await.status, 200);
+    assert_eq!(backend.stats().requests(), 3);
+    // Its answer lifted the mark.
+    let text = metrics(&gw).await;
+    assert_eq!(
+        metric_sum(&text, "gateway_backend_up", &["backend=\"a\""]),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn marked_backends_are_tried_last_and_reported_once_each() {
+    let marked = mock_with(MockOptions {
+        status_override: Some(500),
+        ..opts("marked")
+    })
+    .await;
+    let broken = mock_with(MockOptions {
+        status_override: Some(503),
+        ..opts("broken")
+    })
+    .await;
+    let gw = gateway(&config_yaml(
+        &[
+            B {
+                priority: 10,
+                ..b("marked", marked.url())
+            },
+            b("broken", broken.url()),
+        ],
+        "upstream:\n  passive_health: { failures: 1, unhealthy_for: 60s }\n",
+    ))
+    .await;
+    // Both fail once: both are marked (one failure is enough here).
+    assert_eq!(post(gw.addr, CHAT, CHAT_BODY).await.status, 502);
+    let reply = post(gw.addr, CHAT, CHAT_BODY).await;
+    assert_eq!(reply.status, 502);
+    // Each backend was tried again (not skipped) and appears once, with what it answered.
+    let body = reply.json();
+    let details: Vec<(&str, &str)> = body["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["backend"].as_str().unwrap(),
+                d["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(details, [("marked", "http_5xx"), ("broken", "http_5xx")]);
+    assert_eq!(
+        (marked.stats().requests(), broken.stats().requests()),
+        (2, 2)
     );
 }
 
