@@ -40,6 +40,8 @@ pub struct Server {
     pub listen: String,
     pub admin_listen: String,
     pub max_body_bytes: u64,
+    pub keepalive_timeout: String,
+    pub client_timeout: String,
     pub test_mode: bool,
 }
 
@@ -165,17 +167,24 @@ impl<'a> Reader<'a> {
     }
 
     /// Seconds (number or with unit) rendered exactly: `60s`, or `250ms` when not whole seconds.
-    fn seconds_or(&mut self, name: &str, default: Duration) -> String {
-        let duration = match self.get(name) {
+    fn duration_or(&mut self, name: &str, default: Duration) -> Duration {
+        match self.get(name) {
             None => default,
             Some(v) => self.keep(env::parse_seconds(name, v)).unwrap_or(default),
-        };
-        let ms = duration.as_millis();
-        if ms % 1000 == 0 {
-            format!("{}s", ms / 1000)
-        } else {
-            format!("{ms}ms")
         }
+    }
+
+    fn seconds_or(&mut self, name: &str, default: Duration) -> String {
+        format_seconds(self.duration_or(name, default))
+    }
+
+    /// [`Self::seconds_or`] for a timeout, which zero would make fail at once.
+    fn timeout_or(&mut self, name: &str, default: Duration) -> String {
+        let duration = self.duration_or(name, default);
+        if duration.is_zero() {
+            self.error(name, "must be more than 0 seconds");
+        }
+        format_seconds(duration)
     }
 
     fn text_or(&self, name: &str, default: &str) -> String {
@@ -212,6 +221,8 @@ pub fn read(env: &Env) -> Result<Settings, Vec<EnvError>> {
         listen: r.text_or("GATEWAY_LISTEN", "0.0.0.0:8080"),
         admin_listen: r.text_or("GATEWAY_ADMIN_LISTEN", "0.0.0.0:9091"),
         max_body_bytes: r.uint_or("GATEWAY_MAX_BODY_BYTES", 16 * 1024 * 1024),
+        keepalive_timeout: r.timeout_or("GATEWAY_KEEPALIVE_TIMEOUT", Duration::from_secs(75)),
+        client_timeout: r.timeout_or("GATEWAY_SLOW_CLIENT_TIMEOUT", Duration::from_secs(60)),
         test_mode: r.bool_or("GATEWAY_E2E_TEST_MODE", false),
     };
     let upstream = upstream(&mut r);
@@ -248,6 +259,16 @@ pub fn read(env: &Env) -> Result<Settings, Vec<EnvError>> {
 }
 
 /// The message for a variable whose feature is not built yet.
+/// A duration as the gateway config writes it (`30s`, `2500ms`).
+fn format_seconds(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
 pub fn not_built(feature: &str) -> String {
     format!("not built in this version yet ({feature}); unset this variable")
 }
@@ -292,10 +313,10 @@ fn upstream(r: &mut Reader<'_>) -> Upstream {
         },
     };
     Upstream {
-        connect_timeout: r.seconds_or("AI_PROXY_CONNECT_TIMEOUT", Duration::from_secs(60)),
-        send_timeout: r.seconds_or("AI_PROXY_SEND_TIMEOUT", Duration::from_secs(300)),
-        read_timeout: r.seconds_or("AI_PROXY_READ_TIMEOUT", Duration::from_secs(300)),
-        request_deadline: r.seconds_or("AI_PROXY_REQUEST_DEADLINE", Duration::from_secs(240)),
+        connect_timeout: r.timeout_or("AI_PROXY_CONNECT_TIMEOUT", Duration::from_secs(60)),
+        send_timeout: r.timeout_or("AI_PROXY_SEND_TIMEOUT", Duration::from_secs(300)),
+        read_timeout: r.timeout_or("AI_PROXY_READ_TIMEOUT", Duration::from_secs(300)),
+        request_deadline: r.timeout_or("AI_PROXY_REQUEST_DEADLINE", Duration::from_secs(240)),
         max_attempts,
         failover_on,
     }

@@ -584,6 +584,18 @@ pub const VARS: &[Var] = &[
         "Largest request body accepted (413 above)",
     ),
     var(
+        "GATEWAY_KEEPALIVE_TIMEOUT",
+        "75",
+        Gateway,
+        "Seconds an idle client connection stays open for its next request",
+    ),
+    var(
+        "GATEWAY_SLOW_CLIENT_TIMEOUT",
+        "60",
+        Gateway,
+        "Seconds a client may take to send a request head, stay silent mid-body (408) or leave its answer unread (closed)",
+    ),
+    var(
         "SHARED_ROOT",
         "/shared-configs",
         Hydrenv,

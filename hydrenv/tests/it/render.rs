@@ -64,6 +64,8 @@ fn ptu_and_payg_priority_tiers_with_health_checks_and_chash() {
         ("AI_PROXY_CONNECT_TIMEOUT", "5"),
         ("AI_PROXY_READ_TIMEOUT", "120"),
         ("AI_PROXY_MAX_ATTEMPTS", "2"),
+        ("GATEWAY_KEEPALIVE_TIMEOUT", "5"),
+        ("GATEWAY_SLOW_CLIENT_TIMEOUT", "2.5"),
         ("LB_ALG", "chash"),
         ("LB_HASH_ON", "header"),
         ("LB_HASH_KEY", "x-session-id"),

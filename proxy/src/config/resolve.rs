@@ -32,6 +32,20 @@ impl Problems {
         }
     }
 
+    /// A duration that must not be zero (a zero timeout fails everything it guards at once).
+    fn positive_duration(
+        &mut self,
+        path: &str,
+        value: Option<String>,
+        default: Duration,
+    ) -> Duration {
+        let duration = self.duration(path, value, default);
+        if duration.is_zero() {
+            self.push(path, "must be greater than 0");
+        }
+        duration
+    }
+
     fn addr(&mut self, path: &str, value: Option<String>, default: &str) -> SocketAddr {
         let text = value.unwrap_or_else(|| default.to_owned());
         text.parse().unwrap_or_else(|_| {
@@ -108,24 +122,16 @@ fn resolve_server(raw: RawServer, problems: &mut Problems) -> ServerConfig {
     if max_body_bytes == 0 {
         problems.push("server.max_body_bytes", "must be greater than 0");
     }
-    let keepalive_timeout = problems.duration(
+    let keepalive_timeout = problems.positive_duration(
         "server.keepalive_timeout",
         keepalive_timeout,
         Duration::from_secs(75),
     );
-    let client_timeout = problems.duration(
+    let client_timeout = problems.positive_duration(
         "server.client_timeout",
         client_timeout,
         Duration::from_secs(60),
     );
-    for (path, value) in [
-        ("server.keepalive_timeout", keepalive_timeout),
-        ("server.client_timeout", client_timeout),
-    ] {
-        if value.is_zero() {
-            problems.push(path, "must be greater than 0");
-        }
-    }
     ServerConfig {
         listen: problems.addr("server.listen", listen, "0.0.0.0:8080"),
         admin_listen: problems.addr("server.admin_listen", admin_listen, "0.0.0.0:9091"),
@@ -202,22 +208,22 @@ fn resolve_upstream(
         unhealthy_for,
     } = passive_health;
     UpstreamConfig {
-        connect_timeout: problems.duration(
+        connect_timeout: problems.positive_duration(
             "upstream.connect_timeout",
             connect_timeout,
             Duration::from_secs(60),
         ),
-        send_timeout: problems.duration(
+        send_timeout: problems.positive_duration(
             "upstream.send_timeout",
             send_timeout,
             Duration::from_secs(300),
         ),
-        read_timeout: problems.duration(
+        read_timeout: problems.positive_duration(
             "upstream.read_timeout",
             read_timeout,
             Duration::from_secs(300),
         ),
-        request_deadline: problems.duration(
+        request_deadline: problems.positive_duration(
             "upstream.request_deadline",
             request_deadline,
             Duration::from_secs(240),

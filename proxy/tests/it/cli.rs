@@ -40,7 +40,7 @@ fn check_accepts_a_good_file_and_names_every_problem_of_a_bad_one() {
     let bad = write(
         &dir,
         "gateway.yaml",
-        "version: 1\nbackends:\n  - name: a\n    endpoint: eus.openai.azure.com\n    auth: { mode: api-key, api_key: k }\n  - name: a\n    endpoint: https://x\n    auth: { mode: api-key }\nserver:\n  keepalive_timeout: 0s\nupstream:\n  connect_timeout: 60\nclients:\n  require_auth: true\n",
+        "version: 1\nbackends:\n  - name: a\n    endpoint: eus.openai.azure.com\n    auth: { mode: api-key, api_key: k }\n  - name: a\n    endpoint: https://x\n    auth: { mode: api-key }\nserver:\n  keepalive_timeout: 0s\nupstream:\n  connect_timeout: 60\n  read_timeout: 0ms\nclients:\n  require_auth: true\n",
     );
     let out = Command::new(BIN).arg("--check").arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(64));
@@ -51,6 +51,7 @@ fn check_accepts_a_good_file_and_names_every_problem_of_a_bad_one() {
         "gateway.yaml: backends[1].auth.api_key: required",
         "gateway.yaml: upstream.connect_timeout: `60` has no unit",
         "gateway.yaml: server.keepalive_timeout: must be greater than 0",
+        "gateway.yaml: upstream.read_timeout: must be greater than 0",
         "gateway.yaml: clients.require_auth: true, but clients.consumers is empty",
     ] {
         assert!(
