@@ -46,6 +46,7 @@ class Plan:
     rate_start: float  # first probe when case 2 did not run (else a fraction of its req/s)
     rate_max: float
     rate_bisections: int
+    rate_settle: float  # seconds of quiet after a failed probe (the overload drains first)
     ttft_streams: int  # case 4: streams per target of the TTFT / inter-chunk run
     ttft_ramp_ms: int
     stream_levels: tuple[int, ...]  # case 4: concurrency sweep
@@ -70,6 +71,7 @@ FULL = Plan(
     rate_start=4000,
     rate_max=200_000,
     rate_bisections=2,
+    rate_settle=1.0,
     ttft_streams=400,
     ttft_ramp_ms=8000,
     stream_levels=(256, 512, 1024, 1536, 2048),
@@ -94,6 +96,7 @@ SMOKE = Plan(
     rate_start=200,
     rate_max=300,
     rate_bisections=0,
+    rate_settle=0.0,
     ttft_streams=4,
     ttft_ramp_ms=100,
     stream_levels=(16,),
@@ -306,6 +309,10 @@ class Bench:
                 and r["answered_in_window_rps"] >= 0.97 * rate
             )
             probes.append({"rate": rate, "pass": ok, "result": r})
+            if not ok:
+                # An overload leaves queues and half-answered connections behind, in the proxy
+                # and in the mock all three targets share: the next probe starts from quiet.
+                time.sleep(p.rate_settle)
             return ok
 
         if previous:
