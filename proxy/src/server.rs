@@ -167,21 +167,9 @@ async fn serve_api(
     let connections = TaskTracker::new();
     let heartbeat = tokio::spawn(heartbeat());
     loop {
-        let (stream, client) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    if accept_failed(&error, "api", &current) {
-                        continue;
-                    }
-                    // A pause, unless this was the end.
-                    tokio::select! {
-                        _ = tokio::time::sleep(ACCEPT_PAUSE) => continue,
-                        _ = stop.changed() => break,
-                    }
-                }
-            },
-            _ = stop.changed() => break,
+        let Some((stream, client)) = next_connection(&listener, "api", &current, &mut stop).await
+        else {
+            break;
         };
         let _ = stream.set_nodelay(true);
         connections.spawn(h1::serve(stream, client, current.clone(), stop.clone()));
@@ -200,6 +188,33 @@ async fn serve_api(
 
 /// How long a listener stops accepting after running out of file descriptors or memory.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// The listener's next connection, or `None` once `stop` changes. A failed accept is skipped or
+/// followed by a pause (see [`accept_failed`]).
+async fn next_connection(
+    listener: &TcpListener,
+    name: &str,
+    current: &ArcSwap<Gateway>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => return Some(pair),
+                Err(error) => {
+                    if accept_failed(&error, name, current) {
+                        continue;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(ACCEPT_PAUSE) => {}
+                        _ = stop.changed() => return None,
+                    }
+                }
+            },
+            _ = stop.changed() => return None,
+        }
+    }
+}
 
 /// Handles a failed accept; true when accepting may go on at once. A network error of the
 /// queued connection (Linux reports those from `accept`) costs nothing to skip; but without file
@@ -253,20 +268,9 @@ async fn serve_admin(
 ) {
     let builder = auto::Builder::new(TokioExecutor::new());
     loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    if accept_failed(&error, "admin", &current) {
-                        continue;
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(ACCEPT_PAUSE) => continue,
-                        _ = stop.changed() => break,
-                    }
-                }
-            },
-            _ = stop.changed() => break,
+        let Some((stream, _)) = next_connection(&listener, "admin", &current, &mut stop).await
+        else {
+            break;
         };
         let current = current.clone();
         let service = service_fn(move |request: Request<Incoming>| {
