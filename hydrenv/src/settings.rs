@@ -166,7 +166,6 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Seconds (number or with unit) rendered exactly: `60s`, or `250ms` when not whole seconds.
     fn duration_or(&mut self, name: &str, default: Duration) -> Duration {
         match self.get(name) {
             None => default,
@@ -174,6 +173,7 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Seconds (number or with unit) rendered exactly: `60s`, or `250ms` when not whole seconds.
     fn seconds_or(&mut self, name: &str, default: Duration) -> String {
         format_seconds(self.duration_or(name, default))
     }
@@ -258,7 +258,6 @@ pub fn read(env: &Env) -> Result<Settings, Vec<EnvError>> {
     })
 }
 
-/// The message for a variable whose feature is not built yet.
 /// A duration as the gateway config writes it (`30s`, `2500ms`).
 fn format_seconds(duration: Duration) -> String {
     let ms = duration.as_millis();
@@ -269,6 +268,7 @@ fn format_seconds(duration: Duration) -> String {
     }
 }
 
+/// The message for a variable whose feature is not built yet.
 pub fn not_built(feature: &str) -> String {
     format!("not built in this version yet ({feature}); unset this variable")
 }
