@@ -1,4 +1,4 @@
-//! The gateway's own HTTP/1.1 client to one backend: a lock-free pool of idle keep-alive
+//! The gateway's own HTTP/1.1 client to one backend: a per-worker pool of idle keep-alive
 //! connections, the request written in one `writev`, the response head parsed with `httparse`, and
 //! the body read by [`UpstreamBody`] inside the request's own task.
 //!
@@ -10,12 +10,12 @@
 //! TLS (rustls, ALPN `http/1.1`) is spoken for `https` backends; plain TCP otherwise. Both get
 //! `TCP_NODELAY` and TCP keep-alive probes.
 
+use std::collections::VecDeque;
 use std::io::{self, Write as _};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use crossbeam_queue::SegQueue;
 use http::uri::{Authority, Scheme};
 use http::{HeaderName, HeaderValue, Method, StatusCode, Version};
 use rustls::pki_types::ServerName;
@@ -93,6 +93,21 @@ pub struct BackendHead {
     pub fields: RawFields,
 }
 
+/// One worker's idle connections, oldest first. Only that worker ever takes the lock (a request
+/// and its connections stay on their worker), so it is never contended; it is a lock only
+/// because the pool it belongs to is shared by all workers. Padded so that two workers' stacks
+/// never share a cache line.
+#[derive(Default)]
+#[repr(align(128))]
+struct IdleStack(Mutex<VecDeque<Idle>>);
+
+impl IdleStack {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Idle>> {
+        // A panic while the stack was held leaves it whole (push and pop do not unwind halfway).
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// An idle connection and when it went idle.
 pub(super) struct Idle {
     stream: Stream,
@@ -109,8 +124,8 @@ pub struct Pool {
     host_header: Bytes,
     tls: Option<(TlsConnector, ServerName<'static>)>,
     connect_timeout: Duration,
-    /// Idle connections, one queue per worker (see [`crate::worker`]).
-    idle: Box<[SegQueue<Idle>]>,
+    /// Idle connections, one stack per worker (see [`crate::worker`]).
+    idle: Box<[IdleStack]>,
     scheme: Scheme,
     authority: Authority,
 }
@@ -152,7 +167,7 @@ impl Pool {
             tls,
             connect_timeout,
             idle: (0..crate::worker::count())
-                .map(|_| SegQueue::new())
+                .map(|_| IdleStack::default())
                 .collect(),
             scheme: scheme.clone(),
             authority: authority.clone(),
@@ -173,12 +188,12 @@ impl Pool {
 
     /// Idle connections right now (all workers).
     pub fn idle_connections(&self) -> usize {
-        self.idle.iter().map(SegQueue::len).sum()
+        self.idle.iter().map(|stack| stack.lock().len()).sum()
     }
 
-    /// The idle queue of the current thread's worker.
-    fn idle(&self) -> &SegQueue<Idle> {
-        &self.idle[crate::worker::index().min(self.idle.len() - 1)]
+    /// The idle connections of the current thread's worker.
+    fn idle(&self) -> MutexGuard<'_, VecDeque<Idle>> {
+        self.idle[crate::worker::index().min(self.idle.len() - 1)].lock()
     }
 
     /// Starts a request: the request line and `host`. Add headers, then [`Pool::send`] it.
@@ -245,13 +260,21 @@ impl Pool {
         }
     }
 
-    /// The oldest idle connection that is still open and not idle for too long. The idle time
-    /// counts from when the connection's last request started (one clock read per request, not
-    /// two), so a connection back from a long stream may be retired early; never late.
+    /// The most recently used idle connection that is still open (as nginx's keep-alive cache
+    /// does): a connection in steady use keeps its congestion window (Linux restarts slow start
+    /// on a connection idle for longer than its retransmission timeout, which costs a large
+    /// prompt round trips to a far region) and its buffers warm, and the ones a burst left over
+    /// go unused and age out instead of being kept alive by rotation. The idle time counts from
+    /// when the connection's last request started (one clock read per request, not two), so a
+    /// connection back from a long stream may be retired early; never late.
     fn checkout(&self, now: u64) -> Option<(Stream, BytesMut)> {
-        let queue = self.idle();
-        while let Some(idle) = queue.pop() {
-            if now.saturating_sub(idle.since_ms) < IDLE_TIMEOUT_MS && idle.stream.is_idle_open() {
+        let mut stack = self.idle();
+        while let Some(idle) = stack.pop_back() {
+            if now.saturating_sub(idle.since_ms) >= IDLE_TIMEOUT_MS {
+                stack.clear(); // The newest is too old: so is every other.
+                return None;
+            }
+            if idle.stream.is_idle_open() {
                 return Some((idle.stream, idle.buf));
             }
         }
@@ -259,15 +282,22 @@ impl Pool {
     }
 
     /// Returns a connection whose response was read to the end, with its (empty) read buffer.
+    /// The connections at the bottom of the stack that have been idle too long are closed now
+    /// (measured against this connection's request start, so no clock is read).
     pub(super) fn checkin(&self, stream: Stream, buf: BytesMut, since_ms: u64) {
-        let queue = self.idle();
-        if queue.len() < MAX_IDLE {
-            queue.push(Idle {
-                stream,
-                buf,
-                since_ms,
-            });
+        let mut stack = self.idle();
+        while stack
+            .front()
+            .is_some_and(|oldest| since_ms.saturating_sub(oldest.since_ms) >= IDLE_TIMEOUT_MS)
+            || stack.len() >= MAX_IDLE
+        {
+            stack.pop_front();
         }
+        stack.push_back(Idle {
+            stream,
+            buf,
+            since_ms,
+        });
     }
 
     async fn connect(&self) -> Result<Stream, SendError> {

@@ -122,6 +122,40 @@ async fn chunked_bodies_split_across_reads_are_reassembled_and_the_connection_re
 }
 
 #[tokio::test]
+async fn the_connection_returned_last_is_reused_first() {
+    // A stack, as nginx's keep-alive cache: a connection in steady use keeps its congestion
+    // window and buffers warm, and the spare ones a burst left go unused and age out.
+    let answer = |body: &'static [u8]| -> Step { Step::Answer(vec![body]) };
+    let (addr, accepted) = scripted(vec![
+        vec![
+            answer(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\na"),
+            answer(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nfirst!"),
+        ],
+        vec![
+            answer(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nb"),
+            answer(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecond"),
+        ],
+    ])
+    .await;
+    let pool = pool(&addr);
+    // Two requests in flight: two connections. A connection returns when its body is read.
+    let (_, first) = pool
+        .send(pool.request(&Method::POST, "/x"), Bytes::new())
+        .await
+        .unwrap();
+    let (_, second) = pool
+        .send(pool.request(&Method::POST, "/x"), Bytes::new())
+        .await
+        .unwrap();
+    assert_eq!(second.collect().await.unwrap().to_bytes(), "b");
+    assert_eq!(first.collect().await.unwrap().to_bytes(), "a");
+    assert_eq!(pool.idle_connections(), 2);
+    // The first connection came back last: it serves the next request.
+    assert_eq!(get(&pool).await.unwrap(), (200, Bytes::from("first!")));
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
 async fn a_released_error_answer_keeps_its_connection_when_its_body_is_buffered() {
     let throttled: Vec<&'static [u8]> = vec![
         b"HTTP/1.1 429 Too Many Requests\r\nretry-after-ms: 10\r\ncontent-length: 2\r\n\r\n{}",
