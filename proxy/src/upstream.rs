@@ -14,20 +14,6 @@ pub use client::{BackendHead, Pool, RequestHead, SendError, default_tls, tls_wit
 
 use crate::http1::RawFields;
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) plus `proxy-connection`, never forwarded in either
-/// direction.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-connection",
-];
-
 const RETRY_AFTER_MS: &str = "retry-after-ms";
 const RESET_REQUESTS: &str = "x-ratelimit-reset-requests";
 const RESET_TOKENS: &str = "x-ratelimit-reset-tokens";
@@ -36,33 +22,57 @@ pub const REMAINING_TOKENS: &str = "x-ratelimit-remaining-tokens";
 /// `x-ratelimit-remaining-requests`.
 pub const REMAINING_REQUESTS: &str = "x-ratelimit-remaining-requests";
 
-/// Whether `name` (any case) is `known` (lower case).
-fn named(name: &[u8], known: &str) -> bool {
-    name.len() == known.len() && name.eq_ignore_ascii_case(known.as_bytes())
+// Every field of every request and answer is checked against these names, so each check
+// dispatches on the name's length first: a field costs one branch and rarely a comparison.
+
+/// Hop-by-hop fields (RFC 9110 §7.6.1) plus `proxy-connection`, never forwarded in either
+/// direction (`name` in any case).
+fn hop_by_hop(name: &[u8]) -> bool {
+    let is = |known: &str| name.eq_ignore_ascii_case(known.as_bytes());
+    match name.len() {
+        2 => is("te"),
+        7 => is("trailer") || is("upgrade"),
+        10 => is("connection") || is("keep-alive"),
+        16 => is("proxy-connection"),
+        17 => is("transfer-encoding"),
+        18 => is("proxy-authenticate"),
+        19 => is("proxy-authorization"),
+        _ => false,
+    }
 }
 
-/// Whether `name` (any case) starts with `prefix` (lower case).
-fn prefixed(name: &[u8], prefix: &str) -> bool {
-    name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+/// `x-gateway-*` and `x-gw-*`: fields only the gateway may set (`name` in any case).
+fn gateway_own(name: &[u8]) -> bool {
+    let prefixed = |prefix: &str| {
+        name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+    };
+    prefixed("x-gateway-") || prefixed("x-gw-")
 }
 
-/// Client headers the gateway never forwards: credentials, framing, and its own control headers.
+/// `content-length` or `x-request-id`, which the gateway writes itself both ways.
+fn length_or_request_id(name: &[u8]) -> bool {
+    match name.len() {
+        12 => name.eq_ignore_ascii_case(b"x-request-id"),
+        14 => name.eq_ignore_ascii_case(b"content-length"),
+        _ => false,
+    }
+}
+
+/// Client headers the gateway never forwards: credentials, framing, `accept-encoding`, and its
+/// own control headers.
 fn drop_from_client(name: &[u8]) -> bool {
-    const DROPPED: [&str; 7] = [
-        "host",
-        "content-length",
-        "authorization",
-        "api-key",
-        "ocp-apim-subscription-key",
-        "accept-encoding",
-        "x-request-id",
-    ];
-    HOP_BY_HOP
-        .iter()
-        .chain(&DROPPED)
-        .any(|known| named(name, known))
-        || prefixed(name, "x-gateway-")
-        || prefixed(name, "x-gw-")
+    let is = |known: &str| name.eq_ignore_ascii_case(known.as_bytes());
+    hop_by_hop(name)
+        || length_or_request_id(name)
+        || gateway_own(name)
+        || match name.len() {
+            4 => is("host"),
+            7 => is("api-key"),
+            13 => is("authorization"),
+            15 => is("accept-encoding"),
+            25 => is("ocp-apim-subscription-key"),
+            _ => false,
+        }
 }
 
 /// Writes the client's headers for the backend (as the client spelled them), minus everything
@@ -80,11 +90,7 @@ pub fn forward_request_headers(from: &RawFields, to: &mut RequestHead) {
 /// hop-by-hop fields; framing, which the client connection writes for the body it sends;
 /// `x-request-id`, which the gateway sets; and anything claiming to speak for the gateway.
 pub fn passes_to_client(name: &[u8]) -> bool {
-    !(HOP_BY_HOP.iter().any(|known| named(name, known))
-        || named(name, "content-length")
-        || named(name, "x-request-id")
-        || prefixed(name, "x-gateway-")
-        || prefixed(name, "x-gw-"))
+    !(hop_by_hop(name) || length_or_request_id(name) || gateway_own(name))
 }
 
 /// Parses an integer field.
@@ -150,6 +156,23 @@ mod tests {
         RawFields::from_pairs(pairs)
     }
 
+    /// Every field held back in both directions.
+    const HELD_BACK_BOTH_WAYS: [&str; 13] = [
+        "Connection",
+        "keep-alive",
+        "Proxy-Authenticate",
+        "proxy-authorization",
+        "TE",
+        "Trailer",
+        "TRANSFER-ENCODING",
+        "upgrade",
+        "proxy-connection",
+        "Content-Length",
+        "X-Request-Id",
+        "X-Gateway-Backend",
+        "x-gw-priority",
+    ];
+
     #[test]
     fn what_passes_from_a_backend_to_the_client() {
         for name in [
@@ -160,17 +183,21 @@ mod tests {
         ] {
             assert!(passes_to_client(name.as_bytes()), "{name}");
         }
-        for name in [
-            "Connection",
-            "TRANSFER-ENCODING",
-            "content-length",
-            "Keep-Alive",
-            "proxy-connection",
-            "X-Request-Id",
-            "X-Gateway-Backend",
-            "x-gw-priority",
-        ] {
+        for name in HELD_BACK_BOTH_WAYS {
             assert!(!passes_to_client(name.as_bytes()), "{name}");
+            assert!(drop_from_client(name.as_bytes()), "{name}");
+            let upper = name.to_ascii_uppercase();
+            assert!(!passes_to_client(upper.as_bytes()), "{upper}");
+        }
+        // Names one byte off a held-back one pass.
+        for name in [
+            "tee",
+            "Connections",
+            "content-lengt",
+            "x-gw",
+            "x-request-ids",
+        ] {
+            assert!(passes_to_client(name.as_bytes()), "{name}");
         }
         let raw = fields(&[("X-RateLimit-Remaining-Tokens", " 42 ")]);
         assert_eq!(header_i64(&raw, REMAINING_TOKENS), Some(42));
@@ -222,6 +249,20 @@ mod tests {
         );
         let mut to = pool.request(&http::Method::POST, "/x");
         forward_request_headers(&from, &mut to);
+        for name in [
+            "HOST",
+            "api-key",
+            "Authorization",
+            "Accept-Encoding",
+            "ocp-apim-subscription-key",
+        ] {
+            assert!(drop_from_client(name.as_bytes()), "{name}");
+            assert!(
+                passes_to_client(name.as_bytes()),
+                "{name} is the client's only"
+            );
+        }
+        assert!(!drop_from_client(b"x-priority") && !drop_from_client(b"hosts"));
         assert_eq!(
             String::from_utf8_lossy(to.as_bytes()),
             "POST /x HTTP/1.1\r\nhost: backend:8080\r\nContent-Type: application/json\r\nx-priority: low\r\n"
