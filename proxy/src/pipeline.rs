@@ -148,6 +148,13 @@ where
     answer
 }
 
+/// Counts a request the connection refused before it reached the stages (malformed, too slow,
+/// an unsupported transfer coding): nothing is known of it but its answer's status.
+pub fn count_refused(gw: &Gateway, status: http::StatusCode) {
+    let labels = Known::default().labels(EMPTY_LABEL.clone(), status.as_u16());
+    gw.metrics.request(&labels, None);
+}
+
 /// What the stages have learned of a request so far. An answer the gateway makes itself (401,
 /// 404, 413, every backend throttled or failed) is counted under the route, consumer and model
 /// known when it was made, so a consumer's 429s and 502s show up as theirs.

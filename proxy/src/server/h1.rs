@@ -83,6 +83,7 @@ pub async fn serve(
                     Bad::Unsupported(message) => GatewayError::NotImplemented(message),
                     Bad::TimedOut => GatewayError::RequestTimeout,
                 };
+                crate::pipeline::count_refused(&current.load(), error.status());
                 let response = error.into_response();
                 if conn
                     .write_response(Answer::from_response(response), false, false, false)

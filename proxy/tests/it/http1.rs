@@ -263,6 +263,16 @@ async fn malformed_requests_get_400_in_the_error_shape_and_a_close() {
         assert!(closed(&mut conn).await);
     }
     assert!(backend.stats().requests_log().is_empty());
+    // Refused by the connection, yet counted: a flood of bad requests shows on the dashboard.
+    let text = metrics(&gw).await;
+    for (status, count) in [("400", 4.0), ("501", 2.0)] {
+        let needle = format!("status=\"{status}\"");
+        assert_eq!(
+            metric_sum(&text, "gateway_requests_total", &[&needle]),
+            count,
+            "{text}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -366,6 +376,13 @@ async fn a_request_that_stalls_mid_head_or_mid_body_gets_408_and_a_close() {
         assert!(closed(&mut conn).await, "{what}");
     }
     assert_eq!(backend.stats().requests(), 0);
+    // Both counted: the slow head by the connection, the slow body by the request's stages.
+    let text = metrics(&gw).await;
+    assert_eq!(
+        metric_sum(&text, "gateway_requests_total", &["status=\"408\""]),
+        2.0,
+        "{text}"
+    );
 }
 
 #[tokio::test]
