@@ -93,7 +93,7 @@ pub struct BackendHead {
     pub fields: RawFields,
 }
 
-/// One worker's idle connections, oldest first. Only that worker ever takes the lock (a request
+/// One worker's idle connections, in the order they came back (the last is taken first). Only that worker ever takes the lock (a request
 /// and its connections stay on their worker), so it is never contended; it is a lock only
 /// because the pool it belongs to is shared by all workers. Padded so that two workers' stacks
 /// never share a cache line.
@@ -270,11 +270,8 @@ impl Pool {
     fn checkout(&self, now: u64) -> Option<(Stream, BytesMut)> {
         let mut stack = self.idle();
         while let Some(idle) = stack.pop_back() {
-            if now.saturating_sub(idle.since_ms) >= IDLE_TIMEOUT_MS {
-                stack.clear(); // The newest is too old: so is every other.
-                return None;
-            }
-            if idle.stream.is_idle_open() {
+            // Each is checked: the last returned is not always the last started (a long stream).
+            if now.saturating_sub(idle.since_ms) < IDLE_TIMEOUT_MS && idle.stream.is_idle_open() {
                 return Some((idle.stream, idle.buf));
             }
         }
