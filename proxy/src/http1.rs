@@ -272,10 +272,12 @@ impl FramingFields {
         self.chunked && self.codings == 1
     }
 
-    /// Both `transfer-encoding` and `content-length`: the first wins, but the message may be an
-    /// attempt at request smuggling, so its connection is not reused (RFC 9112 §6.1, §6.3).
-    pub fn ambiguous(&self) -> bool {
-        self.coded && self.length.is_some()
+    /// Framing the two ends may read differently, so the connection is not reused after the
+    /// message (RFC 9112 §6.1, §6.3): `transfer-encoding` beside a `content-length` (the coding
+    /// wins, but it may be an attempt at request smuggling), or in an HTTP/1.0 message (which
+    /// must be treated as faulty framing).
+    pub fn ambiguous(&self, http10: bool) -> bool {
+        self.coded && (self.length.is_some() || http10)
     }
 }
 

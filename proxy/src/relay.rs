@@ -323,6 +323,12 @@ impl Body for Relay {
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
+        // A raw relay passes the backend's bytes unchanged, so its length is the backend's
+        // (the client connection then sends it with that `content-length`). SSE is reframed.
+        match (&self.sse, &self.upstream) {
+            (None, Some(upstream)) if self.pending.is_empty() => upstream.size_hint(),
+            (_, None) if self.pending.is_empty() => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
     }
 }

@@ -6,8 +6,9 @@
 //! request than the rest of the call's user-side work (`docs/benchmarks.md`); nginx's
 //! single-threaded workers never pay it. The gateway never cancels threads, so writes go to the
 //! kernel directly through `rustix` (a raw `sendto`, still non-blocking and readiness-driven by
-//! tokio's reactor). Reads stay tokio's: they fill uninitialised buffer space, which needs
-//! `unsafe` code this project does not write.
+//! tokio's reactor), plain and vectored alike (rustls writes TLS records vectored). Reads stay
+//! tokio's: they fill uninitialised buffer space, which needs `unsafe` code this project does
+//! not write; only [`Socket::read_arrived`], which copies from a stack buffer, reads directly.
 
 use std::io;
 use std::net::SocketAddr;
@@ -60,6 +61,28 @@ impl Socket {
     }
 }
 
+impl Socket {
+    /// One write straight to the kernel once the socket is writable (`try_io` clears the write
+    /// readiness when the kernel says it would block, and the loop waits again).
+    fn poll_raw_write(
+        &self,
+        cx: &mut Context<'_>,
+        write: impl Fn(&TcpStream) -> rustix::io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        let stream = &self.0;
+        loop {
+            ready!(stream.poll_write_ready(cx))?;
+            match stream.try_io(Interest::WRITABLE, || {
+                write(stream).map_err(io::Error::from)
+            }) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+}
+
 impl AsyncRead for Socket {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -76,33 +99,22 @@ impl AsyncWrite for Socket {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let stream = &self.0;
-        loop {
-            ready!(stream.poll_write_ready(cx))?;
-            // `try_io` clears the write readiness when the kernel says it would block.
-            let sent = stream.try_io(Interest::WRITABLE, || {
-                rustix::net::send(stream, data, SendFlags::NOSIGNAL).map_err(io::Error::from)
-            });
-            match sent {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                result => return Poll::Ready(result),
-            }
-        }
+        self.poll_raw_write(cx, |stream| {
+            rustix::net::send(stream, data, SendFlags::NOSIGNAL)
+        })
     }
 
-    /// Vectored writes (hyper's HTTP/2 server gathers frames this way) stay tokio's `writev`:
-    /// the HTTP/1.1 path never uses them.
+    /// Vectored writes: rustls's TLS records to `https` backends, hyper's HTTP/2 frames.
     fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+        self.poll_raw_write(cx, |stream| rustix::io::writev(stream, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -145,7 +157,7 @@ mod tests {
     }
 
     /// Writes larger than the socket buffers complete (the would-block path waits for the
-    /// reactor) and arrive whole and in order; shutdown ends the peer's reads.
+    /// reactor) and arrive whole and in order, plain or vectored; shutdown ends the peer's reads.
     #[tokio::test]
     async fn large_writes_arrive_whole_and_shutdown_ends_the_stream() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -158,7 +170,20 @@ mod tests {
         });
         let mut socket = Socket::new(TcpStream::connect(addr).await.unwrap());
         let data: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
-        socket.write_all(&data).await.unwrap();
+        // The first half through plain writes, the second through vectored ones (two slices
+        // per call, as rustls and hyper's HTTP/2 send them), both through the would-block path.
+        let (plain, vectored) = data.split_at(data.len() / 2);
+        socket.write_all(plain).await.unwrap();
+        let (mut left, mut right) = vectored.split_at(vectored.len() / 3);
+        assert!(socket.is_write_vectored());
+        while !left.is_empty() || !right.is_empty() {
+            let slices = [io::IoSlice::new(left), io::IoSlice::new(right)];
+            let written = socket.write_vectored(&slices).await.unwrap();
+            assert!(written > 0);
+            let from_left = written.min(left.len());
+            left = &left[from_left..];
+            right = &right[written - from_left..];
+        }
         socket.shutdown().await.unwrap();
         assert!(reader.await.unwrap() == data);
     }

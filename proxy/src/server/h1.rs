@@ -564,7 +564,7 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<Head>, Bad> {
             .length
             .map_or(Framing::Empty, Framing::Length)
     };
-    let keep_alive = !framing_fields.ambiguous()
+    let keep_alive = !framing_fields.ambiguous(version == Version::HTTP_10)
         && framing_fields
             .close
             .map_or(version == Version::HTTP_11, |close| !close);

@@ -1,6 +1,7 @@
 //! The gateway's own HTTP/1.1 client to one backend: a per-worker pool of idle keep-alive
-//! connections, the request written in one `writev`, the response head parsed with `httparse`, and
-//! the body read by [`UpstreamBody`] inside the request's own task.
+//! connections, the request written in one write (head and bodies up to 64 KiB), the response
+//! head parsed with `httparse`, and the body read by [`UpstreamBody`] inside the request's own
+//! task.
 //!
 //! Why not a general-purpose client: hyper's pooled client runs every connection as a separate
 //! task and hands requests, responses and body chunks across channels, which costs more CPU per
@@ -29,7 +30,8 @@ use crate::clock::now_ms;
 use crate::http1::{Framing, FramingFields, MAX_HEADERS, RawFields, put_field};
 use crate::socket::Socket;
 
-/// Idle connections kept per backend and worker; more are closed when they come back.
+/// Idle connections kept per backend and worker; beyond it the oldest is closed when one comes
+/// back.
 const MAX_IDLE: usize = 1024;
 /// A connection idle longer than this is closed rather than reused (Azure's front ends close
 /// idle connections after a few minutes; reusing one that is about to close costs a retry).
@@ -93,10 +95,11 @@ pub struct BackendHead {
     pub fields: RawFields,
 }
 
-/// One worker's idle connections, in the order they came back (the last is taken first). Only that worker ever takes the lock (a request
-/// and its connections stay on their worker), so it is never contended; it is a lock only
-/// because the pool it belongs to is shared by all workers. Padded so that two workers' stacks
-/// never share a cache line.
+/// One worker's idle connections, in the order they came back (the last is taken first). On the
+/// request path only that worker takes the lock (a request and its connections stay on their
+/// worker; threads that are not workers share the first stack), so it is not contended there;
+/// it is a lock because the pool it belongs to is shared by all workers. Padded so that two
+/// workers' stacks never share a cache line.
 #[derive(Default)]
 #[repr(align(128))]
 struct IdleStack(Mutex<VecDeque<Idle>>);
@@ -108,11 +111,12 @@ impl IdleStack {
     }
 }
 
-/// An idle connection and when it went idle.
+/// An idle connection.
 pub(super) struct Idle {
     stream: Stream,
     /// The connection's read buffer, reused by its next response.
     buf: BytesMut,
+    /// When its last request started ([`crate::clock::now_ms`]): idle at least since then.
     since_ms: u64,
 }
 
@@ -186,9 +190,13 @@ impl Pool {
             && self.connect_timeout == connect_timeout
     }
 
-    /// Idle connections right now (all workers).
+    /// Idle connections right now (all workers; a stack in use at this instant counts as empty,
+    /// so a report never waits on the request path, nor deadlocks inside it).
     pub fn idle_connections(&self) -> usize {
-        self.idle.iter().map(|stack| stack.lock().len()).sum()
+        self.idle
+            .iter()
+            .map(|stack| stack.0.try_lock().map_or(0, |idle| idle.len()))
+            .sum()
     }
 
     /// The idle connections of the current thread's worker.
@@ -486,7 +494,9 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<(BackendHead, Framing, bool)>
     } else {
         Framing::UntilClose
     };
-    let keep_alive = !close && !fields.ambiguous() && !matches!(framing, Framing::UntilClose);
+    let keep_alive = !close
+        && !fields.ambiguous(version == Version::HTTP_10)
+        && !matches!(framing, Framing::UntilClose);
     let head = BackendHead {
         status,
         version,

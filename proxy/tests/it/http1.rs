@@ -196,6 +196,56 @@ async fn a_request_framed_two_ways_is_read_as_chunked_then_its_connection_closed
 }
 
 #[tokio::test]
+async fn an_http10_request_with_transfer_encoding_is_answered_then_its_connection_closed() {
+    let backend = mock("a").await;
+    let gw = gateway(&config_yaml(&[b("a", backend.url())], &clients())).await;
+    // RFC 9112 §6.1: HTTP/1.0 has no transfer codings, so such framing is faulty even when it
+    // parses; the answer goes out, and nothing after it on this connection is read.
+    let request = format!(
+        "POST {CHAT} HTTP/1.0\r\nhost: x\r\napi-key: {KEY}\r\nconnection: keep-alive\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{CHAT_BODY}\r\n0\r\n\r\n",
+        CHAT_BODY.len()
+    );
+    let mut conn = TcpStream::connect(gw.addr).await.unwrap();
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let reply = read_response(&mut conn, &mut BytesMut::new()).await;
+    assert_eq!(reply.status, 200);
+    assert!(closed(&mut conn).await);
+}
+
+#[tokio::test]
+async fn a_relayed_answer_keeps_the_backends_length() {
+    // An operation the gateway relays as it comes (neither JSON it reads nor SSE): a backend
+    // that answers any request with five sized bytes.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut seen = Vec::new();
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            socket.read_buf(&mut seen).await.unwrap();
+        }
+        socket
+            .write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: audio/mpeg\r\ncontent-length: 5\r\n\r\nhello",
+            )
+            .await
+            .unwrap();
+        let _ = socket.read_to_end(&mut seen).await;
+    });
+    let gw = gateway(&config_yaml(&[b("a", url)], &clients())).await;
+    let request = format!(
+        "POST /openai/deployments/tts/audio/speech?api-version=2024-10-21 HTTP/1.1\r\nhost: x\r\napi-key: {KEY}\r\ncontent-length: 2\r\n\r\n{{}}"
+    );
+    let mut conn = TcpStream::connect(gw.addr).await.unwrap();
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let reply = read_response(&mut conn, &mut BytesMut::new()).await;
+    assert_eq!((reply.status, &reply.body[..]), (200, &b"hello"[..]));
+    // Its length reaches the client (a download shows its progress), not chunks.
+    assert!(reply.head.contains("content-length: 5"), "{}", reply.head);
+    assert!(!reply.head.contains("transfer-encoding"), "{}", reply.head);
+}
+
+#[tokio::test]
 async fn http10_clients_get_their_answer_then_a_close() {
     let backend = mock("a").await;
     let gw = gateway(&config_yaml(&[b("a", backend.url())], &clients())).await;

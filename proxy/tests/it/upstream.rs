@@ -278,6 +278,15 @@ async fn an_answer_framed_two_ways_is_read_as_chunked_and_its_connection_not_reu
     assert_eq!(pool.idle_connections(), 0);
     assert_eq!(get(&pool).await.unwrap(), (200, Bytes::from("ok")));
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
+
+    // HTTP/1.0 has no transfer codings: such framing is faulty even alone (RFC 9112 §6.1).
+    let old: Vec<&'static [u8]> = vec![
+        b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    ];
+    let (addr, _) = scripted(vec![vec![Step::Answer(old)]]).await;
+    let pool = self::pool(&addr);
+    assert_eq!(get(&pool).await.unwrap(), (200, Bytes::from("ok")));
+    assert_eq!(pool.idle_connections(), 0);
 }
 
 #[tokio::test]
