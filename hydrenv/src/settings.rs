@@ -173,16 +173,18 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Seconds (number or with unit) rendered exactly: `60s`, or `250ms` when not whole seconds.
+    /// Seconds (number or with unit) rendered to the millisecond: `60s`, or `250ms` when not
+    /// whole seconds.
     fn seconds_or(&mut self, name: &str, default: Duration) -> String {
         format_seconds(self.duration_or(name, default))
     }
 
-    /// [`Self::seconds_or`] for a timeout, which zero would make fail at once.
-    fn timeout_or(&mut self, name: &str, default: Duration) -> String {
+    /// [`Self::seconds_or`] for a timeout or an interval, which zero would make fail (or fire)
+    /// at once; what renders as `0ms` is zero too.
+    fn nonzero_seconds_or(&mut self, name: &str, default: Duration) -> String {
         let duration = self.duration_or(name, default);
-        if duration.is_zero() {
-            self.error(name, "must be more than 0 seconds");
+        if duration.as_millis() == 0 {
+            self.error(name, "must be at least 1 ms");
         }
         format_seconds(duration)
     }
@@ -221,8 +223,10 @@ pub fn read(env: &Env) -> Result<Settings, Vec<EnvError>> {
         listen: r.text_or("GATEWAY_LISTEN", "0.0.0.0:8080"),
         admin_listen: r.text_or("GATEWAY_ADMIN_LISTEN", "0.0.0.0:9091"),
         max_body_bytes: r.uint_or("GATEWAY_MAX_BODY_BYTES", 16 * 1024 * 1024),
-        keepalive_timeout: r.timeout_or("GATEWAY_KEEPALIVE_TIMEOUT", Duration::from_secs(75)),
-        client_timeout: r.timeout_or("GATEWAY_SLOW_CLIENT_TIMEOUT", Duration::from_secs(60)),
+        keepalive_timeout: r
+            .nonzero_seconds_or("GATEWAY_KEEPALIVE_TIMEOUT", Duration::from_secs(75)),
+        client_timeout: r
+            .nonzero_seconds_or("GATEWAY_SLOW_CLIENT_TIMEOUT", Duration::from_secs(60)),
         test_mode: r.bool_or("GATEWAY_E2E_TEST_MODE", false),
     };
     let upstream = upstream(&mut r);
@@ -313,10 +317,11 @@ fn upstream(r: &mut Reader<'_>) -> Upstream {
         },
     };
     Upstream {
-        connect_timeout: r.timeout_or("AI_PROXY_CONNECT_TIMEOUT", Duration::from_secs(60)),
-        send_timeout: r.timeout_or("AI_PROXY_SEND_TIMEOUT", Duration::from_secs(300)),
-        read_timeout: r.timeout_or("AI_PROXY_READ_TIMEOUT", Duration::from_secs(300)),
-        request_deadline: r.timeout_or("AI_PROXY_REQUEST_DEADLINE", Duration::from_secs(240)),
+        connect_timeout: r.nonzero_seconds_or("AI_PROXY_CONNECT_TIMEOUT", Duration::from_secs(60)),
+        send_timeout: r.nonzero_seconds_or("AI_PROXY_SEND_TIMEOUT", Duration::from_secs(300)),
+        read_timeout: r.nonzero_seconds_or("AI_PROXY_READ_TIMEOUT", Duration::from_secs(300)),
+        request_deadline: r
+            .nonzero_seconds_or("AI_PROXY_REQUEST_DEADLINE", Duration::from_secs(240)),
         max_attempts,
         failover_on,
     }
@@ -416,10 +421,11 @@ fn health(r: &mut Reader<'_>) -> Option<Health> {
     let health = Health {
         scheme: r.one_of(&format!("{P}_SCHEME"), "http", &["http", "https"]),
         path: r.text_or(&format!("{P}_PATH"), "/openai/v1/models"),
-        timeout: r.seconds_or(&format!("{P}_TIMEOUT"), Duration::from_secs(1)),
-        healthy_interval: r.seconds_or(&format!("{P}_HEALTHY_INTERVAL"), Duration::from_secs(10)),
+        timeout: r.nonzero_seconds_or(&format!("{P}_TIMEOUT"), Duration::from_secs(1)),
+        healthy_interval: r
+            .nonzero_seconds_or(&format!("{P}_HEALTHY_INTERVAL"), Duration::from_secs(10)),
         unhealthy_interval: r
-            .seconds_or(&format!("{P}_UNHEALTHY_INTERVAL"), Duration::from_secs(5)),
+            .nonzero_seconds_or(&format!("{P}_UNHEALTHY_INTERVAL"), Duration::from_secs(5)),
     };
     if !health.path.starts_with('/') {
         r.error(

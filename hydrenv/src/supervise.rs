@@ -70,6 +70,9 @@ pub async fn run(
     let (changes_tx, mut changes) = tokio::sync::mpsc::channel::<()>(16);
     let _watcher = watch_env_dir(&env, changes_tx)?;
     let mut ticker = tokio::time::interval(refresh);
+    // Ticks missed while polls were off (no reference yet) or a render ran do not fire in a
+    // burst afterwards; the next poll is a full period after the last render.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     // The render in flight, and the reason for one more once it is done.
     let mut rendering: Option<tokio::task::JoinHandle<Option<bool>>> = None;
@@ -111,6 +114,7 @@ pub async fn run(
             _ = ticker.tick(), if has_vault => queued = queued.or(Some("Key Vault refresh")),
             done = finished(&mut rendering), if rendering.is_some() => {
                 rendering = None;
+                ticker.reset();
                 if let Ok(Some(secrets)) = done {
                     has_vault = secrets;
                 }

@@ -106,14 +106,16 @@ fn bad_boolean_and_bad_number_are_reported_together() {
             ("AI_PROXY_READ_TIMEOUT", Some("5 minutes")),
             ("GATEWAY_SLOW_CLIENT_TIMEOUT", Some("soon")),
             ("AI_PROXY_CONNECT_TIMEOUT", Some("0")),
+            ("AI_PROXY_SEND_TIMEOUT", Some("0.0004")),
         ],
         64,
         &[
             "GATEWAY_E2E_TEST_MODE: `maybe` is not a boolean",
             "AZURE_OPENAI_WEIGHT_0: `heavy` is not a whole number",
             "AI_PROXY_READ_TIMEOUT: ",
-            "GATEWAY_SLOW_CLIENT_TIMEOUT: ",
-            "AI_PROXY_CONNECT_TIMEOUT: must be more than 0 seconds",
+            "GATEWAY_SLOW_CLIENT_TIMEOUT: `soon`",
+            "AI_PROXY_CONNECT_TIMEOUT: must be at least 1 ms",
+            "AI_PROXY_SEND_TIMEOUT: must be at least 1 ms",
         ],
     );
 }

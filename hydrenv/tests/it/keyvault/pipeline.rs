@@ -206,7 +206,10 @@ fn read(path: &Path) -> String {
 async fn sigterm_reaches_the_proxy_while_a_refresh_waits_on_a_hung_vault() {
     let azure = azure_with_secrets().await;
     let root = tempfile::tempdir().unwrap();
-    let scenario = with_refs(azure.scenario(), &root.path().join("shared"));
+    // The vault client would give up on a hung request only after 120 s, far beyond what
+    // `wait_for` allows: the signal must not wait for it.
+    let scenario =
+        with_refs(azure.scenario(), &root.path().join("shared")).timeout(Duration::from_secs(120));
     let (mut child, marker, out) = supervise(scenario, root.path());
     wait_for(|| read(&marker).contains("ready")).await;
     // From now on the vault takes connections and never answers: the next refresh poll hangs.
