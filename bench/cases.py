@@ -238,7 +238,9 @@ class Bench:
                 result = self.h.wrk(url, key, CHAT_BODY, p.conns, p.wrk_seconds)
                 if cpu_before is not None:
                     used = procs[name].cpu_seconds() - cpu_before
-                    result["proxy_cpu_us_per_request"] = used * 1e6 / max(result["requests"], 1)
+                    # Per answered request, as req/s counts them (an error answer is no request).
+                    answered = result["requests"] - result["status"]
+                    result["proxy_cpu_us_per_request"] = used * 1e6 / max(answered, 1)
                 runs[name].append(result)
             self.log(
                 f"  rep {rep + 1}: "
@@ -652,9 +654,15 @@ def added(runs: dict, base: str, others: tuple[str, ...]) -> dict:
     for name, results in runs.items():
         summary["p50_us"][name] = median([r["p50"] for r in results])
         summary["p99_us"][name] = median([r["p99"] for r in results])
-        summary["max_us"][name] = max(r["max"] for r in results)
+        summary["max_us"][name] = max((r["max"] or 0) for r in results)
     for name in others:
-        pairs = list(zip(runs[name], runs[base], strict=True))
+        # A repetition where every exchange of a target failed has no percentiles: it is left
+        # out here, and its errors (below) fail the verdict.
+        pairs = [
+            (o, b)
+            for o, b in zip(runs[name], runs[base], strict=True)
+            if o["p99"] is not None and b["p99"] is not None
+        ]
         summary[f"{name}_added_p50_us"] = median([o["p50"] - b["p50"] for o, b in pairs])
         summary[f"{name}_added_p99_us"] = median([o["p99"] - b["p99"] for o, b in pairs])
     summary["errors"] = {n: sum(r["errors"] for r in rs) for n, rs in runs.items()}

@@ -92,8 +92,9 @@ def main() -> int:
                 proc, setup = chat[label]
                 cpu, user = proc.cpu_seconds(), proc.user_seconds()
                 r = h.wrk(setup.url + CHAT_PATH, CLIENT_KEY, CHAT_BODY, 64, 5)
-                used = (proc.cpu_seconds() - cpu) * 1e6 / r["requests"]
-                user = (proc.user_seconds() - user) * 1e6 / r["requests"]
+                answered = max(r["requests"] - r["status"], 1)
+                used = (proc.cpu_seconds() - cpu) * 1e6 / answered
+                user = (proc.user_seconds() - user) * 1e6 / answered
                 throughput[label].append((r["rps"], used, user))
         for label, runs in throughput.items():
             print(

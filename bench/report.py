@@ -32,16 +32,21 @@ def verdicts(r: dict) -> list[dict]:
             }
         )
 
-    def at_most(case, what, value, limit, unit, digits=0, target=None, shown=None):
-        """A target of the form "≤ limit": holds unless the value is missing or above it."""
+    def at_most(case, what, value, limit, unit, digits=0, target=None, errors=0):
+        """A target of the form "≤ limit": holds unless the value is missing or above it, or
+        the measured target failed requests (a latency of the ones that succeeded says nothing
+        about the ones that did not)."""
         over = value is None or value > limit
+        miss = f"by {fmt(value - limit, unit, digits)}" if value is not None and over else ""
+        if errors:
+            miss = ", ".join(m for m in (miss, f"{errors} failed requests") if m)
         row(
             case,
             what,
-            shown if shown is not None else fmt(value, unit, digits),
+            fmt(value, unit, digits),
             target or f"≤ {fmt(limit, unit, digits)}",
-            not over,
-            f"by {fmt(value - limit, unit, digits)}" if value is not None and over else "",
+            not over and not errors,
+            miss,
         )
 
     lat = r["cases"].get("latency", {}).get("summary")
@@ -55,6 +60,7 @@ def verdicts(r: dict) -> list[dict]:
             limit,
             " µs",
             target=f"≤ nginx's ({fmt(ng, ' µs')}) and ≤ 150 µs",
+            errors=lat.get("errors", {}).get("gateway", 0),
         )
     thr = r["cases"].get("throughput", {}).get("summary")
     if thr:
@@ -100,7 +106,14 @@ def verdicts(r: dict) -> list[dict]:
         )
     fo = r["cases"].get("failover", {}).get("summary")
     if fo:
-        at_most("5", "failover added p99", fo["failover_added_p99_us"], 1000, " µs")
+        at_most(
+            "5",
+            "failover added p99",
+            fo["failover_added_p99_us"],
+            1000,
+            " µs",
+            errors=sum(fo.get("errors", {}).values()),
+        )
     mem = r["cases"].get("streaming", {}).get("memory")
     if mem:
         at_most("6", "RSS idle", mem["gateway"]["idle_rss_kib"] / 1024, 20, " MiB", 1)
