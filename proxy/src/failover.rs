@@ -145,8 +145,7 @@ pub async fn attempt(gw: &Gateway, req: &AttemptRequest<'_>) -> Result<Winner, G
                 continue;
             }
             Err(Unavailable::Unhealthy) if !forced => {
-                // Counted as passed over now, and as an attempt too if tried in the end.
-                metrics.attempt(Outcome::SkippedUnhealthy);
+                // Counted when the request ends, unless tried after all (then as an attempt).
                 last_resort.push(index);
                 continue;
             }
@@ -154,6 +153,9 @@ pub async fn attempt(gw: &Gateway, req: &AttemptRequest<'_>) -> Result<Winner, G
         }
         let now = Instant::now();
         if now >= deadline {
+            if forced {
+                last_resort.insert(0, index); // Not tried: reported as skipped below.
+            }
             deadline_hit = true;
             break;
         }
@@ -167,8 +169,15 @@ pub async fn attempt(gw: &Gateway, req: &AttemptRequest<'_>) -> Result<Winner, G
         let result = try_backend(gw, index, req, now, budget).await;
         let failure = match result {
             Ok((head, body)) => {
-                backend.state.record_success();
-                metrics.attempt(Outcome::Ok);
+                if head.status.is_server_error() {
+                    // Passed on because 5xx failover is off: a failure all the same (recorded
+                    // by `try_backend`), which must not lift an unhealthy mark.
+                    metrics.attempt(Outcome::Http5xx);
+                } else {
+                    backend.state.record_success();
+                    metrics.attempt(Outcome::Ok);
+                }
+                skipped_unhealthy(gw, &last_resort, None);
                 return Ok(Winner {
                     backend: index,
                     attempts,
@@ -224,16 +233,27 @@ pub async fn attempt(gw: &Gateway, req: &AttemptRequest<'_>) -> Result<Winner, G
         }
         previous_failure = Some((index, outcome));
     }
-    for index in last_resort {
-        records.push(record(
-            gw.backends[index].config.name.clone(),
-            Outcome::SkippedUnhealthy,
-            None,
-            None,
-            false,
-        ));
-    }
+    skipped_unhealthy(gw, &last_resort, Some(&mut records));
     Err(exhausted(records, earliest_reopen, deadline_hit))
+}
+
+/// Counts the backends passed over as unhealthy and never tried, and lists them in the error
+/// details when the request failed.
+fn skipped_unhealthy(gw: &Gateway, untried: &[usize], records: Option<&mut Vec<AttemptRecord>>) {
+    for &index in untried {
+        gw.backend_metrics[index].attempt(Outcome::SkippedUnhealthy);
+    }
+    if let Some(records) = records {
+        records.extend(untried.iter().map(|&index| {
+            record(
+                gw.backends[index].config.name.clone(),
+                Outcome::SkippedUnhealthy,
+                None,
+                None,
+                false,
+            )
+        }));
+    }
 }
 
 fn record(

@@ -15,6 +15,9 @@ static USAGE_KEY: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new(b"\"usage\":"));
 /// The key without its colon (whitespace may come first), forwards: vectorised, unlike the
 /// reverse searcher, which walks byte by byte.
+/// Bodies up to this size are searched forward for the usage key; larger ones from their end.
+const FORWARD_SEARCH_MAX: usize = 16 * 1024;
+
 static USAGE_NAME: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new(b"\"usage\""));
 static USAGE_NAME_REV: LazyLock<memmem::FinderRev<'static>> =
@@ -32,9 +35,14 @@ pub struct Usage {
 
 /// Finds the last `"usage":{...}` object in a JSON text and reads it.
 pub fn find_usage(json: &[u8]) -> Option<Usage> {
-    // Usually the last mention is the object: find it with the fast forward search, and walk
-    // back from there only if it is not.
-    let last = USAGE_NAME.find_iter(json).last()?;
+    // Usually the last mention is the object. In a small body the vectorised forward search
+    // finds it soonest; a large one (an embeddings answer runs to megabytes) is searched from
+    // its end, where the usage is. Either way, walk back from there only if it is not.
+    let last = if json.len() <= FORWARD_SEARCH_MAX {
+        USAGE_NAME.find_iter(json).last()?
+    } else {
+        USAGE_NAME_REV.rfind(json)?
+    };
     if let Some(usage) = usage_at(json, last) {
         return Some(usage);
     }
@@ -179,6 +187,17 @@ mod tests {
         // A later mention that is not an object (a string value) does not hide the object.
         let later = br#"{"usage":{"total_tokens":3},"kind":"usage","x":{"usage" :null}}"#;
         assert_eq!(find_usage(later).map(|u| u.total), Some(3));
+        // Large bodies are searched from their end: the same answers, either way round.
+        let padding = format!(r#""data":"{}","#, "x".repeat(FORWARD_SEARCH_MAX));
+        let large_last = format!(r#"{{{padding}"usage":{{"total_tokens":5}}}}"#);
+        assert_eq!(find_usage(large_last.as_bytes()).map(|u| u.total), Some(5));
+        let large_earlier = format!(
+            r#"{{"usage":{{"total_tokens":7}},{padding}"kind":"usage","x":{{"usage":null}}}}"#
+        );
+        assert_eq!(
+            find_usage(large_earlier.as_bytes()).map(|u| u.total),
+            Some(7)
+        );
         for bad in [
             &br#"{"usage":{"prompt_tokens":1.5}}"#[..],
             br#"{"usage":{"prompt_tokens":-1}}"#,

@@ -508,11 +508,7 @@ async fn marked_backends_are_tried_last_and_reported_once_each() {
         ..opts("marked")
     })
     .await;
-    let broken = mock_with(MockOptions {
-        status_override: Some(503),
-        ..opts("broken")
-    })
-    .await;
+    let broken = mock("broken").await;
     let gw = gateway(&config_yaml(
         &[
             B {
@@ -524,11 +520,17 @@ async fn marked_backends_are_tried_last_and_reported_once_each() {
         "upstream:\n  passive_health: { failures: 1, unhealthy_for: 60s }\n",
     ))
     .await;
-    // Both fail once: both are marked (one failure is enough here).
-    assert_eq!(post(gw.addr, CHAT, CHAT_BODY).await.status, 502);
+    // The first tier fails once and is marked (one failure is enough here); the second serves.
+    assert_eq!(post(gw.addr, CHAT, CHAT_BODY).await.status, 200);
+    // Now the second tier fails too: the marked first tier, skipped at its turn, is tried after
+    // it, as the last resort.
+    broken.set_options(MockOptions {
+        status_override: Some(503),
+        ..broken.options()
+    });
     let reply = post(gw.addr, CHAT, CHAT_BODY).await;
     assert_eq!(reply.status, 502);
-    // Each backend was tried again (not skipped) and appears once, with what it answered.
+    // Each backend appears once, with what it answered, in the order tried.
     let body = reply.json();
     let details: Vec<(&str, &str)> = body["error"]["details"]
         .as_array()
@@ -541,11 +543,50 @@ async fn marked_backends_are_tried_last_and_reported_once_each() {
             )
         })
         .collect();
-    assert_eq!(details, [("marked", "http_5xx"), ("broken", "http_5xx")]);
+    assert_eq!(details, [("broken", "http_5xx"), ("marked", "http_5xx")]);
     assert_eq!(
         (marked.stats().requests(), broken.stats().requests()),
         (2, 2)
     );
+    // A backend tried in the end counts as an attempt, not also as skipped.
+    let text = metrics(&gw).await;
+    assert_eq!(
+        metric_sum(
+            &text,
+            "gateway_backend_attempts_total",
+            &["backend=\"marked\"", "outcome=\"skipped_unhealthy\""]
+        ),
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn a_5xx_passed_through_does_not_count_as_a_success() {
+    let backend = mock_with(MockOptions {
+        status_override: Some(500),
+        ..opts("a")
+    })
+    .await;
+    let gw = gateway(&config_yaml(
+        &[b("a", backend.url())],
+        "upstream:\n  failover_on: [http_429, connect_error, timeout]\n  passive_health: { failures: 1, unhealthy_for: 60s }\n",
+    ))
+    .await;
+    // 5xx failover is off: the 500s go to the client as they are, tried as the last resort the
+    // second time. Neither may lift the mark the first one set, nor count as `ok`.
+    for _ in 0..2 {
+        assert_eq!(post(gw.addr, CHAT, CHAT_BODY).await.status, 500);
+    }
+    let text = metrics(&gw).await;
+    assert_eq!(
+        metric_sum(&text, "gateway_backend_up", &["backend=\"a\""]),
+        0.0
+    );
+    let attempts = |outcome: &str| {
+        let outcome = format!("outcome=\"{outcome}\"");
+        metric_sum(&text, "gateway_backend_attempts_total", &[&outcome])
+    };
+    assert_eq!((attempts("http_5xx"), attempts("ok")), (2.0, 0.0));
 }
 
 #[tokio::test]
