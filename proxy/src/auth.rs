@@ -11,9 +11,6 @@ use ring::digest::{SHA256, digest};
 use crate::config::{ClientsConfig, Lane};
 use crate::error::GatewayError;
 
-/// Header names a client may put its key in, in order of precedence.
-pub const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "api-key", "ocp-apim-subscription-key"];
-
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
 pub struct Consumer {
