@@ -11,6 +11,43 @@ pub struct Scan<'a> {
     at: usize,
 }
 
+/// Where the first `"` or `\\` of `text` is. Keys and short values end within a few bytes:
+/// eight bytes at a time (a word compared at once) find that sooner than setting up the
+/// vectorised search, which takes over for long text.
+fn string_end(text: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const QUOTES: u64 = u64::from_ne_bytes([b'"'; 8]);
+    const BACKSLASHES: u64 = u64::from_ne_bytes([b'\\'; 8]);
+    /// High bit set in each byte of `word` that is zero (exact up to the first such byte).
+    fn zero_bytes(word: u64) -> u64 {
+        word.wrapping_sub(ONES) & !word & HIGHS
+    }
+    const NEAR: usize = 32;
+    let near = &text[..text.len().min(NEAR)];
+    let mut words = near.chunks_exact(8);
+    let mut at = 0;
+    for word in &mut words {
+        let word = u64::from_le_bytes(word.try_into().unwrap_or_default());
+        let hits = zero_bytes(word ^ QUOTES) | zero_bytes(word ^ BACKSLASHES);
+        if hits != 0 {
+            return Some(at + (hits.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    if let Some(offset) = words
+        .remainder()
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\')
+    {
+        return Some(at + offset);
+    }
+    if text.len() > NEAR {
+        return Some(NEAR + memchr2(b'"', b'\\', &text[NEAR..])?);
+    }
+    None
+}
+
 impl<'a> Scan<'a> {
     pub fn new(text: &'a [u8]) -> Self {
         Self { text, at: 0 }
@@ -65,17 +102,7 @@ impl<'a> Scan<'a> {
         let start = self.at;
         loop {
             let rest = self.text.get(self.at..)?;
-            // Keys and short values end within a few bytes: a plain loop finds the end sooner
-            // than setting up the vectorised search, which takes over for long text.
-            let near = &rest[..rest.len().min(32)];
-            let offset = match near.iter().position(|&b| b == b'"' || b == b'\\') {
-                Some(offset) => offset,
-                None if rest.len() > near.len() => {
-                    near.len() + memchr2(b'"', b'\\', &rest[near.len()..])?
-                }
-                None => return None,
-            };
-            self.at += offset;
+            self.at += string_end(rest)?;
             if self.text[self.at] == b'\\' {
                 self.at += 2;
             } else {
@@ -168,5 +195,43 @@ impl<'a> Scan<'a> {
                 (self.at > start).then_some(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_end_finds_the_first_quote_or_backslash_at_any_position() {
+        // Every position in and around the word-sized steps and the vectorised tail, with the
+        // byte that stops it alone, after the other one, and after near-misses (bytes one off).
+        for len in 0..80 {
+            for stop in [b'"', b'\\'] {
+                for at in 0..len {
+                    let mut text = vec![b'a'; len];
+                    for (i, b) in text.iter_mut().enumerate() {
+                        *b = [b'!', b'#', b'[', b']', b'a', 0x80 | b'"', 0xff][i % 7];
+                    }
+                    text[at] = stop;
+                    if at + 1 < len {
+                        text[at + 1] = if stop == b'"' { b'\\' } else { b'"' };
+                    }
+                    assert_eq!(string_end(&text), Some(at), "len {len}, at {at}");
+                }
+                let none = vec![b'!'; len];
+                assert_eq!(string_end(&none), None, "len {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn strings_with_escapes_are_read_whole() {
+        let text = br#""a\"b\\\\" , "c""#;
+        let mut scan = Scan::new(text);
+        assert_eq!(scan.string(), Some(&br#"a\"b\\\\"#[..]));
+        assert_eq!(scan.eat(b','), Some(()));
+        assert_eq!(scan.string(), Some(&b"c"[..]));
+        assert_eq!(Scan::new(br#""unterminated\""#).string(), None);
     }
 }
