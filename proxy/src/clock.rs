@@ -19,7 +19,61 @@ pub fn ms_at(instant: Instant) -> u64 {
     instant.saturating_duration_since(origin()).as_millis() as u64 + 1
 }
 
+/// The monotonic clock to within one kernel tick (a few milliseconds, either way), for
+/// deadlines of seconds that are moved often: a connection's next keep-alive deadline, a
+/// stream's last chunk. The kernel's last tick is read without the time-stamp counter, several
+/// times cheaper than [`Instant::now`], which a stream would otherwise pay on every chunk.
+/// Latencies are never measured with it.
+pub fn coarse() -> Instant {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::time::{ClockId, clock_gettime};
+        fn read() -> Duration {
+            let now = clock_gettime(ClockId::MonotonicCoarse);
+            Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+        }
+        // One precise reading paired with a coarse one: later coarse readings are mapped onto
+        // `Instant`s from there (the same clock, so the pair is off by less than one tick).
+        static PAIR: OnceLock<(Instant, Duration)> = OnceLock::new();
+        let (origin, at) = *PAIR.get_or_init(|| (Instant::now(), read()));
+        origin + read().saturating_sub(at)
+    }
+    #[cfg(not(target_os = "linux"))]
+    Instant::now()
+}
+
 /// Milliseconds from now until `at_ms`, or zero if that is past.
 pub fn until(at_ms: u64) -> Duration {
     Duration::from_millis(at_ms.saturating_sub(now_ms()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_coarse_clock_is_the_monotonic_clock_to_within_a_tick() {
+        // Not a timing threshold: the two readings of one clock must agree to its resolution.
+        #[cfg(target_os = "linux")]
+        let tick = {
+            let res = rustix::time::clock_getres(rustix::time::ClockId::MonotonicCoarse);
+            Duration::new(res.tv_sec as u64, res.tv_nsec as u32)
+        };
+        #[cfg(not(target_os = "linux"))]
+        let tick = Duration::ZERO;
+        let _ = coarse();
+        for _ in 0..1000 {
+            let before = Instant::now();
+            let reading = coarse();
+            let after = Instant::now();
+            assert!(
+                reading + 2 * tick >= before,
+                "{reading:?} behind {before:?}"
+            );
+            assert!(
+                reading <= after + 2 * tick,
+                "{reading:?} ahead of {after:?}"
+            );
+        }
+    }
 }

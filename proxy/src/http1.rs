@@ -532,9 +532,55 @@ pub fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Appends `value` in `radix` (10 for `content-length`, 16 for a chunk size) without the
+/// formatting machinery, which costs more than the rest of a field; twice per proxied request
+/// and once per streamed chunk.
+pub fn put_number(out: &mut Vec<u8>, mut value: u64, radix: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 20];
+    let mut start = text.len();
+    loop {
+        start -= 1;
+        text[start] = DIGITS[(value % radix) as usize];
+        value /= radix;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&text[start..]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_are_written_as_the_formatter_would() {
+        let mut samples = vec![
+            0,
+            1,
+            9,
+            10,
+            15,
+            16,
+            255,
+            256,
+            4095,
+            65_536,
+            u64::MAX - 1,
+            u64::MAX,
+        ];
+        samples.extend((0..64).map(|bit| 1u64 << bit));
+        samples.extend((1..64).map(|bit| (1u64 << bit) - 1));
+        for value in samples {
+            let mut decimal = b"x".to_vec();
+            put_number(&mut decimal, value, 10);
+            assert_eq!(decimal, format!("x{value}").into_bytes());
+            let mut hex = Vec::new();
+            put_number(&mut hex, value, 16);
+            assert_eq!(hex, format!("{value:x}").into_bytes());
+        }
+    }
 
     fn decode_all(framing: &mut Framing, pieces: &[&[u8]]) -> io::Result<Vec<u8>> {
         let mut buf = BytesMut::new();

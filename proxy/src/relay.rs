@@ -124,6 +124,12 @@ pub fn usage_of(body: &[u8]) -> Option<Usage> {
     find_usage(body)
 }
 
+/// When a frame arrived, to within a few milliseconds (the idle limit is seconds long; a precise
+/// clock read per chunk would cost more than the rest of the timekeeping).
+fn coarse_now() -> tokio::time::Instant {
+    tokio::time::Instant::from_std(crate::clock::coarse())
+}
+
 /// The streaming response body.
 pub struct Relay {
     pending: VecDeque<Bytes>,
@@ -177,7 +183,7 @@ impl Relay {
             }),
             idle,
             sleep: Box::pin(tokio::time::sleep(idle)),
-            last_frame: tokio::time::Instant::now(),
+            last_frame: coarse_now(),
             accounting,
             _stream_gauge: Some(StreamGauge(gauge)),
         };
@@ -194,7 +200,7 @@ impl Relay {
             sse: None,
             idle,
             sleep: Box::pin(tokio::time::sleep(idle)),
-            last_frame: tokio::time::Instant::now(),
+            last_frame: coarse_now(),
             accounting,
             _stream_gauge: None,
         }
@@ -265,7 +271,7 @@ impl Body for Relay {
             };
             match Pin::new(upstream).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
-                    this.last_frame = tokio::time::Instant::now();
+                    this.last_frame = coarse_now();
                     let data = match frame.into_data() {
                         Ok(data) => data,
                         Err(_) => continue, // trailers: not relayed

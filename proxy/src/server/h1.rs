@@ -34,6 +34,7 @@ use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::http1::{
     Framing, FramingFields, MAX_HEADERS, RawFields, invalid, poll_body, poll_once, put_field,
+    put_number,
 };
 use crate::pipeline::ClientHead;
 use crate::socket::Socket;
@@ -210,7 +211,8 @@ impl Limits {
 /// under way, a silent body, an answer the client does not read. A wait arms it only once it has
 /// to wait, so bytes that are already there never touch it (not even the clock); it is
 /// registered with the runtime once and then moved to each new deadline (to a later one with a
-/// compare-and-swap).
+/// compare-and-swap). Deadlines come from the coarse clock ([`crate::clock::coarse`]): they are
+/// seconds away, a few milliseconds either way do not matter.
 #[derive(Default)]
 struct Timer {
     sleep: Option<Pin<Box<Sleep>>>,
@@ -228,7 +230,7 @@ impl Timer {
     fn poll_expired(&mut self, limit: Duration, cx: &mut Context<'_>) -> Poll<()> {
         if !self.armed {
             self.armed = true;
-            let deadline = tokio::time::Instant::now() + limit;
+            let deadline = tokio::time::Instant::from_std(crate::clock::coarse() + limit);
             match &mut self.sleep {
                 Some(sleep) => sleep.as_mut().reset(deadline),
                 None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
@@ -408,10 +410,9 @@ impl Conn {
         if !bodiless {
             match exact {
                 Some(length) => {
-                    let _ = std::io::Write::write_fmt(
-                        &mut out,
-                        format_args!("content-length: {length}\r\n"),
-                    );
+                    out.extend_from_slice(b"content-length: ");
+                    put_number(&mut out, length, 10);
+                    out.extend_from_slice(b"\r\n");
                 }
                 None if chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
                 None => {}
@@ -451,10 +452,8 @@ impl Conn {
                         continue;
                     }
                     if chunked {
-                        let _ = std::io::Write::write_fmt(
-                            &mut out,
-                            format_args!("{:x}\r\n", data.len()),
-                        );
+                        put_number(&mut out, data.len() as u64, 16);
+                        out.extend_from_slice(b"\r\n");
                     }
                     if data.len() >= WRITE_BATCH {
                         // Large pieces go out as they are rather than through a copy.
