@@ -23,7 +23,10 @@ use crate::gateway::Gateway;
 use crate::metrics::Metrics;
 use crate::worker;
 
+mod drain;
 mod h1;
+
+use drain::{Drain, DrainWatch};
 
 /// A running gateway (both listeners).
 pub struct RunningGateway {
@@ -165,6 +168,7 @@ async fn serve_api(
     drain: Duration,
 ) {
     let connections = TaskTracker::new();
+    let draining = Arc::new(Drain::default());
     let heartbeat = tokio::spawn(heartbeat());
     loop {
         let Some((stream, client)) = next_connection(&listener, "api", &current, &mut stop).await
@@ -172,9 +176,11 @@ async fn serve_api(
             break;
         };
         let _ = stream.set_nodelay(true);
-        connections.spawn(h1::serve(stream, client, current.clone(), stop.clone()));
+        let drain = DrainWatch::new(draining.clone());
+        connections.spawn(h1::serve(stream, client, current.clone(), drain));
     }
     drop(listener);
+    draining.begin();
     heartbeat.abort();
     connections.close();
     tracing::info!("draining in-flight requests");

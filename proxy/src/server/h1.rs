@@ -26,7 +26,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio::time::Sleep;
 
 use crate::answer::Answer;
@@ -38,6 +37,8 @@ use crate::http1::{
 };
 use crate::pipeline::ClientHead;
 use crate::socket::Socket;
+
+use super::DrainWatch;
 
 /// Largest request head accepted (request line and header fields).
 const MAX_HEAD: usize = 64 * 1024;
@@ -60,7 +61,7 @@ pub async fn serve(
     stream: TcpStream,
     client: SocketAddr,
     current: Arc<ArcSwap<Gateway>>,
-    mut drain: watch::Receiver<bool>,
+    mut drain: DrainWatch,
 ) {
     let stream = Socket::new(stream);
     let limits = Limits::of(&current.load());
@@ -123,7 +124,7 @@ pub async fn serve(
         };
         let answer = crate::pipeline::handle(gateway, request, body, client).await;
         // A body the pipeline did not read (413, 401) cannot be skipped safely: close after.
-        let keep_alive = keep_alive && framing.is_done() && !*drain.borrow();
+        let keep_alive = keep_alive && framing.is_done() && !drain.begun();
         let written = conn
             .write_response(answer, head_only, http10, keep_alive)
             .await;
@@ -147,7 +148,7 @@ async fn serve_h2(
     conn: Conn,
     client: SocketAddr,
     current: Arc<ArcSwap<Gateway>>,
-    mut drain: watch::Receiver<bool>,
+    mut drain: DrainWatch,
 ) {
     let service = service_fn(move |request: Request<Incoming>| {
         let gateway = current.load_full();
@@ -167,16 +168,11 @@ async fn serve_h2(
     tokio::pin!(connection);
     tokio::select! {
         _ = connection.as_mut() => {}
-        _ = draining(&mut drain) => {
+        _ = drain.begun_wait() => {
             connection.as_mut().graceful_shutdown();
             let _ = connection.await;
         }
     }
-}
-
-/// Resolves once a drain has begun.
-async fn draining(drain: &mut watch::Receiver<bool>) {
-    let _ = drain.wait_for(|draining| *draining).await;
 }
 
 struct Conn {
@@ -301,11 +297,7 @@ impl Conn {
     /// Reads until a whole request head is buffered. Between requests (nothing buffered), a
     /// drain or `keepalive_timeout` ends the connection; a head must be whole within
     /// `client_timeout` of its first bytes.
-    async fn read_head(
-        &mut self,
-        drain: &mut watch::Receiver<bool>,
-        first: bool,
-    ) -> Result<Next, Bad> {
+    async fn read_head(&mut self, drain: &mut DrainWatch, first: bool) -> Result<Next, Bad> {
         self.timer.disarm();
         loop {
             if first && self.buf.len() >= 3 && self.buf.starts_with(&H2_PREFACE[..3]) {
@@ -326,7 +318,7 @@ impl Conn {
                 if self.buf.len() > MAX_HEAD {
                     return Err(Bad::Malformed("The request head is too large."));
                 }
-            } else if *drain.borrow() {
+            } else if drain.begun() {
                 return Ok(Next::Closed);
             }
             if !self.read(drain).await? {
@@ -337,7 +329,7 @@ impl Conn {
 
     /// Reads more bytes; false when the client closed, or, while nothing of a request had
     /// arrived, a drain began or the connection was idle for `keepalive_timeout`.
-    async fn read(&mut self, drain: &mut watch::Receiver<bool>) -> Result<bool, Bad> {
+    async fn read(&mut self, drain: &mut DrainWatch) -> Result<bool, Bad> {
         if self.buf.capacity() - self.buf.len() < 1024 {
             self.buf.reserve(READ_CHUNK);
         }
@@ -347,7 +339,6 @@ impl Conn {
         } else {
             self.limits.client
         };
-        let mut drained = std::pin::pin!(draining(drain));
         // The read first: bytes already there need neither the drain signal nor the timer.
         let waited = std::future::poll_fn(|cx| {
             if let Poll::Ready(read) =
@@ -355,7 +346,7 @@ impl Conn {
             {
                 return Poll::Ready(Waited::Read(read));
             }
-            if idle && drained.as_mut().poll(cx).is_ready() {
+            if idle && drain.poll(cx).is_ready() {
                 return Poll::Ready(Waited::Drain);
             }
             ready!(self.timer.poll_expired(limit, cx));
