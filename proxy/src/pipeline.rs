@@ -25,6 +25,10 @@ use crate::routes::{self, Operation};
 static ANONYMOUS: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("anonymous"));
 /// The empty label value (no backend, no model).
 static EMPTY_LABEL: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
+/// Distinct `model` label values per worker; see [`model_label`].
+const MODEL_LABELS: usize = 64;
+/// The `model` label of models beyond the first [`MODEL_LABELS`].
+static OTHER_MODEL: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("other"));
 
 /// A client's request head: what the stages read of a request besides its body. The fields stay
 /// in the bytes they arrived in (HTTP/1.1); an HTTP/2 request's map is laid out the same way.
@@ -191,10 +195,11 @@ impl Known {
     }
 }
 
-/// The `model` label: the body's model, else the deployment in the path. The first models a
-/// worker sees are kept, so the usual few cost no allocation per request.
+/// The `model` label: the body's model, else the deployment in the path. Both come from
+/// clients, and every distinct value becomes time series kept for the life of the process, so
+/// a worker gives its first [`MODEL_LABELS`] models a label each (kept, so the usual few cost no
+/// allocation per request) and counts any further one as `other`.
 fn model_label(model: Option<&str>, deployment: Option<&str>) -> Arc<str> {
-    const KEPT: usize = 64;
     thread_local! {
         static MODELS: std::cell::RefCell<Vec<Arc<str>>> = const { std::cell::RefCell::new(Vec::new()) };
     }
@@ -205,10 +210,11 @@ fn model_label(model: Option<&str>, deployment: Option<&str>) -> Arc<str> {
         if let Some(known) = kept.iter().find(|known| ***known == *model) {
             return known.clone();
         }
-        let label: Arc<str> = Arc::from(model);
-        if kept.len() < KEPT {
-            kept.push(label.clone());
+        if kept.len() == MODEL_LABELS {
+            return OTHER_MODEL.clone();
         }
+        let label: Arc<str> = Arc::from(model);
+        kept.push(label.clone());
         label
     })
 }

@@ -6,6 +6,33 @@ use http_body_util::{BodyExt, Full};
 
 use crate::harness::*;
 
+/// Clients choose the model; a client sending a new one with every request must not grow the
+/// metrics without bound: past the first 64 (per worker), models are counted as `other`.
+#[tokio::test]
+async fn model_labels_are_bounded() {
+    let backend = mock("a").await;
+    let gw = gateway(&config_yaml(&[b("a", backend.url())], "")).await;
+    let models = 80;
+    for i in 0..models {
+        let body = format!(r#"{{"model":"m-{i}","messages":[{{"role":"user","content":"x"}}]}}"#);
+        let reply = post(gw.addr, "/openai/v1/chat/completions", &body).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    let text = metrics(&gw).await;
+    let mut labelled: Vec<&str> = text
+        .lines()
+        .filter(|line| line.starts_with("gateway_requests_total{"))
+        .filter_map(|line| line.split("model=\"").nth(1)?.split('"').next())
+        .collect();
+    labelled.sort_unstable();
+    labelled.dedup();
+    assert_eq!(labelled.len(), 65, "{labelled:?}");
+    assert!(labelled.contains(&"m-0") && labelled.contains(&"m-63"));
+    assert!(!labelled.contains(&"m-64"));
+    let other = metric_sum(&text, "gateway_requests_total", &["model=\"other\""]);
+    assert_eq!(other, 16.0, "{text}");
+}
+
 #[tokio::test]
 async fn path_and_query_are_forwarded_exactly_once() {
     let backend = mock("a").await;
