@@ -13,6 +13,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -29,7 +30,7 @@ use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
 use crate::answer::Answer;
-use crate::error::GatewayError;
+use crate::error::{GatewayError, ResponseBody};
 use crate::gateway::Gateway;
 use crate::http1::{
     Framing, FramingFields, MAX_HEADERS, RawFields, invalid, poll_body, poll_once, put_field,
@@ -143,22 +144,31 @@ pub async fn serve(
     }
 }
 
-/// hyper's HTTP/2 server for h2c clients (prior knowledge), fed the bytes already read.
+/// hyper's HTTP/2 server for h2c clients (prior knowledge), fed the bytes already read. The
+/// connection closes (GOAWAY) once it has had no request under way for `keepalive_timeout`, as
+/// an HTTP/1.1 connection does.
 async fn serve_h2(
     conn: Conn,
     client: SocketAddr,
     current: Arc<ArcSwap<Gateway>>,
     mut drain: DrainWatch,
 ) {
-    let service = service_fn(move |request: Request<Incoming>| {
-        let gateway = current.load_full();
-        async move {
-            let (parts, body) = request.into_parts();
-            let head = ClientHead::from_parts(&parts);
-            let answer = crate::pipeline::handle(gateway, head, body, client).await;
-            Ok::<_, Infallible>(answer.into_response())
-        }
-    });
+    let streams = Arc::new(H2Streams::new());
+    let keepalive = conn.limits.keepalive;
+    let service = {
+        let streams = streams.clone();
+        service_fn(move |request: Request<Incoming>| {
+            let gateway = current.load_full();
+            let open = H2Stream::open(&streams);
+            async move {
+                let (parts, body) = request.into_parts();
+                let head = ClientHead::from_parts(&parts);
+                let answer = crate::pipeline::handle(gateway, head, body, client).await;
+                let response = answer.into_response();
+                Ok::<_, Infallible>(response.map(|body| open.until_sent(body)))
+            }
+        })
+    };
     let io = TokioIo::new(Prefixed {
         pre: conn.buf.freeze(),
         stream: conn.stream,
@@ -172,6 +182,95 @@ async fn serve_h2(
             connection.as_mut().graceful_shutdown();
             let _ = connection.await;
         }
+        _ = streams.idle_for(keepalive) => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
+/// The requests of one HTTP/2 connection that are under way (from the request until its answer
+/// has been sent or dropped), and when the last one ended.
+struct H2Streams {
+    open: AtomicUsize,
+    /// [`crate::clock::now_ms`] when the connection opened or a request last ended.
+    last_ms: AtomicU64,
+}
+
+impl H2Streams {
+    fn new() -> Self {
+        Self {
+            open: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(crate::clock::now_ms()),
+        }
+    }
+
+    /// Resolves once no request has been under way for `limit` (checked at least every
+    /// `limit`; a request that starts and ends in between moves the start of the idle time).
+    async fn idle_for(&self, limit: Duration) {
+        loop {
+            let wait = if self.open.load(Ordering::SeqCst) == 0 {
+                let idle =
+                    crate::clock::now_ms().saturating_sub(self.last_ms.load(Ordering::SeqCst));
+                match limit.checked_sub(Duration::from_millis(idle)) {
+                    Some(left) if !left.is_zero() => left,
+                    _ => return,
+                }
+            } else {
+                limit
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// One request of an HTTP/2 connection, counted in its [`H2Streams`] until dropped.
+struct H2Stream(Arc<H2Streams>);
+
+impl H2Stream {
+    fn open(streams: &Arc<H2Streams>) -> Self {
+        streams.open.fetch_add(1, Ordering::SeqCst);
+        Self(streams.clone())
+    }
+
+    /// The answer's body, which keeps the request counted until it is sent or dropped.
+    fn until_sent(self, body: ResponseBody) -> ResponseBody {
+        Counted { body, _open: self }.boxed_unsync()
+    }
+}
+
+impl Drop for H2Stream {
+    fn drop(&mut self) {
+        self.0
+            .last_ms
+            .store(crate::clock::now_ms(), Ordering::SeqCst);
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A response body that keeps its request counted as under way.
+struct Counted {
+    body: ResponseBody,
+    _open: H2Stream,
+}
+
+impl Body for Counted {
+    type Data = Bytes;
+    type Error = crate::error::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

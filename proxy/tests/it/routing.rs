@@ -470,6 +470,55 @@ async fn h2c_clients_are_served() {
     }
 }
 
+/// An h2c connection with no request under way closes after `keepalive_timeout`, as an
+/// HTTP/1.1 one does; a stream that lasts longer than that is not cut.
+#[tokio::test]
+async fn an_idle_h2c_connection_closes_after_keepalive_timeout_but_not_mid_stream() {
+    let backend = mock_with(mock::MockOptions {
+        chunk_interval: std::time::Duration::from_millis(100),
+        chunk_count: 8,
+        ..opts("a")
+    })
+    .await;
+    let yaml = config_yaml(&[b("a", backend.url())], "")
+        .replace("server:\n", "server:\n  keepalive_timeout: 300ms\n");
+    let gw = gateway(&yaml).await;
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let connection = tokio::spawn(connection);
+    // Eight deltas 100 ms apart: the stream outlasts the keep-alive limit and arrives whole,
+    // and while it is under way the connection is not idle: it still takes new requests.
+    let stream = request(Method::POST, gw.addr, CHAT, &[], STREAM_BODY.to_owned());
+    let response = sender.send_request(stream).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut text = String::new();
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_millis(500) {
+        let chunk = next_chunk(&mut body).await.expect("the stream ended early");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let chat = request(Method::POST, gw.addr, CHAT, &[], CHAT_BODY.to_owned());
+    let second = sender
+        .send_request(chat)
+        .await
+        .expect("a connection with a stream under way was closed as idle");
+    assert_eq!(second.status(), 200);
+    while let Some(chunk) = next_chunk(&mut body).await {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(text.contains("tok7") && text.contains("[DONE]"), "{text}");
+    // Then nothing: the gateway ends the connection (the guard only keeps a broken limit from
+    // hanging the test).
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(20), connection).await;
+    assert!(ended.is_ok(), "the idle h2c connection was not closed");
+}
+
 #[tokio::test]
 async fn lost_response_state_fails_over_on_invalid_encrypted_content() {
     let a = mock("a").await;
