@@ -20,6 +20,7 @@ use crate::metrics::RequestLabels;
 use crate::relay::{Accounting, Relay, Whole};
 use crate::request_body::RequestBody;
 use crate::routes::{self, Operation};
+use crate::scan::Scan;
 
 /// Consumer label of requests without a known key (one shared allocation).
 static ANONYMOUS: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("anonymous"));
@@ -356,17 +357,35 @@ fn remember_response(
         (_, Some(data)) if body.starts_with(b"event:") || body.starts_with(b"data:") => data,
         _ => body,
     };
-    #[derive(serde::Deserialize)]
-    struct Created {
-        id: Option<String>,
-        response: Option<Box<Created>>,
+    if let Some(id) = created_response_id(data).filter(|id| id.starts_with("resp")) {
+        gw.affinity.remember(id, &gw.backends[backend].config.name);
     }
-    if let Ok(created) = serde_json::from_slice::<Created>(data) {
-        let id = created.response.and_then(|r| r.id).or(created.id);
-        if let Some(id) = id.filter(|id| id.starts_with("resp")) {
-            gw.affinity.remember(&id, &gw.backends[backend].config.name);
-        }
+}
+
+/// The id of a created response: `response.id` of a streamed event about one
+/// (`response.created`), else the `id` of a Responses object. Walked with the scanner, not
+/// parsed into values: an agent's answer runs to megabytes of output. `None` for anything but a
+/// whole JSON object, or an id with escapes (response ids have none).
+fn created_response_id(json: &[u8]) -> Option<&str> {
+    type Ids<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+    fn ids<'a>(scan: &mut Scan<'a>) -> Option<Ids<'a>> {
+        let (mut id, mut nested) = (None, None);
+        scan.members(|scan, key| {
+            match (key, scan.peek()?) {
+                (b"id", b'"') => id = Some(scan.string()?),
+                (b"response", b'{') => nested = ids(scan)?.0,
+                _ => scan.skip_value()?,
+            }
+            Some(())
+        })?;
+        Some((id, nested))
     }
+    let mut scan = Scan::new(json);
+    let (id, nested) = ids(&mut scan)?;
+    let raw = nested.or(id).filter(|raw| !raw.contains(&b'\\'))?;
+    scan.at_end()
+        .then(|| std::str::from_utf8(raw).ok())
+        .flatten()
 }
 
 /// The consistent-hash key of a request, when hashing is configured.
@@ -418,6 +437,30 @@ fn test_header_shim(request: &RawFields, answer: &mut AnswerHead) {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+
+    #[test]
+    fn the_created_response_id_is_read_from_objects_and_events() {
+        let cases: [(&[u8], Option<&str>); 10] = [
+            (br#"{"id":"resp_1","object":"response","output":[{"id":"msg_1","content":[{"text":"a \"}\" b"}]}]}"#, Some("resp_1")),
+            (br#"{"type":"response.created","sequence_number":0,"response":{"id":"resp_2","status":"in_progress"}}"#, Some("resp_2")),
+            (br#"{"id":"evt_1","response":{"id":"resp_3"}}"#, Some("resp_3")),
+            (br#"{"response":{"status":"x"},"id":"resp_4"}"#, Some("resp_4")),
+            (br#" { "id" : "resp_5" } "#, Some("resp_5")),
+            (br#"{"id":5}"#, None),
+            (br#"{"id":"resp_\u0036"}"#, None),
+            (br#"{"id":"resp_7""#, None),
+            (br#"{"id":"resp_8"} trailing"#, None),
+            (br#"["resp_9"]"#, None),
+        ];
+        for (json, id) in cases {
+            assert_eq!(
+                super::created_response_id(json),
+                id,
+                "{}",
+                String::from_utf8_lossy(json)
+            );
+        }
+    }
 
     fn size_of<F: std::future::Future>(_: &F) -> usize {
         std::mem::size_of::<F>()
