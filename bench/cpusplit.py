@@ -38,27 +38,6 @@ from harness import (  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def switches(proc: Proc) -> tuple[int, int]:
-    """Voluntary and involuntary context switches of the process tree so far."""
-    voluntary = involuntary = 0
-    for pid in proc.tree():
-        try:
-            tasks = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for tid in tasks:
-            try:
-                status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
-            except OSError:
-                continue
-            for line in status.splitlines():
-                if line.startswith("voluntary_ctxt_switches"):
-                    voluntary += int(line.split()[1])
-                elif line.startswith("nonvoluntary_ctxt_switches"):
-                    involuntary += int(line.split()[1])
-    return voluntary, involuntary
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -93,12 +72,12 @@ def main() -> int:
                 order = list(targets) if rep % 2 == 0 else list(reversed(targets))
                 for name in order:
                     url, proc = targets[name]
-                    cpu, user, cs = proc.cpu_seconds(), proc.user_seconds(), switches(proc)
+                    cpu, user, cs = proc.cpu_seconds(), proc.user_seconds(), proc.context_switches()
                     r = h.wrk(url, CLIENT_KEY, CHAT_BODY, conns, args.seconds)
                     n = max(r["requests"] - r["status"], 1)
                     cpu = (proc.cpu_seconds() - cpu) * 1e6 / n
                     user = (proc.user_seconds() - user) * 1e6 / n
-                    after = switches(proc)
+                    after = proc.context_switches()
                     print(
                         f"  {name:8s} {r['rps']:8.0f} req/s  CPU {cpu:6.2f} µs  user {user:5.2f} µs"
                         f"  kernel {cpu - user:6.2f} µs  switches {(after[0] - cs[0]) / n:.3f}"

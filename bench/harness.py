@@ -406,6 +406,24 @@ class Proc:
         ticks = self._per_thread("stat", lambda text: int(text.rsplit(")", 1)[1].split()[11]))
         return ticks / os.sysconf("SC_CLK_TCK")
 
+    def context_switches(self) -> tuple[int, int]:
+        """Voluntary (it waited) and involuntary (it was preempted) context switches of the
+        process tree so far (`/proc/<pid>/task/<tid>/status`)."""
+
+        def count(key: str):
+            def read(text: str) -> int:
+                for line in text.splitlines():
+                    if line.startswith(key + ":"):
+                        return int(line.split()[1])
+                raise ValueError(key)
+
+            return read
+
+        return (
+            self._per_thread("status", count("voluntary_ctxt_switches")),
+            self._per_thread("status", count("nonvoluntary_ctxt_switches")),
+        )
+
     def _per_thread(self, name: str, read) -> int:
         """Sum of `read(/proc/<pid>/task/<tid>/<name>)` over every thread of the process tree
         (threads that end meanwhile are skipped)."""

@@ -22,10 +22,18 @@ pub struct Consumer {
     pub lane: Lane,
 }
 
-#[derive(Debug)]
 struct KnownKey {
     digest: [u8; 32],
     consumer: Consumer,
+}
+
+impl std::fmt::Debug for KnownKey {
+    /// The consumer only: a digest of a short key can be searched for the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KnownKey")
+            .field("consumer", &self.consumer)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The client-auth stage, built once per config.
@@ -132,6 +140,18 @@ mod tests {
                 lane: Lane::High,
             }],
         })
+    }
+
+    #[test]
+    fn debug_output_names_consumers_but_not_their_key_digests() {
+        let shown = format!("{:?}", auth(true));
+        assert!(shown.contains("team-a"), "{shown}");
+        assert!(!shown.contains("digest"), "{shown}");
+        let digest = sha256(b"key-a");
+        assert!(
+            !shown.contains(&format!("{:?}", &digest[..4])[1..8]),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -532,6 +532,13 @@ pub fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Appends the `content-length: {length}` field line.
+pub fn put_content_length(out: &mut Vec<u8>, length: u64) {
+    out.extend_from_slice(b"content-length: ");
+    put_number(out, length, 10);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Appends `value` in `radix` (10 for `content-length`, 16 for a chunk size) without the
 /// formatting machinery, which costs more than the rest of a field; twice per proxied request
 /// and once per streamed chunk.

@@ -13,11 +13,11 @@ use crate::scan::Scan;
 /// Searchers built once: `memmem::find` would rebuild one for every streamed event.
 static USAGE_KEY: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new(b"\"usage\":"));
-/// The key without its colon (whitespace may come first), forwards: vectorised, unlike the
-/// reverse searcher, which walks byte by byte.
-/// Bodies up to this size are searched forward for the usage key; larger ones from their end.
+/// Bodies up to this size are searched forward for the usage key (vectorised, unlike the reverse
+/// searcher, which walks byte by byte); larger ones from their end, where the usage is.
 const FORWARD_SEARCH_MAX: usize = 16 * 1024;
 
+/// The key without its colon (whitespace may come first), forwards and backwards.
 static USAGE_NAME: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new(b"\"usage\""));
 static USAGE_NAME_REV: LazyLock<memmem::FinderRev<'static>> =

@@ -33,8 +33,8 @@ use crate::answer::Answer;
 use crate::error::{GatewayError, ResponseBody};
 use crate::gateway::Gateway;
 use crate::http1::{
-    Framing, FramingFields, MAX_HEADERS, RawFields, invalid, poll_body, poll_once, put_field,
-    put_number,
+    Framing, FramingFields, MAX_HEADERS, RawFields, invalid, poll_body, poll_once,
+    put_content_length, put_field, put_number,
 };
 use crate::pipeline::ClientHead;
 use crate::socket::Socket;
@@ -499,11 +499,7 @@ impl Conn {
         });
         if !bodiless {
             match exact {
-                Some(length) => {
-                    out.extend_from_slice(b"content-length: ");
-                    put_number(&mut out, length, 10);
-                    out.extend_from_slice(b"\r\n");
-                }
+                Some(length) => put_content_length(&mut out, length),
                 None if chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
                 None => {}
             }

@@ -27,7 +27,7 @@ use tokio_rustls::TlsConnector;
 use super::body::UpstreamBody;
 use super::stream::Stream;
 use crate::clock::now_ms;
-use crate::http1::{Framing, FramingFields, MAX_HEADERS, RawFields, put_field, put_number};
+use crate::http1::{Framing, FramingFields, MAX_HEADERS, RawFields, put_content_length, put_field};
 use crate::socket::Socket;
 
 /// Idle connections kept per backend and worker; beyond it the oldest is closed when one comes
@@ -372,9 +372,7 @@ impl RequestHead {
 
     fn finish(mut self, body_len: usize) -> Vec<u8> {
         if body_len > 0 || self.declares_length {
-            self.buf.extend_from_slice(b"content-length: ");
-            put_number(&mut self.buf, body_len as u64, 10);
-            self.buf.extend_from_slice(b"\r\n");
+            put_content_length(&mut self.buf, body_len as u64);
         }
         self.buf.extend_from_slice(b"\r\n");
         self.buf
