@@ -42,8 +42,9 @@ def main() -> int:
     parser.add_argument(
         "--bin-dir",
         type=Path,
-        default=ROOT / "target" / "release",
-        help="where proxy, mock and loadgen are (default target/release)",
+        default=ROOT / "target" / "dist",
+        help="where hydrenv, proxy, mock and loadgen are (default target/dist, what "
+        "scripts/build-release.sh builds)",
     )
     parser.add_argument(
         "--out",
@@ -107,6 +108,10 @@ def main() -> int:
         "bin_dir": str(
             h.bin_dir.relative_to(ROOT) if h.bin_dir.is_relative_to(ROOT) else h.bin_dir
         ),
+        # scripts/build-release.sh says there how it built the proxy (PGO or not).
+        "build": (h.bin_dir / "BUILD").read_text().strip()
+        if (h.bin_dir / "BUILD").exists()
+        else f"cargo build ({h.bin_dir.name} profile)",
         "work": str(work),
         "root": str(ROOT),
         "cases": {},

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """A/B of two gateway binaries, side by side in one run (how proxy changes are measured):
 
-    cargo build --release -p proxy && cp target/release/proxy /tmp/proxy-before
+    scripts/build-release.sh && cp target/dist/proxy /tmp/proxy-before
     ... change the proxy, build again ...
-    python3 bench/compare.py /tmp/proxy-before target/release/proxy [--reps 5]
+    python3 bench/compare.py /tmp/proxy-before target/dist/proxy [--reps 5]
 
 Both gateways run at the same time in front of the same mocks (core 0; load on core 1), so
 noise from a shared machine hits both alike:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Where a proxied request's CPU goes, gateway against nginx, in front of the same mock:
 
-    python3 bench/cpusplit.py [--proxy target/release/proxy] [--reps 4] [--seconds 4]
+    python3 bench/cpusplit.py [--proxy target/dist/proxy] [--reps 4] [--seconds 4]
 
 For each concurrency (wrk -c64, the saturation of case 2, and wrk -c1, one request at a time as
 in case 1) the two proxies take turns, `--reps` runs each, and every run prints req/s and, per
@@ -42,7 +42,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--proxy", type=Path, default=ROOT / "target" / "release" / "proxy")
+    parser.add_argument("--proxy", type=Path, default=ROOT / "target" / "dist" / "proxy")
     parser.add_argument("--reps", type=int, default=4)
     parser.add_argument("--seconds", type=int, default=4)
     args = parser.parse_args()

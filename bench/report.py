@@ -147,7 +147,8 @@ def markdown(r: dict) -> str:
     out += [
         f"- Machine: {m['cpus']} × {m['cpu_model']} ({m['virtualization']}), "
         f"{m['memory_gib']} GiB, {m['os']}, kernel {m['kernel']}",
-        f"- Tools: {m['nginx']}; {m['wrk']}; {m['rustc']}; binaries `{r['bin_dir']}`; "
+        f"- Tools: {m['nginx']}; {m['wrk']}; {m['rustc']}; binaries `{r['bin_dir']}` "
+        f"({r.get('build', 'cargo build')}); "
         f"commit `{m['git']}`",
         f"- Cores: {r['layout']}",
         f"- Gateway started with `{r.get('launcher', 'proxy --config')}` "

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The gateway benchmark, one command (see bench/README.md):
-#   bench/run.sh            full run, ~5 minutes + build; bench/results/<time>-full.json, latest.md
+#   bench/run.sh            full run, ~5 minutes + the release build (scripts/build-release.sh,
+#                           ~6 min from clean); bench/results/<time>-full.json, latest.md
 #   bench/run.sh --smoke    every case once, tiny durations (CI); no thresholds
 # Other options go to bench/bench.py (--cases, --reps, --bin-dir, --no-pin, --out).
-#   BENCH_DEBUG=1           use the debug binaries (target/debug) instead of building release ones
+#   BENCH_DEBUG=1           use the debug binaries (target/debug) instead of the release build
 # Installs what it needs first (idempotent): nginx, wrk and perf from the OS packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +34,9 @@ if [[ -n "${BENCH_DEBUG:-}" ]]; then
   cargo build --quiet -p proxy -p mock -p hydrenv -p bench
   bin=target/debug
 else
-  cargo build --quiet --release -p proxy -p mock -p hydrenv -p bench
-  bin=target/release
+  # What ships: hydrenv and the profile-guided proxy (scripts/build-release.sh; PGO=0 for a
+  # plain release proxy).
+  scripts/build-release.sh
+  bin=target/dist
 fi
 exec python3 bench/bench.py --bin-dir "$bin" "$@"

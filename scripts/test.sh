@@ -16,3 +16,6 @@ fi
 # tests just built, so the harness cannot rot. Installs nginx/wrk if missing. The numbers are
 # meaningless and never fail CI; a broken harness does. Last line: `BENCH SMOKE OK: ...`.
 BENCH_DEBUG=1 bench/run.sh --smoke
+# The training run of the profile-guided release build (scripts/build-release.sh), briefly, on
+# the same debug binaries: every request it sends must succeed.
+python3 bench/pgo_train.py --proxy target/debug/proxy --bin-dir target/debug --smoke
