@@ -33,7 +33,6 @@ from harness import (  # noqa: E402
     CLIENT_KEY,
     LOAD_CPUS,
     SERVER_CPUS,
-    STREAM_BODY,
     Backend,
     GatewaySetup,
     Harness,

@@ -7,8 +7,9 @@
 # an instrumented proxy (target/pgo/gen); bench/pgo_train.py sends it the gateway's traffic;
 # llvm-profdata merges the counts; the proxy is built again with them (target/pgo/use).
 # target/dist/ gets hydrenv and proxy (hydrenv execs the proxy next to it), and mock and loadgen
-# so the benchmark finds everything in one directory; BUILD says how the proxy was built. Needs llvm-profdata from the toolchain's
-# llvm-tools component (added with rustup when missing) and python3.
+# so the benchmark finds everything in one directory; BUILD says how the proxy was built.
+# Needs llvm-profdata from the toolchain's llvm-tools component (added with rustup when missing)
+# and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -57,7 +58,8 @@ if [[ ! -f "$pgo/proxy.profdata" || "$(cat "$pgo/trained-on" 2>/dev/null)" != "$
   echo "$stamp" >"$pgo/trained-on"
 fi
 
-# Functions the training never ran are compiled as usual; LLVM need not warn about each one.
+# Code the training never ran (error paths, reloads) is compiled as cold, for size. Functions the
+# profile has no record of at all are compiled as usual, without a warning for each.
 RUSTFLAGS="$flags -Cprofile-use=$root/$pgo/proxy.profdata -Cllvm-args=-pgo-warn-missing-function=false" \
   cargo build --quiet --release -p proxy --target-dir "$pgo/use"
 ship "$pgo/use/release/proxy"
