@@ -30,7 +30,7 @@ use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
 use crate::answer::Answer;
-use crate::error::{GatewayError, ResponseBody};
+use crate::error::{BoxError, GatewayError, ResponseBody};
 use crate::gateway::Gateway;
 use crate::http1::{
     Framing, FramingFields, MAX_HEADERS, RawFields, invalid, poll_body, poll_once,
@@ -163,6 +163,11 @@ async fn serve_h2(
             async move {
                 let (parts, body) = request.into_parts();
                 let head = ClientHead::from_parts(&parts);
+                let body = H2Body {
+                    limit: gateway.config.server.client_timeout,
+                    inner: body,
+                    timer: Timer::default(),
+                };
                 let answer = crate::pipeline::handle(gateway, head, body, client).await;
                 let response = answer.into_response();
                 Ok::<_, Infallible>(response.map(|body| open.until_sent(body)))
@@ -716,6 +721,44 @@ impl Body for RequestBody<'_> {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.framing.size_hint()
+    }
+}
+
+/// An HTTP/2 request body, read as the pipeline polls it: like an HTTP/1.1 one
+/// ([`RequestBody`]), it may not fall silent for longer than `server.client_timeout` (408), so a
+/// client that opens a stream and stops sending cannot hold a request open for ever.
+struct H2Body {
+    inner: Incoming,
+    timer: Timer,
+    limit: Duration,
+}
+
+impl Body for H2Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Poll::Ready(polled) = Pin::new(&mut this.inner).poll_frame(cx) {
+            this.timer.disarm();
+            return Poll::Ready(polled.map(|result| result.map_err(BoxError::from)));
+        }
+        ready!(this.timer.poll_expired(this.limit, cx));
+        Poll::Ready(Some(Err(Box::new(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client sent no body bytes within server.client_timeout",
+        )))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use http::Method;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Either, Full};
 
 use crate::harness::*;
 
@@ -517,6 +517,64 @@ async fn an_idle_h2c_connection_closes_after_keepalive_timeout_but_not_mid_strea
     // hanging the test).
     let ended = tokio::time::timeout(std::time::Duration::from_secs(20), connection).await;
     assert!(ended.is_ok(), "the idle h2c connection was not closed");
+}
+
+/// A request body that sends its first bytes, then nothing, and never ends.
+struct Stalled(bool);
+
+impl http_body::Body for Stalled {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if self.0 {
+            return std::task::Poll::Pending;
+        }
+        self.0 = true;
+        let first = Bytes::from_static(br#"{"messages":"#);
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(first))))
+    }
+}
+
+/// An h2c request whose body falls silent gets 408 after `server.client_timeout`, as an HTTP/1.1
+/// one does, and the connection goes on serving.
+#[tokio::test]
+async fn a_silent_h2c_request_body_times_out_with_408() {
+    let backend = mock("a").await;
+    let yaml = config_yaml(&[b("a", backend.url())], "")
+        .replace("server:\n", "server:\n  client_timeout: 300ms\n");
+    let gw = gateway(&yaml).await;
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let stalled = http::Request::post(format!("http://{}{CHAT}", gw.addr))
+        .header("content-type", "application/json")
+        .body(Either::Left(Stalled(false)))
+        .unwrap();
+    // The guard only keeps a missing limit from hanging the test.
+    let response = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        sender.send_request(stalled),
+    )
+    .await
+    .expect("no answer to a request whose body stopped: no client_timeout on h2c")
+    .unwrap();
+    assert_eq!(response.status(), 408);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(
+        String::from_utf8_lossy(&body).contains("client_timeout"),
+        "{body:?}"
+    );
+    let next = request(Method::POST, gw.addr, CHAT, &[], CHAT_BODY.to_owned()).map(Either::Right);
+    assert_eq!(sender.send_request(next).await.unwrap().status(), 200);
 }
 
 #[tokio::test]
