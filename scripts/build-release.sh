@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The release build: hydrenv and a profile-guided (PGO) proxy, in target/dist/ (docs/proxy.md,
 # "Release build"). What ships, and what the benchmark measures (bench/run.sh).
-#   scripts/build-release.sh            ~6 min from clean on 2 cores, ~20 s when nothing changed
+#   scripts/build-release.sh            ~7.5 min from clean on 2 cores, ~1 s when nothing changed
 #   PGO=0 scripts/build-release.sh      plain release proxy (no training run; ~2 min from clean)
 # Steps: a plain release build of the workspace's binaries (mock and loadgen drive the training);
 # an instrumented proxy (target/pgo/gen); bench/pgo_train.py sends it the gateway's traffic;
