@@ -19,10 +19,8 @@ Needs target/release/{mock,loadgen} (bench/run.sh builds them) and wrk.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -32,7 +30,6 @@ from harness import (  # noqa: E402
     CHAT_BODY,
     CHAT_PATH,
     CLIENT_KEY,
-    LOAD_CPUS,
     SERVER_CPUS,
     Backend,
     GatewaySetup,
@@ -40,8 +37,6 @@ from harness import (  # noqa: E402
     Proc,
     wait_ready,
 )
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> int:
@@ -52,11 +47,7 @@ def main() -> int:
     parser.add_argument("b", type=Path, help="proxy binary B (e.g. after it)")
     parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args()
-    work = ROOT / "target" / "bench-work" / f"compare-{int(time.time())}"
-    work.mkdir(parents=True)
-    h = Harness(ROOT / "target" / "release", work, pin=True)
-    if h.pin:
-        os.sched_setaffinity(0, {int(LOAD_CPUS)})
+    h = Harness.for_script("compare")
     try:
         _, (instant,) = h.start_mock("mock-instant")
         _, (stream,) = h.start_mock(

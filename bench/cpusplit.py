@@ -15,9 +15,7 @@ involuntary: the mock, on the same core, preempted it). Processes are pinned as 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -26,7 +24,6 @@ from harness import (  # noqa: E402
     CHAT_BODY,
     CHAT_PATH,
     CLIENT_KEY,
-    LOAD_CPUS,
     SERVER_CPUS,
     Backend,
     GatewaySetup,
@@ -46,11 +43,7 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=4)
     parser.add_argument("--seconds", type=int, default=4)
     args = parser.parse_args()
-    work = ROOT / "target" / "bench-work" / f"cpusplit-{int(time.time())}"
-    work.mkdir(parents=True)
-    h = Harness(ROOT / "target" / "release", work, pin=True)
-    if h.pin:
-        os.sched_setaffinity(0, {int(LOAD_CPUS)})
+    h = Harness.for_script("cpusplit")
     try:
         _, (instant,) = h.start_mock("mock-instant")
         setup = GatewaySetup([Backend("mock", instant)])

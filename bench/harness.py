@@ -49,6 +49,19 @@ class Harness:
         self.procs: list[Proc] = []
         self._scripts: dict[tuple[str, str], Path] = {}
 
+    @classmethod
+    def for_script(cls, name: str, bin_dir: Path | None = None) -> Harness:
+        """The harness of a standalone script (compare, cpusplit, pgo_train): scratch files in
+        `target/bench-work/<name>-<ms>/`, mock and loadgen from `bin_dir` (default
+        `target/release`), and the calling process pinned to the load core, off the servers'."""
+        root = Path(__file__).resolve().parent.parent
+        work = root / "target" / "bench-work" / f"{name}-{int(time.time() * 1000)}"
+        work.mkdir(parents=True)
+        h = cls((bin_dir or root / "target" / "release").resolve(), work, pin=True)
+        if h.pin:
+            os.sched_setaffinity(0, {int(LOAD_CPUS)})
+        return h
+
     def bin(self, name: str) -> str:
         path = self.bin_dir / name
         if not path.exists():

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -31,7 +29,6 @@ from harness import (  # noqa: E402
     CHAT_BODY,
     CHAT_PATH,
     CLIENT_KEY,
-    LOAD_CPUS,
     SERVER_CPUS,
     Backend,
     GatewaySetup,
@@ -66,11 +63,7 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="every phase briefly")
     args = parser.parse_args()
     scale = 0.1 if args.smoke else 1.0
-    work = ROOT / "target" / "bench-work" / f"pgo-train-{int(time.time() * 1000)}"
-    work.mkdir(parents=True)
-    h = Harness(args.bin_dir.resolve(), work, pin=True)
-    if h.pin:
-        os.sched_setaffinity(0, {int(LOAD_CPUS)})
+    h = Harness.for_script("pgo-train", args.bin_dir)
     try:
         train(h, args.proxy.resolve(), scale)
     except HarnessError as e:
@@ -78,7 +71,7 @@ def main() -> int:
         return 1
     finally:
         h.stop_all()
-    print(f"pgo_train: every request succeeded (work files in {work})")
+    print(f"pgo_train: every request succeeded (work files in {h.work})")
     return 0
 
 

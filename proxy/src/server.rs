@@ -1,5 +1,6 @@
-//! Listeners: the API listener (HTTP/1.1 served by [`h1`], h2c on the same port, `TCP_NODELAY`) and the admin
-//! listener (`/healthz`, `/readyz`, `/metrics`), and the graceful drain on shutdown.
+//! Listeners: the API listener (HTTP/1.1 served by [`h1`], h2c on the same port by [`h2`],
+//! `TCP_NODELAY`) and the admin listener (`/healthz`, `/readyz`, `/metrics`), and the graceful
+//! drain on shutdown.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ use crate::worker;
 
 mod drain;
 mod h1;
+mod h2;
 
 use drain::{Drain, DrainWatch};
 

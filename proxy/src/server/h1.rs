@@ -3,34 +3,29 @@
 //! with a body that reads from the connection when the pipeline asks for it, write the response
 //! (head and small bodies in one write; streamed bodies chunked, each upstream read written at
 //! once), repeat while keep-alive holds. Connections that open with the HTTP/2 preface (h2c with
-//! prior knowledge) are handed to hyper's HTTP/2 server.
+//! prior knowledge) are handed to [`super::h2`].
 //!
 //! Why: hyper's HTTP/1 server costs more CPU per request than all of nginx's user-space work;
 //! this loop does only what a proxy needs (see `docs/benchmarks.md`).
 
-use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::{Buf, Bytes, BytesMut};
-use http::{Method, Request, StatusCode, Uri, Version};
+use bytes::{Bytes, BytesMut};
+use http::{Method, StatusCode, Uri, Version};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
 use crate::answer::Answer;
-use crate::error::{BoxError, GatewayError, ResponseBody};
+use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::http1::{
     Framing, FramingFields, MAX_HEADERS, RawFields, invalid, poll_body, poll_once,
@@ -79,7 +74,17 @@ pub async fn serve(
         let head = match conn.read_head(&mut drain, first).await {
             Ok(Next::Request(head)) => head,
             Ok(Next::Closed) => return,
-            Ok(Next::H2) => return serve_h2(conn, client, current, drain).await,
+            Ok(Next::H2) => {
+                return super::h2::serve(
+                    conn.buf.freeze(),
+                    conn.stream,
+                    conn.limits.keepalive,
+                    client,
+                    current,
+                    drain,
+                )
+                .await;
+            }
             Err(bad) => {
                 let error = match bad {
                     Bad::Malformed(message) => GatewayError::BadRequest(message.into()),
@@ -144,141 +149,6 @@ pub async fn serve(
     }
 }
 
-/// hyper's HTTP/2 server for h2c clients (prior knowledge), fed the bytes already read. The
-/// connection closes (GOAWAY) once it has had no request under way for `keepalive_timeout`, as
-/// an HTTP/1.1 connection does.
-async fn serve_h2(
-    conn: Conn,
-    client: SocketAddr,
-    current: Arc<ArcSwap<Gateway>>,
-    mut drain: DrainWatch,
-) {
-    let streams = Arc::new(H2Streams::new());
-    let keepalive = conn.limits.keepalive;
-    let service = {
-        let streams = streams.clone();
-        service_fn(move |request: Request<Incoming>| {
-            let gateway = current.load_full();
-            let open = H2Stream::open(&streams);
-            async move {
-                let (parts, body) = request.into_parts();
-                let head = ClientHead::from_parts(&parts);
-                let body = H2Body {
-                    limit: gateway.config.server.client_timeout,
-                    inner: body,
-                    timer: Timer::default(),
-                };
-                let answer = crate::pipeline::handle(gateway, head, body, client).await;
-                let response = answer.into_response();
-                Ok::<_, Infallible>(response.map(|body| open.until_sent(body)))
-            }
-        })
-    };
-    let io = TokioIo::new(Prefixed {
-        pre: conn.buf.freeze(),
-        stream: conn.stream,
-    });
-    let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-        .serve_connection(io, service);
-    tokio::pin!(connection);
-    tokio::select! {
-        _ = connection.as_mut() => {}
-        _ = drain.begun_wait() => {
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
-        }
-        _ = streams.idle_for(keepalive) => {
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
-        }
-    }
-}
-
-/// The requests of one HTTP/2 connection that are under way (from the request until its answer
-/// has been sent or dropped), and when the last one ended.
-struct H2Streams {
-    open: AtomicUsize,
-    /// [`crate::clock::now_ms`] when the connection opened or a request last ended.
-    last_ms: AtomicU64,
-}
-
-impl H2Streams {
-    fn new() -> Self {
-        Self {
-            open: AtomicUsize::new(0),
-            last_ms: AtomicU64::new(crate::clock::now_ms()),
-        }
-    }
-
-    /// Resolves once no request has been under way for `limit` (checked at least every
-    /// `limit`; a request that starts and ends in between moves the start of the idle time).
-    async fn idle_for(&self, limit: Duration) {
-        loop {
-            let wait = if self.open.load(Ordering::SeqCst) == 0 {
-                let idle =
-                    crate::clock::now_ms().saturating_sub(self.last_ms.load(Ordering::SeqCst));
-                match limit.checked_sub(Duration::from_millis(idle)) {
-                    Some(left) if !left.is_zero() => left,
-                    _ => return,
-                }
-            } else {
-                limit
-            };
-            tokio::time::sleep(wait).await;
-        }
-    }
-}
-
-/// One request of an HTTP/2 connection, counted in its [`H2Streams`] until dropped.
-struct H2Stream(Arc<H2Streams>);
-
-impl H2Stream {
-    fn open(streams: &Arc<H2Streams>) -> Self {
-        streams.open.fetch_add(1, Ordering::SeqCst);
-        Self(streams.clone())
-    }
-
-    /// The answer's body, which keeps the request counted until it is sent or dropped.
-    fn until_sent(self, body: ResponseBody) -> ResponseBody {
-        Counted { body, _open: self }.boxed_unsync()
-    }
-}
-
-impl Drop for H2Stream {
-    fn drop(&mut self) {
-        self.0
-            .last_ms
-            .store(crate::clock::now_ms(), Ordering::SeqCst);
-        self.0.open.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// A response body that keeps its request counted as under way.
-struct Counted {
-    body: ResponseBody,
-    _open: H2Stream,
-}
-
-impl Body for Counted {
-    type Data = Bytes;
-    type Error = crate::error::BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
 struct Conn {
     stream: Socket,
     buf: BytesMut,
@@ -314,7 +184,7 @@ impl Limits {
 /// compare-and-swap). Deadlines come from the coarse clock ([`crate::clock::coarse`]): they are
 /// seconds away, a few milliseconds either way do not matter.
 #[derive(Default)]
-struct Timer {
+pub(super) struct Timer {
     sleep: Option<Pin<Box<Sleep>>>,
     /// The current wait has its deadline.
     armed: bool,
@@ -322,12 +192,12 @@ struct Timer {
 
 impl Timer {
     /// The next wait gets a deadline of its own (the current one made progress or ended).
-    fn disarm(&mut self) {
+    pub(super) fn disarm(&mut self) {
         self.armed = false;
     }
 
     /// `Ready` once `limit` has passed since this wait was first polled here.
-    fn poll_expired(&mut self, limit: Duration, cx: &mut Context<'_>) -> Poll<()> {
+    pub(super) fn poll_expired(&mut self, limit: Duration, cx: &mut Context<'_>) -> Poll<()> {
         if !self.armed {
             self.armed = true;
             let deadline = tokio::time::Instant::from_std(crate::clock::coarse() + limit);
@@ -673,6 +543,15 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<Head>, Bad> {
     }))
 }
 
+/// The error of a request body that sent nothing for `server.client_timeout` (HTTP/1.1 and h2c
+/// alike): the pipeline answers it with 408.
+pub(super) fn body_fell_silent() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "the client sent no body bytes within server.client_timeout",
+    )
+}
+
 /// A request body read from the connection as the pipeline polls it. With `expect:
 /// 100-continue` (and none of the content received yet), the interim answer goes out on the first
 /// poll, so a request refused before its body is read (401, 413) never makes the client send it.
@@ -709,10 +588,7 @@ impl Body for RequestBody<'_> {
             return Poll::Ready(polled.map(|result| result.map(Frame::data)));
         }
         ready!(this.timer.poll_expired(this.limit, cx));
-        Poll::Ready(Some(Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "the client sent no body bytes within server.client_timeout",
-        ))))
+        Poll::Ready(Some(Err(body_fell_silent())))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -721,95 +597,5 @@ impl Body for RequestBody<'_> {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.framing.size_hint()
-    }
-}
-
-/// An HTTP/2 request body, read as the pipeline polls it: like an HTTP/1.1 one
-/// ([`RequestBody`]), it may not fall silent for longer than `server.client_timeout` (408), so a
-/// client that opens a stream and stops sending cannot hold a request open for ever.
-struct H2Body {
-    inner: Incoming,
-    timer: Timer,
-    limit: Duration,
-}
-
-impl Body for H2Body {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        if let Poll::Ready(polled) = Pin::new(&mut this.inner).poll_frame(cx) {
-            this.timer.disarm();
-            return Poll::Ready(polled.map(|result| result.map_err(BoxError::from)));
-        }
-        ready!(this.timer.poll_expired(this.limit, cx));
-        Poll::Ready(Some(Err(Box::new(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "the client sent no body bytes within server.client_timeout",
-        )))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// A connection whose first bytes were already read: they are replayed before the socket.
-struct Prefixed {
-    pre: Bytes,
-    stream: Socket,
-}
-
-impl AsyncRead for Prefixed {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.pre.is_empty() {
-            let n = self.pre.len().min(buf.remaining());
-            buf.put_slice(&self.pre[..n]);
-            self.pre.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Prefixed {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }

@@ -470,6 +470,29 @@ async fn h2c_clients_are_served() {
     }
 }
 
+/// One h2c connection (prior knowledge) to `addr`: its sender, and the task driving it, which
+/// ends when the connection does.
+async fn h2c_connect<B>(
+    addr: std::net::SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<B>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+)
+where
+    B: http_body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    (sender, tokio::spawn(connection))
+}
+
 /// An h2c connection with no request under way closes after `keepalive_timeout`, as an
 /// HTTP/1.1 one does; a stream that lasts longer than that is not cut.
 #[tokio::test]
@@ -483,14 +506,7 @@ async fn an_idle_h2c_connection_closes_after_keepalive_timeout_but_not_mid_strea
     let yaml = config_yaml(&[b("a", backend.url())], "")
         .replace("server:\n", "server:\n  keepalive_timeout: 300ms\n");
     let gw = gateway(&yaml).await;
-    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    let connection = tokio::spawn(connection);
+    let (mut sender, connection) = h2c_connect(gw.addr).await;
     // Eight deltas 100 ms apart: the stream outlasts the keep-alive limit and arrives whole,
     // and while it is under way the connection is not idle: it still takes new requests.
     let stream = request(Method::POST, gw.addr, CHAT, &[], STREAM_BODY.to_owned());
@@ -547,14 +563,7 @@ async fn a_silent_h2c_request_body_times_out_with_408() {
     let yaml = config_yaml(&[b("a", backend.url())], "")
         .replace("server:\n", "server:\n  client_timeout: 300ms\n");
     let gw = gateway(&yaml).await;
-    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
+    let (mut sender, _connection) = h2c_connect(gw.addr).await;
     let stalled = http::Request::post(format!("http://{}{CHAT}", gw.addr))
         .header("content-type", "application/json")
         .body(Either::Left(Stalled(false)))
