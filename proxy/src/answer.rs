@@ -1,30 +1,49 @@
 //! What the gateway answers a request with: the status, the backend's header fields passed on as
 //! they came, the gateway's own fields, and the body. The HTTP/1.1 connection writes it directly
-//! (no header map is built for a backend's answer); HTTP/2 gets an [`http::Response`].
+//! (no header map is built for a backend's answer); HTTP/2 gets an [`http::Response`]. Both are
+//! written from [`AnswerHead::for_each_field`], the one place that decides which fields an answer
+//! carries: a stage adds or rewrites a field by putting it in `headers`, and drops one of the
+//! backend's by naming it in `hidden`.
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
-use crate::error::ResponseBody;
+use crate::ctx::RequestCtx;
+use crate::error::{GatewayError, ResponseBody};
 use crate::http1::RawFields;
+use crate::relay::Pending;
 use crate::upstream::passes_to_client;
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_GATEWAY_BACKEND: HeaderName = HeaderName::from_static("x-gateway-backend");
 const X_GATEWAY_ATTEMPTS: HeaderName = HeaderName::from_static("x-gateway-attempts");
 
-/// One answer to one request.
+/// One answer to one request, ready to be written.
 pub struct Answer {
     pub head: AnswerHead,
     pub body: ResponseBody,
 }
 
+/// An answer whose body does not carry the request's context yet: what the stages and the
+/// attempts produce. [`Reply::attach`] hands the context over.
+#[derive(Debug)]
+pub struct Reply {
+    pub head: AnswerHead,
+    pub body: Pending,
+}
+
 /// Everything of an answer but its body.
+#[derive(Debug)]
 pub struct AnswerHead {
     pub status: StatusCode,
-    /// The backend's fields; those [`passes_to_client`] accepts go out, in their order.
+    /// The backend's fields; those [`passes_to_client`] accepts go out, in their order, unless
+    /// `hidden` names them or `headers` has a field of the same name.
     pub passed: RawFields,
-    /// Fields of the gateway's own (an error's, test mode's), written after the passed ones.
+    /// Fields of the gateway's own (an error's, a stage's), written after the passed ones; each
+    /// replaces a backend field of its name.
     pub headers: HeaderMap,
+    /// Backend fields this answer holds back on top of what no answer passes (e.g. `server`).
+    pub hidden: Vec<HeaderName>,
     /// The backend that answered (`x-gateway-backend`) and the attempts made
     /// (`x-gateway-attempts`).
     pub served_by: Option<(HeaderValue, u32)>,
@@ -32,47 +51,31 @@ pub struct AnswerHead {
     pub request_id: Option<HeaderValue>,
 }
 
-impl Answer {
-    /// An answer the gateway makes itself (errors, its own endpoints).
-    pub fn from_response(response: Response<ResponseBody>) -> Self {
-        let (parts, body) = response.into_parts();
-        Self {
-            head: AnswerHead {
-                status: parts.status,
-                passed: RawFields::default(),
-                headers: parts.headers,
-                served_by: None,
-                request_id: None,
-            },
-            body,
-        }
-    }
-
-    /// As an `http` response (HTTP/2, which needs a header map).
-    pub fn into_response(self) -> Response<ResponseBody> {
-        let mut head = self.head;
-        let mut headers = head.passed.to_header_map(passes_to_client);
-        // The gateway's own fields replace the backend's of the same name.
-        headers.extend(head.headers);
-        if let Some((backend, attempts)) = head.served_by.take() {
-            headers.insert(X_GATEWAY_BACKEND, backend);
-            headers.insert(X_GATEWAY_ATTEMPTS, attempts_value(attempts));
-        }
-        if let Some(id) = head.request_id.take() {
-            headers.insert(X_REQUEST_ID, id);
-        }
-        let mut response = Response::new(self.body);
-        *response.status_mut() = head.status;
-        *response.headers_mut() = headers;
-        response
-    }
-}
-
 impl AnswerHead {
-    /// Every field in the order written: the backend's, the gateway's, then the marks.
+    /// A head of the gateway's own, with these fields.
+    pub fn own(status: StatusCode, headers: HeaderMap) -> Self {
+        Self {
+            status,
+            passed: RawFields::default(),
+            headers,
+            hidden: Vec::new(),
+            served_by: None,
+            request_id: None,
+        }
+    }
+
+    /// Whether a backend field goes out with this answer.
+    fn passes(&self, name: &[u8]) -> bool {
+        let named = |known: &HeaderName| known.as_str().as_bytes().eq_ignore_ascii_case(name);
+        passes_to_client(name)
+            && !self.hidden.iter().any(named)
+            && (self.headers.is_empty() || !self.headers.keys().any(named))
+    }
+
+    /// Every field in the order written: the backend's that pass, the gateway's, then the marks.
     pub fn for_each_field(&self, mut field: impl FnMut(&[u8], &[u8])) {
         for (name, value) in self.passed.iter() {
-            if passes_to_client(name) {
+            if self.passes(name) {
                 field(name, value);
             }
         }
@@ -90,6 +93,78 @@ impl AnswerHead {
             field(X_REQUEST_ID.as_str().as_bytes(), id.as_bytes());
         }
     }
+
+    /// The fields as a header map (HTTP/2): the same ones, decided by the same rule, that
+    /// [`Self::for_each_field`] writes (the backend's values share its head's bytes).
+    pub fn to_header_map(&self) -> HeaderMap {
+        let mut map = self.passed.to_header_map(|name| self.passes(name));
+        for (name, value) in &self.headers {
+            map.append(name, value.clone());
+        }
+        if let Some((backend, attempts)) = &self.served_by {
+            map.insert(X_GATEWAY_BACKEND, backend.clone());
+            map.insert(X_GATEWAY_ATTEMPTS, attempts_value(*attempts));
+        }
+        if let Some(id) = &self.request_id {
+            map.insert(X_REQUEST_ID, id.clone());
+        }
+        map
+    }
+}
+
+impl Reply {
+    /// The gateway's answer in the error shape.
+    pub fn error(error: GatewayError) -> Self {
+        let (status, headers, body) = error.into_parts();
+        Self {
+            head: AnswerHead::own(status, headers),
+            body: Pending::Whole {
+                data: body,
+                usage: false,
+            },
+        }
+    }
+
+    /// A whole answer of the gateway's own.
+    pub fn own(status: StatusCode, headers: HeaderMap, body: Bytes) -> Self {
+        Self {
+            head: AnswerHead::own(status, headers),
+            body: Pending::Whole {
+                data: body,
+                usage: false,
+            },
+        }
+    }
+
+    /// The answer, its body carrying the request's context (marked with its request id).
+    pub fn attach(self, ctx: Box<RequestCtx>) -> Answer {
+        let mut head = self.head;
+        head.request_id = Some(ctx.id.clone());
+        Answer {
+            head,
+            body: self.body.attach(ctx),
+        }
+    }
+}
+
+impl Answer {
+    /// An answer the gateway makes itself outside any request (its admin endpoints).
+    pub fn from_response(response: Response<ResponseBody>) -> Self {
+        let (parts, body) = response.into_parts();
+        Self {
+            head: AnswerHead::own(parts.status, parts.headers),
+            body,
+        }
+    }
+
+    /// As an `http` response (HTTP/2, which needs a header map).
+    pub fn into_response(self) -> Response<ResponseBody> {
+        let headers = self.head.to_header_map();
+        let mut response = Response::new(self.body);
+        *response.status_mut() = self.head.status;
+        *response.headers_mut() = headers;
+        response
+    }
 }
 
 /// `x-gateway-attempts`: a constant for the usual counts, no allocation.
@@ -98,5 +173,91 @@ fn attempts_value(attempts: u32) -> HeaderValue {
     match SMALL.get(attempts as usize) {
         Some(text) => HeaderValue::from_static(text),
         None => HeaderValue::from(attempts),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head() -> AnswerHead {
+        let mut head = AnswerHead::own(StatusCode::OK, HeaderMap::new());
+        head.passed = RawFields::from_pairs(&[
+            ("Content-Type", "application/json"),
+            ("Server", "backend/1.0"),
+            ("X-Powered-By", "x"),
+            ("x-ms-region", "East US"),
+            ("Transfer-Encoding", "chunked"),
+            ("X-Gateway-Backend", "forged"),
+        ]);
+        head.served_by = Some((HeaderValue::from_static("eus"), 2));
+        head.request_id = Some(HeaderValue::from_static("rid"));
+        head
+    }
+
+    fn written(head: &AnswerHead) -> Vec<(String, String)> {
+        let mut fields = Vec::new();
+        head.for_each_field(|name, value| {
+            fields.push((
+                String::from_utf8_lossy(name).to_ascii_lowercase(),
+                String::from_utf8_lossy(value).into_owned(),
+            ));
+        });
+        fields
+    }
+
+    fn mapped(head: &AnswerHead) -> Vec<(String, String)> {
+        head.to_header_map()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap().to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn a_stage_adds_rewrites_and_drops_fields_the_same_way_for_both_writers() {
+        let mut head = head();
+        head.hidden.push(HeaderName::from_static("server"));
+        head.hidden.push(HeaderName::from_static("x-powered-by"));
+        head.headers
+            .insert("x-ms-region", HeaderValue::from_static("rewritten"));
+        head.headers.insert(
+            "x-content-type-options",
+            HeaderValue::from_static("nosniff"),
+        );
+        let expected: Vec<(String, String)> = [
+            ("content-type", "application/json"),
+            ("x-ms-region", "rewritten"),
+            ("x-content-type-options", "nosniff"),
+            ("x-gateway-backend", "eus"),
+            ("x-gateway-attempts", "2"),
+            ("x-request-id", "rid"),
+        ]
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(written(&head), expected);
+        let mut by_map = mapped(&head);
+        let mut sorted = expected.clone();
+        by_map.sort();
+        sorted.sort();
+        assert_eq!(by_map, sorted);
+    }
+
+    #[test]
+    fn without_a_policy_the_backend_fields_pass_minus_framing_and_forgeries() {
+        let head = head();
+        let names: Vec<String> = written(&head).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            [
+                "content-type",
+                "server",
+                "x-powered-by",
+                "x-ms-region",
+                "x-gateway-backend",
+                "x-gateway-attempts",
+                "x-request-id"
+            ]
+        );
     }
 }

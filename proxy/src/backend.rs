@@ -10,8 +10,8 @@ use std::time::Duration;
 use http::HeaderValue;
 
 use crate::clock::now_ms;
-use crate::config::{BackendConfig, PassiveHealth};
-use crate::upstream::Pool;
+use crate::config::{BackendConfig, GatewayConfig, PassiveHealth};
+use crate::upstream::{Pool, default_tls};
 
 /// Why a backend cannot take an attempt right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +68,43 @@ impl Backend {
     pub fn name(&self) -> &str {
         &self.config.name
     }
+}
+
+/// The backends of a new config. From `previous` (a reload) each keeps what describes the outside
+/// world: the state (cooldowns, health) of a backend that keeps its name and endpoint, and the
+/// idle connections of any old backend with the same endpoint.
+pub fn carry_over(config: &GatewayConfig, previous: Option<&[Backend]>) -> Vec<Backend> {
+    let connect_timeout = config.upstream.connect_timeout;
+    let old = previous.unwrap_or_default();
+    config
+        .backends
+        .iter()
+        .map(|b| {
+            let state = old
+                .iter()
+                .find(|o| {
+                    o.config.name == b.name
+                        && o.config.scheme == b.scheme
+                        && o.config.authority == b.authority
+                })
+                .map_or_else(|| Arc::new(BackendState::new()), |o| o.state.clone());
+            let pool = old
+                .iter()
+                .find(|o| o.pool.serves(&b.scheme, &b.authority, connect_timeout))
+                .map_or_else(
+                    || {
+                        Arc::new(Pool::new(
+                            &b.scheme,
+                            &b.authority,
+                            connect_timeout,
+                            default_tls(),
+                        ))
+                    },
+                    |o| o.pool.clone(),
+                );
+            Backend::new(b.clone(), state, pool)
+        })
+        .collect()
 }
 
 impl BackendState {

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::backend::Backend;
 use crate::config::{BalancerConfig, GatewayConfig, HashOn};
+use crate::ctx::RequestCtx;
 
 /// Virtual nodes per unit of weight on the hash ring.
 const VNODES_PER_WEIGHT: u32 = 64;
@@ -82,6 +83,23 @@ impl Balancer {
         match &self.algorithm {
             BalancerConfig::ConsistentHash { on, .. } => Some(on),
             BalancerConfig::RoundRobin => None,
+        }
+    }
+
+    /// The consistent-hash key of a request, when hashing is configured.
+    pub fn hash_key(&self, ctx: &RequestCtx) -> Option<Vec<u8>> {
+        let fields = &ctx.head.fields;
+        match self.hash_on()? {
+            HashOn::Consumer => ctx.consumer.as_ref().map(|c| c.name.as_bytes().to_vec()),
+            HashOn::Header(name) => fields.get(name.as_str()).map(<[u8]>::to_vec),
+            HashOn::Cookie(name) => fields
+                .get_all("cookie")
+                .filter_map(|v| std::str::from_utf8(v).ok())
+                .flat_map(|v| v.split(';'))
+                .filter_map(|pair| pair.trim().split_once('='))
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_bytes().to_vec()),
+            HashOn::RemoteAddr => Some(ctx.client.ip().to_string().into_bytes()),
         }
     }
 }

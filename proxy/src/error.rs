@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
 use http_body_util::Full;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -186,8 +186,18 @@ impl GatewayError {
         }
     }
 
-    /// The HTTP response (without `x-request-id`, which the pipeline adds to every response).
+    /// The HTTP response (without `x-request-id`, which every answer gets when it is attached to
+    /// its request).
     pub fn into_response(self) -> Response<ResponseBody> {
+        let (status, headers, body) = self.into_parts();
+        let mut response = Response::new(full_body(body));
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        response
+    }
+
+    /// Status, fields and body of the answer in the error shape.
+    pub fn into_parts(self) -> (StatusCode, HeaderMap, Bytes) {
         let details: Vec<serde_json::Value> = self
             .attempts()
             .iter()
@@ -211,9 +221,7 @@ impl GatewayError {
                 "details": details,
             }
         });
-        let mut response = Response::new(full_body(body.to_string()));
-        *response.status_mut() = self.status();
-        let headers = response.headers_mut();
+        let mut headers = HeaderMap::with_capacity(4);
         headers.insert(
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -227,6 +235,6 @@ impl GatewayError {
             );
             headers.insert("retry-after-ms", HeaderValue::from(ms as u64));
         }
-        response
+        (self.status(), headers, Bytes::from(body.to_string()))
     }
 }

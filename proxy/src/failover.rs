@@ -6,17 +6,17 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderValue, Method};
 use http_body_util::BodyExt;
 
 use crate::backend::Unavailable;
 use crate::clock::now_ms;
+use crate::ctx::RequestCtx;
 use crate::error::{AttemptRecord, GatewayError, Outcome};
 use crate::gateway::Gateway;
-use crate::http1::{Joined, RawFields, poll_once};
-use crate::request_body::RequestBody;
-use crate::routes::{Route, write_upstream_path_and_query};
+use crate::http1::{Joined, poll_once};
 use crate::sse::{self, Framer, Opening};
+use crate::stages::body::RequestBody;
+use crate::stages::route::{Route, write_upstream_path_and_query};
 use crate::upstream::{
     BackendHead, REMAINING_REQUESTS, REMAINING_TOKENS, SendError, UpstreamBody,
     forward_request_headers, header_i64, retry_hint,
@@ -33,19 +33,12 @@ thread_local! {
 /// Largest response body the gateway buffers for a JSON operation.
 const MAX_BUFFERED_RESPONSE: usize = 64 * 1024 * 1024;
 
-/// What the request asks of the attempt phase.
-pub struct AttemptRequest<'a> {
-    pub route: &'a Route<'a>,
-    pub query: Option<&'a str>,
-    pub method: &'a Method,
-    pub headers: &'a RawFields,
-    pub body: &'a RequestBody,
-    pub request_id: &'a HeaderValue,
-    pub hash_key: Option<&'a [u8]>,
-    /// Backend that holds the Responses state this request refers to.
-    pub pinned: Option<usize>,
-    /// When the request arrived (the request deadline counts from here).
-    pub started: Instant,
+/// What the attempt phase reads of a request: its context, and the route and body the stages
+/// before it found (the phase runs only once both are known).
+struct Wanted<'a> {
+    ctx: &'a RequestCtx,
+    route: &'a Route,
+    body: &'a RequestBody,
 }
 
 /// The body of the response the gateway committed to.
@@ -89,9 +82,13 @@ enum Failure {
 }
 
 /// Runs attempts until one answer can be committed, or every candidate is used up.
-pub async fn attempt(gw: &Gateway, req: &AttemptRequest<'_>) -> Result<Winner, GatewayError> {
+pub async fn attempt(gw: &Gateway, ctx: &RequestCtx) -> Result<Winner, GatewayError> {
+    let (Some(route), Some(body)) = (ctx.route.as_ref(), ctx.body.as_ref()) else {
+        return Err(GatewayError::NotFound);
+    };
+    let req = &Wanted { ctx, route, body };
     let upstream = &gw.config.upstream;
-    let deadline = req.started + upstream.request_deadline;
+    let deadline = ctx.started + upstream.request_deadline;
     let mut considered = Considered::new(gw.backends.len());
     let mut records: Vec<AttemptRecord> = Vec::new();
     let mut attempts = 0u32;
@@ -100,7 +97,7 @@ pub async fn attempt(gw: &Gateway, req: &AttemptRequest<'_>) -> Result<Winner, G
     let mut deadline_hit = false;
     // Affinity pins the first candidate; other backends are only tried if it says its state
     // cannot be verified there (`invalid_encrypted_content`).
-    let mut pinned = req.pinned;
+    let mut pinned = ctx.pinned;
     let mut tier = 0;
     // Backends skipped as unhealthy, in the order met. Once every other candidate is used up
     // they are tried after all (last resort): the mark is a guess from recent failures (an
@@ -275,14 +272,16 @@ fn record(
 /// The next backend of the current tier (then lower tiers) not considered yet.
 fn next_in_tiers(
     gw: &Gateway,
-    req: &AttemptRequest<'_>,
+    req: &Wanted<'_>,
     considered: &Considered,
     tier: &mut usize,
 ) -> Option<usize> {
     while let Some(t) = gw.balancer.tiers.get(*tier) {
         if let Some(i) = gw
             .balancer
-            .pick(t, &gw.backends, req.hash_key, |i| considered.contains(i))
+            .pick(t, &gw.backends, req.ctx.hash_key.as_deref(), |i| {
+                considered.contains(i)
+            })
         {
             return Some(i);
         }
@@ -361,7 +360,7 @@ fn exhausted(
 async fn try_backend(
     gw: &Gateway,
     index: usize,
-    req: &AttemptRequest<'_>,
+    req: &Wanted<'_>,
     now: Instant,
     budget: Duration,
 ) -> Result<(BackendHead, WinnerBody), Failure> {
@@ -369,14 +368,24 @@ async fn try_backend(
     let upstream = &gw.config.upstream;
     let triggers = upstream.failover;
     let idle = upstream.read_timeout.min(budget);
+    let client = &req.ctx.head;
     let mut head = UPSTREAM_PATH.with_borrow_mut(|path| {
         path.clear();
-        write_upstream_path_and_query(path, req.route, req.query, &backend.config);
-        backend.pool.request(req.method, path)
+        write_upstream_path_and_query(
+            path,
+            req.route,
+            client.uri.path(),
+            client.uri.query(),
+            &backend.config,
+        );
+        backend.pool.request(&client.method, path)
     });
-    forward_request_headers(req.headers, &mut head);
+    forward_request_headers(&client.fields, &mut head);
+    for (name, value) in &req.ctx.upstream_headers {
+        head.header(name, value);
+    }
     head.header(&API_KEY, &backend.api_key_header);
-    head.header(&X_REQUEST_ID, req.request_id);
+    head.header(&X_REQUEST_ID, &req.ctx.id);
     head.started_at(now);
 
     // Sending the request and getting the response headers: bounded by the send timeout and by
@@ -453,7 +462,7 @@ async fn try_backend(
             outcome,
             detail: "response body broke before it was complete",
         })?;
-    if req.pinned == Some(index)
+    if req.ctx.pinned == Some(index)
         && status == 400
         && memchr::memmem::find(&bytes, b"invalid_encrypted_content").is_some()
     {

@@ -1,40 +1,34 @@
-//! The runtime built from one config: backends with their state, balancer, client auth, the
-//! upstream connection pools, metric handles and the Responses affinity store. Requests take an `Arc` of it
-//! once and use it lock-free; a new config builds a new one.
+//! The runtime built from one config: backends with their state, the balancer, the stages, metric
+//! handles and active health checks. Requests take an `Arc` of it once and use it lock-free; a
+//! new config builds a new one, and each part takes over from its predecessor what describes the
+//! outside world (backend state and pools, stores): [`Gateway::new`] only delegates.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::auth::ClientAuth;
-use crate::backend::{Backend, BackendState};
+use crate::backend::{self, Backend};
 use crate::balancer::Balancer;
 use crate::config::GatewayConfig;
 use crate::health::HealthChecks;
 use crate::metrics::{BackendMetrics, Metrics};
-use crate::upstream::{Pool, default_tls};
+use crate::stages::Stages;
 
-/// Response id → name of the backend that created it (Responses API state lives there).
-#[derive(Debug)]
-pub struct Affinity {
-    cache: moka::sync::Cache<Box<str>, Arc<str>>,
+/// State of the running process that every config generation shares.
+#[derive(Debug, Default)]
+pub struct RunState {
+    /// The drain deadline passed: what is still running is being cut.
+    cut: AtomicBool,
 }
 
-impl Affinity {
-    fn new(config: &GatewayConfig) -> Self {
-        Self {
-            cache: moka::sync::Cache::builder()
-                .max_capacity(config.responses.affinity_capacity)
-                .time_to_live(config.responses.affinity_ttl)
-                .build(),
-        }
+impl RunState {
+    pub fn cut(&self) -> bool {
+        self.cut.load(Ordering::Relaxed)
     }
 
-    pub fn remember(&self, response_id: &str, backend: &Arc<str>) {
-        self.cache.insert(response_id.into(), backend.clone());
-    }
-
-    pub fn lookup(&self, response_id: &str) -> Option<Arc<str>> {
-        self.cache.get(response_id)
+    /// Marks that the drain deadline passed with requests still running.
+    pub fn mark_cut(&self) {
+        self.cut.store(true, Ordering::Relaxed);
     }
 }
 
@@ -45,56 +39,24 @@ pub struct Gateway {
     pub backends: Vec<Backend>,
     pub backend_metrics: Vec<BackendMetrics>,
     pub balancer: Balancer,
-    pub auth: ClientAuth,
+    pub stages: Stages,
     pub metrics: Arc<Metrics>,
-    pub affinity: Arc<Affinity>,
+    pub run: Arc<RunState>,
     by_name: HashMap<Arc<str>, usize>,
     _health: Option<HealthChecks>,
 }
 
 impl Gateway {
-    /// Builds the runtime and starts active health checks (they stop when it is dropped).
-    /// With `previous` (a reload), what describes the outside world carries over: the state of
-    /// backends that keep their name and endpoint (cooldowns, health), the connection pools of
-    /// unchanged endpoints, and the Responses affinity store. Must run inside a Tokio runtime.
+    /// Builds the runtime and starts active health checks (on the background runtime; they stop
+    /// when this is dropped). With `previous` (a reload), each part carries over what it keeps:
+    /// backends their state and pools ([`backend::carry_over`]), stages their stores
+    /// ([`Stages::new`]); metrics and the run state are the process's.
     pub fn new(
         config: GatewayConfig,
         metrics: Arc<Metrics>,
         previous: Option<&Gateway>,
     ) -> Arc<Self> {
-        let connect_timeout = config.upstream.connect_timeout;
-        let backends: Vec<Backend> = config
-            .backends
-            .iter()
-            .map(|b| {
-                let same = previous
-                    .and_then(|p| p.backend_index(&b.name).map(|i| &p.backends[i]))
-                    .filter(|old| {
-                        old.config.scheme == b.scheme && old.config.authority == b.authority
-                    });
-                let state =
-                    same.map_or_else(|| Arc::new(BackendState::new()), |old| old.state.clone());
-                // Connections carry over to any backend of the new config with the same endpoint.
-                let pool = previous
-                    .and_then(|p| {
-                        p.backends
-                            .iter()
-                            .find(|old| old.pool.serves(&b.scheme, &b.authority, connect_timeout))
-                    })
-                    .map_or_else(
-                        || {
-                            Arc::new(Pool::new(
-                                &b.scheme,
-                                &b.authority,
-                                connect_timeout,
-                                default_tls(),
-                            ))
-                        },
-                        |old| old.pool.clone(),
-                    );
-                Backend::new(b.clone(), state, pool)
-            })
-            .collect();
+        let backends = backend::carry_over(&config, previous.map(|p| p.backends.as_slice()));
         let backend_metrics = backends
             .iter()
             .map(|b| metrics.backend(&b.config.name))
@@ -104,31 +66,22 @@ impl Gateway {
             .enumerate()
             .map(|(i, b)| (b.config.name.clone(), i))
             .collect();
-        let affinity = previous
-            .filter(|p| {
-                p.config.responses.affinity_ttl == config.responses.affinity_ttl
-                    && p.config.responses.affinity_capacity == config.responses.affinity_capacity
-            })
-            .map_or_else(|| Arc::new(Affinity::new(&config)), |p| p.affinity.clone());
-        let mut gateway = Self {
+        let health = config
+            .upstream
+            .active_health
+            .clone()
+            .map(|policy| HealthChecks::start(&backends, &config, policy));
+        Arc::new(Self {
             balancer: Balancer::new(&config),
-            auth: ClientAuth::new(&config.clients),
-            affinity,
+            stages: Stages::new(&config, previous.map(|p| &p.stages)),
+            run: previous.map_or_else(Arc::default, |p| p.run.clone()),
             backends,
             backend_metrics,
             metrics,
             by_name,
             config,
-            _health: None,
-        };
-        let health = gateway
-            .config
-            .upstream
-            .active_health
-            .clone()
-            .map(|policy| HealthChecks::start(&gateway, policy));
-        gateway._health = health;
-        Arc::new(gateway)
+            _health: health,
+        })
     }
 
     pub fn backend_index(&self, name: &str) -> Option<usize> {

@@ -1,5 +1,7 @@
-//! Active health checks: one task per backend probing `GET <path>` on its interval. A probe that
-//! times out or answers an unhealthy status marks the backend unhealthy until a probe succeeds.
+//! Active health checks: one task per backend probing `GET <path>` on its interval, on the
+//! background runtime ([`crate::background`]) with connections of its own (never a worker's). A
+//! probe that times out or answers an unhealthy status marks the backend unhealthy until a probe
+//! succeeds.
 
 use std::sync::Arc;
 
@@ -8,9 +10,8 @@ use http::{HeaderName, HeaderValue, Method};
 use http_body_util::BodyExt;
 use tokio::task::JoinHandle;
 
-use crate::backend::BackendState;
-use crate::config::ActiveHealth;
-use crate::gateway::Gateway;
+use crate::backend::{Backend, BackendState};
+use crate::config::{ActiveHealth, GatewayConfig};
 use crate::upstream::{Pool, default_tls};
 
 const API_KEY: HeaderName = HeaderName::from_static("api-key");
@@ -23,22 +24,22 @@ pub struct HealthChecks {
 }
 
 impl HealthChecks {
-    pub fn start(gateway: &Gateway, policy: ActiveHealth) -> Self {
+    pub fn start(backends: &[Backend], config: &GatewayConfig, policy: ActiveHealth) -> Self {
         let policy = Arc::new(policy);
-        let tasks = gateway
-            .backends
+        let runtime = crate::background::handle();
+        let tasks = backends
             .iter()
             .map(|backend| {
-                // A probe scheme other than the backend's gets a pool of its own.
-                let pool = match &policy.scheme {
-                    Some(scheme) if *scheme != backend.config.scheme => Arc::new(Pool::new(
-                        scheme,
-                        &backend.config.authority,
-                        gateway.config.upstream.connect_timeout,
-                        default_tls(),
-                    )),
-                    _ => backend.pool.clone(),
-                };
+                // Probes have connections of their own: a worker's idle connections belong to
+                // the worker's runtime, and a probe must not keep one warm that looks healthier
+                // than the backend is.
+                let scheme = policy.scheme.as_ref().unwrap_or(&backend.config.scheme);
+                let pool = Arc::new(Pool::new(
+                    scheme,
+                    &backend.config.authority,
+                    config.upstream.connect_timeout,
+                    default_tls(),
+                ));
                 let probe = Probe {
                     pool,
                     api_key: backend.api_key_header.clone(),
@@ -46,7 +47,7 @@ impl HealthChecks {
                     policy: policy.clone(),
                     name: backend.config.name.clone(),
                 };
-                tokio::spawn(probe.run())
+                runtime.spawn(probe.run())
             })
             .collect();
         Self { tasks }

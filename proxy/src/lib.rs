@@ -1,14 +1,17 @@
 //! The gateway's data plane: an Azure OpenAI-aware reverse proxy.
 //!
-//! Request stages are assembled in [`pipeline`]; the config schema is [`config`]; listeners and
-//! drain are in [`server`].
+//! Request stages are ordered in [`pipeline`] and live in [`stages`]; what a request carries is
+//! [`ctx`] and where it ends is [`end`]; the config schema is [`config`]; listeners and drain are
+//! in [`server`]. `docs/architecture.md` is the map.
 
 pub mod answer;
-pub mod auth;
 pub mod backend;
+pub mod background;
 pub mod balancer;
 pub mod clock;
 pub mod config;
+pub mod ctx;
+pub mod end;
 pub mod error;
 pub mod failover;
 pub mod gateway;
@@ -18,13 +21,13 @@ pub mod metrics;
 pub mod pipeline;
 pub mod relay;
 pub mod reload;
-pub mod request_body;
-pub mod routes;
 pub mod scan;
 pub mod secret;
 pub mod server;
 pub mod socket;
 pub mod sse;
+pub mod stages;
+pub mod stores;
 pub mod upstream;
 pub mod usage;
 pub mod worker;

@@ -2,10 +2,11 @@
 //! Per-backend handles are resolved once per config so an attempt only bumps an atomic.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
-use std::sync::{Arc, OnceLock};
+use std::hash::Hash;
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use arc_swap::ArcSwap;
+use rustc_hash::FxBuildHasher;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -65,11 +66,13 @@ struct VersionLabels {
 }
 
 /// Counters already resolved for a label set, read without a lock: a copy-on-write map behind an
-/// `ArcSwap`, keyed with a fast hasher. The family's own map (a `RwLock` and SipHash) is only
-/// visited the first time a label set is seen, or when the cache is full (label sets come partly
-/// from clients, e.g. `model`, so the cache is bounded).
+/// `ArcSwap`, keyed with a fast hasher (`rustc-hash`: label keys are short and not
+/// attacker-chosen in bulk, the cache being bounded, so SipHash's flood resistance is not needed).
+/// The family's own map (a `RwLock` and SipHash) is only visited the first time a label set is
+/// seen, or when the cache is full (label sets come partly from clients, e.g. `model`, so the
+/// cache is bounded).
 struct Resolved<K, V> {
-    map: ArcSwap<HashMap<K, V, BuildHasherDefault<FastHash>>>,
+    map: ArcSwap<HashMap<K, V, FxBuildHasher>>,
 }
 
 /// Label sets kept in a [`Resolved`] cache at most.
@@ -107,38 +110,34 @@ impl<K, V> std::fmt::Debug for Resolved<K, V> {
     }
 }
 
-/// FxHash-style word hasher: label keys are short and not attacker-chosen in bulk (the cache is
-/// bounded), so SipHash's flood resistance is not needed here.
-#[derive(Default)]
-struct FastHash(u64);
+/// Distinct `model` label values per worker; see [`model_label`].
+const MODEL_LABELS: usize = 64;
+/// The `model` label of models beyond the first [`MODEL_LABELS`].
+static OTHER_MODEL: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("other"));
 
-impl Hasher for FastHash {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
+/// The `model` label: the body's model, else the deployment in the path. Both come from
+/// clients, and every distinct value becomes time series kept for the life of the process, so
+/// a worker gives its first [`MODEL_LABELS`] models a label each (kept, so the usual few cost no
+/// allocation per request) and counts any further one as `other`.
+pub fn model_label(model: Option<&str>, deployment: Option<&str>) -> Arc<str> {
+    thread_local! {
+        static MODELS: std::cell::RefCell<Vec<Arc<str>>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    static EMPTY: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
+    let Some(model) = model.or(deployment) else {
+        return EMPTY.clone();
+    };
+    MODELS.with_borrow_mut(|kept| {
+        if let Some(known) = kept.iter().find(|known| ***known == *model) {
+            return known.clone();
         }
-        let mut tail = [0u8; 8];
-        let rest = chunks.remainder();
-        tail[..rest.len()].copy_from_slice(rest);
-        self.add(u64::from_le_bytes(tail) ^ rest.len() as u64);
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.add(n);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-impl FastHash {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
+        if kept.len() == MODEL_LABELS {
+            return OTHER_MODEL.clone();
+        }
+        let label: Arc<str> = Arc::from(model);
+        kept.push(label.clone());
+        label
+    })
 }
 
 /// Everything a finished request counts, resolved once per label set: its request counter and

@@ -1,89 +1,99 @@
-//! Relaying the committed backend response to the client, frame by frame as it arrives, and the
-//! accounting that runs when it ends (usage → metrics, access log). SSE events are framed so the
-//! gateway can read usage and hide the usage chunk it asked for; nothing else is parsed.
+//! The body of every answer: a whole one, or a backend's response relayed frame by frame as it
+//! arrives. Each carries the request's context and drops it when the connection is done with
+//! the body, which ends the request ([`crate::end`]). SSE events are framed so the gateway can
+//! read usage and hide the usage chunk it asked for; nothing else is parsed.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::time::Sleep;
 
 use crate::backend::InFlight;
-use crate::error::BoxError;
-use crate::gateway::Gateway;
-use crate::metrics::RequestLabels;
+use crate::ctx::RequestCtx;
+use crate::error::{BoxError, ResponseBody};
 use crate::sse::{self, Framer};
 use crate::upstream::UpstreamBody;
 use crate::usage::{Usage, find_usage, mentions_usage_object};
 
-/// What is recorded once a request is over (when this is dropped).
-pub struct Accounting {
-    pub gateway: Arc<Gateway>,
-    pub labels: RequestLabels,
-    pub request_id: http::HeaderValue,
-    pub started: Instant,
-    pub ttfb: Option<Duration>,
-    pub attempts: u32,
-    pub usage: Option<Usage>,
-    /// Whether the body reached its end (false: client went away or the stream broke).
-    pub completed: bool,
-    /// Method and target for the access log; only kept when it is written.
-    pub request_line: Option<(http::Method, http::Uri)>,
-    pub client: std::net::SocketAddr,
-    pub _in_flight: Option<InFlight>,
+/// A committed answer's body before it takes the request's context.
+pub enum Pending {
+    /// A whole body: a backend's buffered answer (`usage`: read its token usage once it has
+    /// been written), or one the gateway made.
+    Whole { data: Bytes, usage: bool },
+    /// A backend's event stream: events already read while checking its opening, then the rest.
+    Sse {
+        prefetched: Vec<Bytes>,
+        framer: Framer,
+        upstream: UpstreamBody,
+        /// The gateway asked for the usage chunk; the client did not.
+        hide_usage_chunk: bool,
+        /// `gateway_active_streams{backend}`.
+        gauge: Gauge,
+        /// Counts the stream in its backend's in-flight load until it ends.
+        in_flight: InFlight,
+    },
+    /// Anything else from a backend, relayed as it comes.
+    Raw(UpstreamBody),
 }
 
-impl Drop for Accounting {
-    fn drop(&mut self) {
-        let gw = &self.gateway;
-        gw.metrics.request(&self.labels, self.usage.as_ref());
-        if let Some((method, uri)) = &self.request_line {
-            let usage = self.usage.unwrap_or_default();
-            tracing::info!(
-                target: "access",
-                request_id = self.request_id.to_str().unwrap_or_default(),
-                consumer = %self.labels.consumer,
-                client_ip = %self.client.ip(),
-                method = %method,
-                path = uri.path(),
-                route = self.labels.route,
-                operation = self.labels.operation,
-                status = self.labels.status,
-                backend = %self.labels.backend,
-                attempts = self.attempts,
-                stream = self.labels.stream,
-                completed = self.completed,
-                latency_ms = self.started.elapsed().as_secs_f64() * 1000.0,
-                ttfb_ms = self.ttfb.map(|t| t.as_secs_f64() * 1000.0),
-                prompt_tokens = usage.prompt,
-                completion_tokens = usage.completion,
-                model = %self.labels.model,
-                "request"
-            );
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Pending::Whole { .. } => "Whole",
+            Pending::Sse { .. } => "Sse",
+            Pending::Raw(_) => "Raw",
+        })
+    }
+}
+
+impl Pending {
+    /// The body, carrying the request's context: the request ends when the connection is done
+    /// with it (written, or dropped because the client went away).
+    pub fn attach(self, ctx: Box<RequestCtx>) -> ResponseBody {
+        let idle = ctx.gateway.config.upstream.read_timeout;
+        match self {
+            Pending::Whole { data, usage } => Whole {
+                data,
+                sent: false,
+                usage,
+                ctx: Some(ctx),
+            }
+            .boxed_unsync(),
+            Pending::Sse {
+                prefetched,
+                framer,
+                upstream,
+                hide_usage_chunk,
+                gauge,
+                in_flight,
+            } => Relay::sse(
+                prefetched,
+                framer,
+                upstream,
+                hide_usage_chunk,
+                idle,
+                ctx,
+                (gauge, in_flight),
+            )
+            .boxed_unsync(),
+            Pending::Raw(upstream) => Relay::raw(upstream, idle, ctx).boxed_unsync(),
         }
     }
 }
 
-/// A whole (buffered) answer. Its accounting (usage scan, metrics, access log) runs when the
-/// connection is done with it, that is after it was written, off the latency path.
+/// A whole answer. Its usage is read when the connection is done with it, that is after it was
+/// written, off the latency path; then the request ends.
 pub struct Whole {
     data: Bytes,
     sent: bool,
-    accounting: Option<Accounting>,
-}
-
-impl Whole {
-    pub fn new(data: Bytes, accounting: Accounting) -> Self {
-        Self {
-            data,
-            sent: false,
-            accounting: Some(accounting),
-        }
-    }
+    usage: bool,
+    ctx: Option<Box<RequestCtx>>,
 }
 
 impl Body for Whole {
@@ -98,6 +108,9 @@ impl Body for Whole {
             return Poll::Ready(None);
         }
         self.sent = true;
+        if let Some(ctx) = self.ctx.as_mut() {
+            ctx.outcome.completed = true;
+        }
         Poll::Ready(Some(Ok(Frame::data(self.data.clone()))))
     }
 
@@ -112,8 +125,10 @@ impl Body for Whole {
 
 impl Drop for Whole {
     fn drop(&mut self) {
-        if let Some(mut accounting) = self.accounting.take() {
-            accounting.usage = usage_of(&self.data);
+        if let Some(ctx) = self.ctx.as_mut()
+            && self.usage
+        {
+            ctx.outcome.usage = usage_of(&self.data);
         }
     }
 }
@@ -139,9 +154,9 @@ pub struct Relay {
     /// busy stream never touches the timer wheel per chunk.
     sleep: Pin<Box<Sleep>>,
     last_frame: tokio::time::Instant,
-    accounting: Accounting,
-    _stream_gauge: Option<StreamGauge>,
-    /// Last field: dropped after the accounting, so the in-flight count is down before the
+    ctx: Box<RequestCtx>,
+    _stream: Option<(StreamGauge, InFlight)>,
+    /// Last field: dropped after the context (the end of the request) and the in-flight count, so both are done before the
     /// backend sees the connection close.
     upstream: Option<UpstreamBody>,
 }
@@ -153,7 +168,7 @@ struct SseFilter {
 }
 
 /// Keeps `gateway_active_streams{backend}` right even when the client goes away.
-struct StreamGauge(prometheus_client::metrics::gauge::Gauge);
+struct StreamGauge(Gauge);
 
 impl Drop for StreamGauge {
     fn drop(&mut self) {
@@ -169,8 +184,8 @@ impl Relay {
         upstream: UpstreamBody,
         hide_usage_chunk: bool,
         idle: Duration,
-        accounting: Accounting,
-        gauge: prometheus_client::metrics::gauge::Gauge,
+        ctx: Box<RequestCtx>,
+        (gauge, in_flight): (Gauge, InFlight),
     ) -> Self {
         gauge.inc();
         let mut relay = Self {
@@ -184,8 +199,8 @@ impl Relay {
             idle,
             sleep: Box::pin(tokio::time::sleep(idle)),
             last_frame: coarse_now(),
-            accounting,
-            _stream_gauge: Some(StreamGauge(gauge)),
+            ctx,
+            _stream: Some((StreamGauge(gauge), in_flight)),
         };
         let mut opening = prefetched;
         relay.filter(&mut opening);
@@ -193,7 +208,7 @@ impl Relay {
     }
 
     /// A raw relay (bodies the gateway does not look into).
-    pub fn raw(upstream: UpstreamBody, idle: Duration, accounting: Accounting) -> Self {
+    pub fn raw(upstream: UpstreamBody, idle: Duration, ctx: Box<RequestCtx>) -> Self {
         Self {
             pending: VecDeque::new(),
             upstream: Some(upstream),
@@ -201,8 +216,8 @@ impl Relay {
             idle,
             sleep: Box::pin(tokio::time::sleep(idle)),
             last_frame: coarse_now(),
-            accounting,
-            _stream_gauge: None,
+            ctx,
+            _stream: None,
         }
     }
 
@@ -214,7 +229,7 @@ impl Relay {
         for event in events.drain(..) {
             if mentions_usage_object(&event) {
                 if let Some(usage) = find_usage(&event) {
-                    self.accounting.usage = Some(usage);
+                    self.ctx.outcome.usage = Some(usage);
                 }
                 if hide
                     && let (_, Some(data)) = sse::parts(&event)
@@ -240,12 +255,18 @@ impl Relay {
     /// The stream broke after bytes reached the client: SSE gets a final error event.
     fn broken(
         &mut self,
-        code: &str,
+        code: &'static str,
         message: &str,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.finish();
+        self.ctx.outcome.broken = Some(code);
         if self.sse.is_some() {
-            tracing::warn!(request_id = self.accounting.request_id.to_str().unwrap_or_default(), backend = %self.accounting.labels.backend, code, "stream broke mid-way");
+            tracing::warn!(
+                request_id = self.ctx.id.to_str().unwrap_or_default(),
+                backend = crate::end::backend_name(&self.ctx),
+                code,
+                "stream broke mid-way"
+            );
             Poll::Ready(Some(Ok(Frame::data(sse::error_event(code, message)))))
         } else {
             Poll::Ready(Some(Err(message.to_owned().into())))
@@ -297,7 +318,7 @@ impl Body for Relay {
                     );
                 }
                 Poll::Ready(None) => {
-                    this.accounting.completed = true;
+                    this.ctx.outcome.completed = true;
                     this.finish();
                     if let Some(rest) = this.sse.as_mut().and_then(|s| s.framer.take_rest()) {
                         this.filter(&mut vec![rest]);

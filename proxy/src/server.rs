@@ -190,6 +190,8 @@ async fn serve_api(
         .await
         .is_err()
     {
+        // What still runs is cut when the runtime ends; each such request ends as `shutdown`.
+        current.load().run.mark_cut();
         tracing::warn!(?drain, "drain timeout passed with requests still in flight");
     }
 }

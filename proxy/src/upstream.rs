@@ -143,6 +143,11 @@ fn header_f64(fields: &RawFields, name: &str) -> Option<f64> {
     (0.0..86_400_000.0).contains(&v).then_some(v)
 }
 
+/// A field value read from a backend's answer, as a value of its own.
+pub fn header_value_of(bytes: &[u8]) -> Option<HeaderValue> {
+    HeaderValue::from_bytes(bytes).ok()
+}
+
 /// A header value from a string known to be header-safe.
 pub fn header_value(text: &str) -> HeaderValue {
     HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("invalid"))

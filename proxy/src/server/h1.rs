@@ -24,14 +24,15 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
-use crate::answer::Answer;
+use crate::answer::{Answer, Reply};
+use crate::ctx::ClientHead;
+use crate::ctx::RequestCtx;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::http1::{
     Framing, FramingFields, MAX_HEADERS, RawFields, invalid, poll_body, poll_once,
     put_content_length, put_field, put_number,
 };
-use crate::pipeline::ClientHead;
 use crate::socket::Socket;
 
 use super::DrainWatch;
@@ -91,10 +92,12 @@ pub async fn serve(
                     Bad::Unsupported(message) => GatewayError::NotImplemented(message),
                     Bad::TimedOut => GatewayError::RequestTimeout,
                 };
-                crate::pipeline::count_refused(&current.load(), error.status());
-                let response = error.into_response();
+                // A request all the same: it ends (counted, logged) once its refusal is written.
+                let mut ctx = RequestCtx::unread(current.load_full(), client);
+                ctx.refused(&error);
+                let answer = Reply::error(error).attach(ctx);
                 if conn
-                    .write_response(Answer::from_response(response), false, false, false)
+                    .write_response(answer, false, false, false)
                     .await
                     .is_ok()
                 {

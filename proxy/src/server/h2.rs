@@ -25,9 +25,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::DrainWatch;
 use super::h1::{Timer, body_fell_silent};
+use crate::ctx::ClientHead;
 use crate::error::{BoxError, ResponseBody};
 use crate::gateway::Gateway;
-use crate::pipeline::ClientHead;
 use crate::socket::Socket;
 
 /// hyper's HTTP/2 server for h2c clients (prior knowledge), fed the bytes already read. The

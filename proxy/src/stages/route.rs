@@ -1,11 +1,39 @@
-//! Which Azure OpenAI route a request path is, and how its path is rewritten for a backend.
+//! Routing: which Azure OpenAI route a request path is (anything else is 404), and how its path
+//! is rewritten for a backend.
 //!
-//! Classification happens once per request on the borrowed path; the rewritten upstream
-//! path and query are built per attempt because deployment aliases differ between backends.
+//! Classification happens once per request; the rewritten upstream path and query are built per
+//! attempt because deployment aliases differ between backends. Routing comes before client auth
+//! so that a stage between them (CORS) can answer preflights on AI routes only.
 
 use std::fmt::Write as _;
 
-use crate::config::BackendConfig;
+use crate::config::{BackendConfig, GatewayConfig};
+use crate::ctx::{Flow, RequestCtx};
+use crate::error::GatewayError;
+use crate::stages::Stage;
+
+/// The routing stage.
+#[derive(Debug)]
+pub struct Routing {
+    /// `server.test_mode`: the test-prefixed aliases are routes too.
+    test_mode: bool,
+}
+
+impl Stage for Routing {
+    fn new(config: &GatewayConfig, _previous: Option<&Self>) -> Self {
+        Self {
+            test_mode: config.server.test_mode,
+        }
+    }
+
+    async fn check(&self, ctx: &mut RequestCtx) -> Flow {
+        let Some(route) = classify(ctx.path(), self.test_mode) else {
+            return Err(GatewayError::NotFound.into());
+        };
+        ctx.route = Some(route);
+        Ok(())
+    }
+}
 
 /// Path prefixes of the test-mode aliases (`GATEWAY_E2E_TEST_MODE`), removed before forwarding.
 pub const TEST_PREFIXES: &[&str] = &[
@@ -88,70 +116,106 @@ impl Operation {
     }
 }
 
-/// A classified request path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route<'a> {
+/// A classified request path. Positions, not borrowed slices, so that it lives in the request's
+/// context next to the head it points into: read its parts with the request path
+/// ([`RequestCtx::path`](crate::ctx::RequestCtx::path)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
     pub family: Family,
     pub operation: Operation,
-    /// Path as sent upstream before per-backend rewriting (test prefix removed).
-    pub path: &'a str,
-    /// Deployment segment for legacy routes.
-    pub deployment: Option<&'a str>,
+    /// Where the path sent upstream starts in the request path (after a test prefix).
+    start: u32,
+    /// Deployment segment of legacy routes.
+    deployment: Option<Span>,
     /// Response id named in the path (`responses/{id}...`).
-    pub response_id: Option<&'a str>,
+    response_id: Option<Span>,
     /// Reached through a test-mode prefix: responses get the test header shim.
     pub test_prefixed: bool,
 }
 
+/// A byte range of the request path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    /// The range `part` occupies in `whole` (`part` is a slice of it).
+    fn of(whole: &str, part: &str) -> Self {
+        let start = part.as_ptr() as usize - whole.as_ptr() as usize;
+        Self {
+            start: start as u32,
+            end: (start + part.len()) as u32,
+        }
+    }
+
+    fn read(self, whole: &str) -> &str {
+        whole
+            .get(self.start as usize..self.end as usize)
+            .unwrap_or("")
+    }
+}
+
+impl Route {
+    /// The path as sent upstream before per-backend rewriting (test prefix removed).
+    pub fn path<'a>(&self, request_path: &'a str) -> &'a str {
+        request_path.get(self.start as usize..).unwrap_or("")
+    }
+
+    /// The deployment segment of a legacy route.
+    pub fn deployment<'a>(&self, request_path: &'a str) -> Option<&'a str> {
+        Some(self.deployment?.read(request_path))
+    }
+
+    /// The response id named in the path.
+    pub fn response_id<'a>(&self, request_path: &'a str) -> Option<&'a str> {
+        Some(self.response_id?.read(request_path))
+    }
+}
+
 /// Classifies a path; `None` means "not an AI route" (404).
-pub fn classify(path: &str, test_mode: bool) -> Option<Route<'_>> {
+pub fn classify(full: &str, test_mode: bool) -> Option<Route> {
     let stripped = if test_mode {
-        strip_test_prefix(path)
+        strip_test_prefix(full)
     } else {
-        path
+        full
     };
-    let test_prefixed = stripped.len() != path.len();
+    let test_prefixed = stripped.len() != full.len();
     let path = stripped;
+    let span = |part: &str| Some(Span::of(full, part));
+    let route = |family, (operation, response_id): (Operation, Option<&str>), deployment| Route {
+        family,
+        operation,
+        start: (full.len() - path.len()) as u32,
+        deployment,
+        response_id: response_id.and_then(span),
+        test_prefixed,
+    };
     let rest = path.strip_prefix("/openai/")?;
     if let Some(after) = rest.strip_prefix("deployments/") {
         let (deployment, operation) = after.split_once('/')?;
         if deployment.is_empty() || operation.is_empty() {
             return None;
         }
-        let (operation, response_id) = operation_of(operation, false);
-        return Some(Route {
-            family: Family::Legacy,
-            operation,
-            path,
-            deployment: Some(deployment),
-            response_id,
-            test_prefixed,
-        });
+        return Some(route(
+            Family::Legacy,
+            operation_of(operation, false),
+            span(deployment),
+        ));
     }
     if let Some(op) = rest.strip_prefix("v1/") {
         if op.is_empty() {
             return None;
         }
-        let (operation, response_id) = operation_of(op, true);
-        return Some(Route {
-            family: Family::V1,
-            operation,
-            path,
-            deployment: None,
-            response_id,
-            test_prefixed,
-        });
+        return Some(route(Family::V1, operation_of(op, true), None));
     }
     if rest == "responses" || rest.starts_with("responses/") {
-        let (operation, response_id) = operation_of(rest, false);
-        return Some(Route {
-            family: Family::LegacyResponses,
-            operation,
-            path,
-            deployment: None,
-            response_id,
-            test_prefixed,
-        });
+        return Some(route(
+            Family::LegacyResponses,
+            operation_of(rest, false),
+            None,
+        ));
     }
     None
 }
@@ -193,32 +257,35 @@ fn operation_of(op: &str, v1: bool) -> (Operation, Option<&str>) {
 /// Builds the path and query sent to `backend`: deployment alias applied on legacy routes, and the
 /// api-version forced when the backend says so. The query is otherwise forwarded unchanged, once.
 pub fn upstream_path_and_query(
-    route: &Route<'_>,
+    route: &Route,
+    request_path: &str,
     query: Option<&str>,
     backend: &BackendConfig,
 ) -> String {
-    let mut out = String::with_capacity(route.path.len() + query.map_or(0, str::len) + 32);
-    write_upstream_path_and_query(&mut out, route, query, backend);
+    let mut out = String::with_capacity(request_path.len() + query.map_or(0, str::len) + 32);
+    write_upstream_path_and_query(&mut out, route, request_path, query, backend);
     out
 }
 
 /// [`upstream_path_and_query`] appended to `out` (the hot path reuses one buffer).
 pub fn write_upstream_path_and_query(
     out: &mut String,
-    route: &Route<'_>,
+    route: &Route,
+    request_path: &str,
     query: Option<&str>,
     backend: &BackendConfig,
 ) {
-    match (route.deployment, route.family) {
+    let path = route.path(request_path);
+    match (route.deployment(request_path), route.family) {
         (Some(deployment), Family::Legacy) => match backend.deployments.get(deployment) {
             Some(real) => {
                 out.push_str("/openai/deployments/");
                 out.push_str(real);
-                out.push_str(&route.path["/openai/deployments/".len() + deployment.len()..]);
+                out.push_str(&path["/openai/deployments/".len() + deployment.len()..]);
             }
-            None => out.push_str(route.path),
+            None => out.push_str(path),
         },
-        _ => out.push_str(route.path),
+        _ => out.push_str(path),
     }
     let forced = match route.family {
         Family::Legacy | Family::LegacyResponses => backend.api_version.as_deref(),
@@ -275,29 +342,38 @@ mod tests {
 
     #[test]
     fn classifies_every_route_family() {
-        let r = classify("/openai/deployments/gpt-4o/chat/completions", false).unwrap();
+        let path = "/openai/deployments/gpt-4o/chat/completions";
+        let r = classify(path, false).unwrap();
         assert_eq!(
-            (r.family, r.operation, r.deployment),
+            (r.family, r.operation, r.deployment(path)),
             (Family::Legacy, Operation::ChatCompletions, Some("gpt-4o"))
         );
-        let r = classify("/openai/deployments/d/responses/resp_1/cancel", false).unwrap();
+        let path = "/openai/deployments/d/responses/resp_1/cancel";
+        let r = classify(path, false).unwrap();
         assert_eq!(
-            (r.operation, r.response_id),
+            (r.operation, r.response_id(path)),
             (Operation::ResponsesCancel, Some("resp_1"))
         );
-        let r = classify("/openai/responses/resp_9", false).unwrap();
+        let path = "/openai/responses/resp_9";
+        let r = classify(path, false).unwrap();
         assert_eq!(
-            (r.family, r.operation, r.response_id),
+            (r.family, r.operation, r.response_id(path)),
             (
                 Family::LegacyResponses,
                 Operation::ResponsesItem,
                 Some("resp_9")
             )
         );
-        let r = classify("/openai/v1/responses/resp_2/input_items", false).unwrap();
+        let path = "/round-robin-simple/openai/v1/responses/resp_2/input_items";
+        let r = classify(path, true).unwrap();
         assert_eq!(
-            (r.family, r.operation, r.response_id),
-            (Family::V1, Operation::ResponsesInputItems, Some("resp_2"))
+            (r.family, r.operation, r.response_id(path), r.path(path)),
+            (
+                Family::V1,
+                Operation::ResponsesInputItems,
+                Some("resp_2"),
+                "/openai/v1/responses/resp_2/input_items"
+            )
         );
         assert_eq!(
             classify("/openai/v1/models", false).unwrap().operation,
@@ -321,30 +397,36 @@ mod tests {
     #[test]
     fn test_prefixes_only_in_test_mode() {
         assert!(classify("/round-robin-simple/openai/v1/models", false).is_none());
-        let r = classify("/round-robin-simple/openai/v1/models", true).unwrap();
-        assert_eq!(r.path, "/openai/v1/models");
-        let r = classify("/round-robin-simple-v2/openai/v1/models", true).unwrap();
-        assert_eq!(r.path, "/openai/v1/models");
+        let path = "/round-robin-simple/openai/v1/models";
+        assert_eq!(
+            classify(path, true).unwrap().path(path),
+            "/openai/v1/models"
+        );
+        let path = "/round-robin-simple-v2/openai/v1/models";
+        let r = classify(path, true).unwrap();
+        assert_eq!(r.path(path), "/openai/v1/models");
         assert!(r.test_prefixed);
         assert!(!classify("/openai/v1/models", true).unwrap().test_prefixed);
     }
 
     #[test]
     fn rewrites_alias_and_forces_api_version_once() {
-        let route = classify("/openai/deployments/chat/chat/completions", false).unwrap();
+        let path = "/openai/deployments/chat/chat/completions";
+        let route = classify(path, false).unwrap();
         let b = backend(&[("chat", "gpt-4o-eus")], Some("2025-01-01"));
         assert_eq!(
-            upstream_path_and_query(&route, Some("api-version=2024-10-21&x=1"), &b),
+            upstream_path_and_query(&route, path, Some("api-version=2024-10-21&x=1"), &b),
             "/openai/deployments/gpt-4o-eus/chat/completions?x=1&api-version=2025-01-01"
         );
         let plain = backend(&[], None);
         assert_eq!(
-            upstream_path_and_query(&route, Some("api-version=2024-10-21"), &plain),
+            upstream_path_and_query(&route, path, Some("api-version=2024-10-21"), &plain),
             "/openai/deployments/chat/chat/completions?api-version=2024-10-21"
         );
-        let v1 = classify("/openai/v1/chat/completions", false).unwrap();
+        let v1_path = "/openai/v1/chat/completions";
+        let v1 = classify(v1_path, false).unwrap();
         assert_eq!(
-            upstream_path_and_query(&v1, None, &b),
+            upstream_path_and_query(&v1, v1_path, None, &b),
             "/openai/v1/chat/completions"
         );
     }

@@ -1,11 +1,96 @@
-//! The buffered request body: what the gateway reads from it (stream flag, model, response chain)
-//! and the per-backend variants it sends (deployment alias in `model`, `include_usage` added).
+//! The body stage: the request body is buffered (bounded by `server.max_body_bytes`, 413 above)
+//! so any backend can be retried with it; what the gateway reads from it (stream flag, model,
+//! response chain) and the per-backend variants it sends (deployment alias in `model`,
+//! `include_usage` added).
 
 use bytes::Bytes;
+use http_body::Body;
+use http_body_util::BodyExt;
 
-use crate::config::BackendConfig;
-use crate::routes::Operation;
+use crate::config::{BackendConfig, GatewayConfig};
+use crate::ctx::{Flow, RequestCtx};
+use crate::error::{BoxError, GatewayError};
+use crate::http1::{Joined, RawFields};
 use crate::scan::Scan;
+use crate::stages::Stage;
+use crate::stages::route::Operation;
+
+/// The body stage.
+#[derive(Debug)]
+pub struct BodyStage {
+    /// `server.max_body_bytes`.
+    limit: u64,
+    /// `upstream.stream_usage`: ask streaming chat backends for the usage chunk.
+    stream_usage: bool,
+}
+
+impl Stage for BodyStage {
+    fn new(config: &GatewayConfig, _previous: Option<&Self>) -> Self {
+        Self {
+            limit: config.server.max_body_bytes,
+            stream_usage: config.upstream.stream_usage,
+        }
+    }
+}
+
+impl BodyStage {
+    /// Reads the client's body into the context (it consumes the body stream, so it is the one
+    /// stage with a check of its own signature).
+    pub async fn read<B>(&self, ctx: &mut RequestCtx, body: B) -> Flow
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        let bytes = read_body(body, &ctx.head.fields, self.limit).await?;
+        let operation = ctx.route.map_or(Operation::Other, |r| r.operation);
+        let body = RequestBody::new(bytes, operation, self.stream_usage);
+        let deployment = ctx.route.and_then(|r| r.deployment(ctx.head.uri.path()));
+        ctx.model = Some(crate::metrics::model_label(
+            body.model.as_deref(),
+            deployment,
+        ));
+        ctx.stream = body.stream;
+        ctx.body = Some(body);
+        Ok(())
+    }
+}
+
+/// Reads the request body up to `limit` bytes; 413 above it (checked on `content-length` first).
+async fn read_body<B>(body: B, fields: &RawFields, limit: u64) -> Result<Bytes, GatewayError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let declared = fields
+        .get("content-length")
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(GatewayError::PayloadTooLarge { limit });
+    }
+    let mut body = std::pin::pin!(body);
+    let mut gathered = Joined::default();
+    while let Some(frame) = body.as_mut().frame().await {
+        let frame = frame.map_err(|error| {
+            let timed_out = error
+                .into()
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
+            if timed_out {
+                GatewayError::RequestTimeout
+            } else {
+                GatewayError::BadRequest("The request body could not be read.".into())
+            }
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if (gathered.len() + data.len()) as u64 > limit {
+                return Err(GatewayError::PayloadTooLarge { limit });
+            }
+            gathered.push(data);
+        }
+    }
+    Ok(gathered.take().unwrap_or_default())
+}
 
 /// The top-level fields the gateway reads from a JSON body.
 #[derive(Default)]

@@ -9,11 +9,14 @@
 
 use std::sync::Arc;
 
-use crate::http1::RawFields;
 use ring::digest::{SHA256, digest};
+use subtle::ConstantTimeEq;
 
-use crate::config::{ClientsConfig, Lane};
+use crate::config::{ClientsConfig, GatewayConfig, Lane};
+use crate::ctx::{Flow, RequestCtx};
 use crate::error::GatewayError;
+use crate::http1::RawFields;
+use crate::stages::Stage;
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
@@ -44,8 +47,31 @@ pub struct ClientAuth {
     keys: Vec<KnownKey>,
 }
 
+impl Stage for ClientAuth {
+    fn new(config: &GatewayConfig, _previous: Option<&Self>) -> Self {
+        Self::for_clients(&config.clients)
+    }
+
+    async fn check(&self, ctx: &mut RequestCtx) -> Flow {
+        let consumer = self.authenticate(&ctx.head.fields)?;
+        // The consumer's lane, which `x-priority: low` may lower but nothing raises.
+        let low = ctx
+            .head
+            .fields
+            .get("x-priority")
+            .is_some_and(|v| v.eq_ignore_ascii_case(b"low"));
+        ctx.lane = match consumer.as_ref() {
+            _ if low => Lane::Low,
+            Some(consumer) => consumer.lane,
+            None => Lane::High,
+        };
+        ctx.consumer = consumer;
+        Ok(())
+    }
+}
+
 impl ClientAuth {
-    pub fn new(config: &ClientsConfig) -> Self {
+    pub fn for_clients(config: &ClientsConfig) -> Self {
         let mut keys = config
             .consumers
             .iter()
@@ -113,10 +139,9 @@ fn presented_key(headers: &RawFields) -> Option<&[u8]> {
         })
 }
 
-/// Compares two digests touching every byte, whatever they hold.
+/// Compares two digests in constant time (`subtle`), touching every byte whatever they hold.
 fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
+    a.ct_eq(b).into()
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
@@ -132,7 +157,7 @@ mod tests {
     use crate::secret::Secret;
 
     fn auth(require: bool) -> ClientAuth {
-        ClientAuth::new(&ClientsConfig {
+        ClientAuth::for_clients(&ClientsConfig {
             require_auth: require,
             consumers: vec![ConsumerConfig {
                 name: "team-a".into(),
@@ -163,7 +188,7 @@ mod tests {
                 lane: Lane::High,
             })
             .collect();
-        let auth = ClientAuth::new(&ClientsConfig {
+        let auth = ClientAuth::for_clients(&ClientsConfig {
             require_auth: true,
             consumers,
         });

@@ -1,0 +1,138 @@
+//! The one end of every request. A request's [`RequestCtx`] is created when it starts and
+//! dropped exactly once, whichever way the request ended: a refusal before or after its body, an
+//! error after failover, a whole or streamed answer written to the end, a client that went away,
+//! a shutdown that cut it. The drop counts it (`gateway_requests_total`, tokens), writes its
+//! access record (one schema for every request) and settles what limits reserved for it.
+//!
+//! Where the context is when the request ends: in the answer's body (the connection drops the
+//! body once written, or when the client is gone), or in the request's future (dropped when the
+//! client goes away before an answer), or in the connection's refusal of a request it could not
+//! read.
+
+use std::sync::Arc;
+use std::sync::LazyLock;
+
+use crate::ctx::RequestCtx;
+use crate::metrics::RequestLabels;
+
+/// Consumer label of requests without a known key (one shared allocation).
+static ANONYMOUS: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("anonymous"));
+/// The empty label value (no backend, no model).
+static EMPTY_LABEL: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
+
+/// nginx's status for a request whose client closed the connection before it was answered.
+pub const CLIENT_CLOSED: u16 = 499;
+
+/// What a limit reserved for a request (tokens, a request of a quota). Settled once, when the
+/// request ends: the reservation reads the outcome (status, usage, completed) from the context
+/// and charges what was used or refunds the rest.
+pub trait Reservation: Send + Sync {
+    fn settle(self: Box<Self>, ctx: &RequestCtx);
+}
+
+impl Drop for RequestCtx {
+    fn drop(&mut self) {
+        if self.outcome.status == 0 {
+            // No answer was made: the client went away while the request waited (for its
+            // body, a backend), or a shutdown dropped it.
+            self.outcome.status = CLIENT_CLOSED;
+            self.outcome.error = Some(if self.gateway.run.cut() {
+                "shutdown"
+            } else {
+                "client_closed"
+            });
+        } else if !self.outcome.completed && self.outcome.broken.is_none() {
+            self.outcome.broken = Some(if self.gateway.run.cut() {
+                "shutdown"
+            } else {
+                "client_closed"
+            });
+        }
+        let labels = labels(self);
+        self.gateway
+            .metrics
+            .request(&labels, self.outcome.usage.as_ref());
+        if self.gateway.config.log.access {
+            access_record(self, &labels);
+        }
+        for reservation in std::mem::take(&mut self.reservations) {
+            reservation.settle(self);
+        }
+    }
+}
+
+/// The request's metric labels (low cardinality: route and operation, consumer name, bounded
+/// model label, backend name, status).
+fn labels(ctx: &RequestCtx) -> RequestLabels {
+    let (route, operation) = ctx.route.map_or(("none", "none"), |r| {
+        (r.family.label(), r.operation.label())
+    });
+    RequestLabels {
+        route,
+        operation,
+        consumer: ctx
+            .consumer
+            .as_ref()
+            .map_or_else(|| ANONYMOUS.clone(), |c| c.name.clone()),
+        model: ctx.model.clone().unwrap_or_else(|| EMPTY_LABEL.clone()),
+        backend: ctx.outcome.backend.map_or_else(
+            || EMPTY_LABEL.clone(),
+            |i| ctx.gateway.backends[i].config.name.clone(),
+        ),
+        status: ctx.outcome.status,
+        stream: ctx.stream,
+    }
+}
+
+/// The name of the backend whose answer was committed, or "".
+pub fn backend_name(ctx: &RequestCtx) -> &str {
+    ctx.outcome
+        .backend
+        .map_or("", |i| &ctx.gateway.backends[i].config.name)
+}
+
+/// The access record: the same fields for every request, empty ("" or 0) where unknown.
+fn access_record(ctx: &RequestCtx, labels: &RequestLabels) {
+    let outcome = &ctx.outcome;
+    let usage = outcome.usage.unwrap_or_default();
+    let (method, path) = if ctx.unread {
+        ("", "")
+    } else {
+        (ctx.head.method.as_str(), ctx.path())
+    };
+    let upstream_status = if outcome.backend.is_some() {
+        outcome.status
+    } else {
+        0
+    };
+    tracing::info!(
+        target: "access",
+        request_id = ctx.id.to_str().unwrap_or_default(),
+        consumer = %labels.consumer,
+        client_ip = %ctx.client.ip(),
+        method,
+        path,
+        route = labels.route,
+        operation = labels.operation,
+        status = outcome.status,
+        error = outcome.error.unwrap_or_default(),
+        backend = %labels.backend,
+        attempts = outcome.attempts,
+        upstream_status,
+        stream = labels.stream,
+        completed = outcome.completed,
+        broken = outcome.broken.unwrap_or_default(),
+        latency_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
+        ttfb_ms = outcome.ttfb.map_or(0.0, |t| t.as_secs_f64() * 1000.0),
+        prompt_tokens = usage.prompt,
+        completion_tokens = usage.completion,
+        total_tokens = usage.total,
+        model = %labels.model,
+        region = outcome
+            .region
+            .as_ref()
+            .and_then(|r| r.to_str().ok())
+            .unwrap_or_default(),
+        "request"
+    );
+}
