@@ -145,6 +145,8 @@ pub struct ResponsesConfig {
 pub struct LogConfig {
     pub level: String,
     pub access: bool,
+    /// Lines queued for stdout at most (read at start).
+    pub queue_lines: usize,
 }
 
 /// Why a config file was refused. Messages start with the file name and name the field path.

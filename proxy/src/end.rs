@@ -136,3 +136,104 @@ fn access_record(ctx: &RequestCtx, labels: &RequestLabels) {
         "request"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use bytes::Bytes;
+    use http::{HeaderMap, StatusCode};
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::answer::Reply;
+    use crate::ctx::ClientHead;
+    use crate::gateway::Gateway;
+
+    /// What a test reservation saw when it was settled, per call: status, error, completed,
+    /// broken.
+    type Settled = Arc<Mutex<Vec<(u16, Option<&'static str>, bool, Option<&'static str>)>>>;
+
+    struct Probe(Settled);
+
+    impl Reservation for Probe {
+        fn settle(self: Box<Self>, ctx: &RequestCtx) {
+            let outcome = &ctx.outcome;
+            self.0.lock().unwrap().push((
+                outcome.status,
+                outcome.error,
+                outcome.completed,
+                outcome.broken,
+            ));
+        }
+    }
+
+    fn ctx_with_probe() -> (Box<RequestCtx>, Settled) {
+        let yaml = "version: 1\nbackends:\n  - { name: a, endpoint: 'http://127.0.0.1:9', auth: { mode: api-key, api_key: k } }\n";
+        let config = crate::GatewayConfig::parse("t.yaml", yaml).unwrap();
+        let gateway = Gateway::new(config, Arc::new(crate::metrics::Metrics::new()), None);
+        let mut ctx = RequestCtx::start(
+            gateway,
+            ClientHead::unread(),
+            "127.0.0.1:1".parse().unwrap(),
+        );
+        let settled = Settled::default();
+        ctx.reservations.push(Box::new(Probe(settled.clone())));
+        (ctx, settled)
+    }
+
+    #[test]
+    fn a_request_dropped_before_any_answer_is_settled_once_as_client_closed() {
+        let (ctx, settled) = ctx_with_probe();
+        drop(ctx);
+        assert_eq!(
+            *settled.lock().unwrap(),
+            [(CLIENT_CLOSED, Some("client_closed"), false, None)]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_settled_once_when_its_body_is_done_or_dropped() {
+        // Written to the end.
+        let (mut ctx, settled) = ctx_with_probe();
+        ctx.outcome.status = 200;
+        let answer =
+            Reply::own(StatusCode::OK, HeaderMap::new(), Bytes::from_static(b"ok")).attach(ctx);
+        assert!(
+            settled.lock().unwrap().is_empty(),
+            "settled before the body was done"
+        );
+        let written = answer.body.collect().await.unwrap().to_bytes();
+        assert_eq!(&written[..], b"ok");
+        assert_eq!(*settled.lock().unwrap(), [(200, None, true, None)]);
+        // Dropped unwritten (the client went away).
+        let (mut ctx, settled) = ctx_with_probe();
+        ctx.outcome.status = 200;
+        let answer =
+            Reply::own(StatusCode::OK, HeaderMap::new(), Bytes::from_static(b"ok")).attach(ctx);
+        drop(answer);
+        assert_eq!(
+            *settled.lock().unwrap(),
+            [(200, None, false, Some("client_closed"))]
+        );
+    }
+
+    #[test]
+    fn a_cut_request_is_settled_as_shutdown() {
+        let (ctx, settled) = ctx_with_probe();
+        ctx.gateway.run.mark_cut();
+        drop(ctx);
+        assert_eq!(
+            *settled.lock().unwrap(),
+            [(CLIENT_CLOSED, Some("shutdown"), false, None)]
+        );
+        let (mut ctx, settled) = ctx_with_probe();
+        ctx.gateway.run.mark_cut();
+        ctx.outcome.status = 200;
+        drop(ctx);
+        assert_eq!(
+            *settled.lock().unwrap(),
+            [(200, None, false, Some("shutdown"))]
+        );
+    }
+}

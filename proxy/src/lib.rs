@@ -17,6 +17,7 @@ pub mod failover;
 pub mod gateway;
 pub mod health;
 pub mod http1;
+pub mod logging;
 pub mod metrics;
 pub mod pipeline;
 pub mod relay;

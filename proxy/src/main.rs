@@ -61,7 +61,8 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
-    init_logging(&config.log.level);
+    // Held to the end: dropping it flushes the lines still queued for stdout.
+    let _logs = proxy::logging::init(&config.log.level, config.log.queue_lines);
     match run(config, path) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -70,17 +71,6 @@ fn main() -> ExitCode {
             ExitCode::from(70)
         }
     }
-}
-
-fn init_logging(level: &str) {
-    let filter =
-        tracing_subscriber::EnvFilter::new(format!("{level},hyper=warn,h2=warn,rustls=warn"));
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_current_span(false)
-        .with_writer(std::io::stdout)
-        .init();
 }
 
 /// The main thread's single-threaded runtime is worker 0; the others are started by

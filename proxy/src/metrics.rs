@@ -166,6 +166,7 @@ pub struct Metrics {
     active_streams: Family<BackendLabels, Gauge>,
     reloads: Family<ResultLabels, Counter>,
     accept_errors: Counter,
+    log_lines_dropped: Counter,
     resolved: Resolved<RequestLabels, RequestHandles>,
 }
 
@@ -244,6 +245,12 @@ impl Metrics {
             "Connections the listeners could not accept for want of file descriptors or memory (accepting pauses briefly after each)",
             accept_errors.clone(),
         );
+        let log_lines_dropped = Counter::default();
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because stdout was not read fast enough (requests never wait for it)",
+            log_lines_dropped.clone(),
+        );
         let build_info = Family::<VersionLabels, Gauge>::default();
         build_info
             .get_or_create(&VersionLabels {
@@ -264,6 +271,7 @@ impl Metrics {
             active_streams,
             reloads,
             accept_errors,
+            log_lines_dropped,
             resolved: Resolved::new(),
         }
     }
@@ -368,6 +376,10 @@ impl Metrics {
                 self.remaining_requests.get_or_create(&labels).set(r);
             }
         }
+        self.log_lines_dropped.inner().fetch_max(
+            crate::logging::dropped_lines(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();

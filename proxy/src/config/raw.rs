@@ -207,4 +207,7 @@ pub struct RawLog {
     pub level: Option<String>,
     /// One JSON access record per request. Default false.
     pub access: Option<bool>,
+    /// Lines queued for stdout at most; when stdout is not read fast enough, further lines are
+    /// dropped (and counted) instead of stalling requests. Read at start only. Default 8192.
+    pub queue_lines: Option<u32>,
 }

@@ -595,7 +595,15 @@ fn resolve_responses(raw: RawResponses, problems: &mut Problems) -> ResponsesCon
 }
 
 fn resolve_log(raw: RawLog, problems: &mut Problems) -> LogConfig {
-    let RawLog { level, access } = raw;
+    let RawLog {
+        level,
+        access,
+        queue_lines,
+    } = raw;
+    let queue_lines = queue_lines.unwrap_or(8192);
+    if queue_lines == 0 {
+        problems.push("log.queue_lines", "must be at least 1");
+    }
     let level = level.unwrap_or_else(|| "info".to_owned());
     if !matches!(
         level.as_str(),
@@ -609,5 +617,6 @@ fn resolve_log(raw: RawLog, problems: &mut Problems) -> LogConfig {
     LogConfig {
         level,
         access: access.unwrap_or(false),
+        queue_lines: queue_lines as usize,
     }
 }

@@ -1,8 +1,7 @@
 //! The `proxy` binary: `--check`, refusing bad configs, the exported schema, SIGTERM drain, and
 //! the memory idle connections keep (with the binary's own allocator).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use http::Method;
@@ -10,13 +9,7 @@ use mock::MockOptions;
 
 use crate::harness::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_proxy");
-
-fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
-    let path = dir.path().join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
+use crate::process::{BIN, KillOnDrop, Spawned, sigterm, spawn_proxy, write};
 
 #[test]
 fn check_accepts_a_good_file_and_names_every_problem_of_a_bad_one() {
@@ -162,48 +155,6 @@ fn example_configs_are_valid() {
     }
 }
 
-/// Starts the binary on `config`; returns it, its API address (from the JSON start-up log) and
-/// the rest of its log lines once it exits.
-fn spawn_proxy(
-    config: &std::path::Path,
-) -> (
-    std::process::Child,
-    std::net::SocketAddr,
-    std::thread::JoinHandle<Vec<String>>,
-) {
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("proxy exited before listening")
-            .unwrap();
-        if line.contains("gateway listening") {
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            break v["fields"]["addr"].as_str().unwrap().parse().unwrap();
-        }
-    };
-    let log = std::thread::spawn(move || lines.map_while(Result::ok).collect());
-    (child, addr, log)
-}
-
-/// Kills the process when dropped, so a failing test does not leave it running.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
@@ -227,7 +178,7 @@ async fn idle_connections_do_not_keep_the_memory_of_a_big_request() {
         "gateway.yaml",
         &config_yaml(&[b("a", backend.url())], ""),
     );
-    let (child, addr, _) = spawn_proxy(&path);
+    let Spawned { child, addr, .. } = spawn_proxy(&path);
     let child = KillOnDrop(child);
     let pid = child.0.id();
     // An agent's prompt: 400 KB of JSON per request, on connections kept open afterwards.
@@ -288,7 +239,12 @@ async fn sigterm_drains_in_flight_streams_then_exits_zero_and_logs_no_secret() {
             "clients:\n  consumers:\n    - { name: team-a, key: client-key-in-logs }\nlog: { level: debug, access: true }\n",
         ),
     );
-    let (mut child, addr, log) = spawn_proxy(&path);
+    let Spawned {
+        mut child,
+        addr,
+        log,
+        ..
+    } = spawn_proxy(&path);
     let plain = send(request(
         Method::POST,
         addr,
@@ -309,12 +265,7 @@ async fn sigterm_drains_in_flight_streams_then_exits_zero_and_logs_no_secret() {
     let mut body = response.into_body();
     let mut text = String::from_utf8(next_chunk(&mut body).await.unwrap().to_vec()).unwrap();
     // SIGTERM while the stream is in flight.
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    sigterm(&child);
     while let Some(chunk) = next_chunk(&mut body).await {
         text.push_str(&String::from_utf8_lossy(&chunk));
     }

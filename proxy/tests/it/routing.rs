@@ -470,29 +470,6 @@ async fn h2c_clients_are_served() {
     }
 }
 
-/// One h2c connection (prior knowledge) to `addr`: its sender, and the task driving it, which
-/// ends when the connection does.
-async fn h2c_connect<B>(
-    addr: std::net::SocketAddr,
-) -> (
-    hyper::client::conn::http2::SendRequest<B>,
-    tokio::task::JoinHandle<hyper::Result<()>>,
-)
-where
-    B: http_body::Body + Unpin + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    (sender, tokio::spawn(connection))
-}
-
 /// An h2c connection with no request under way closes after `keepalive_timeout`, as an
 /// HTTP/1.1 one does; a stream that lasts longer than that is not cut.
 #[tokio::test]

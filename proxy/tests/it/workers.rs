@@ -48,13 +48,14 @@ async fn requests_and_streams_work_on_every_worker_and_drain_stops_them() {
     for call in calls {
         assert_eq!(call.await.unwrap(), (http::StatusCode::OK, true));
     }
-    // Then one at a time: whichever worker serves them reuses its idle backend connections.
+    // Then one at a time: whichever worker serves them reuses its idle backend connections. A
+    // worker the burst happened to miss opens its first one now: at most one new per worker.
     let opened = backend.stats().connections();
     for _ in 0..20 {
         assert_eq!(post(gw.addr, CHAT, CHAT_BODY).await.status, 200);
     }
     assert!(
-        backend.stats().connections() <= opened + 1,
+        backend.stats().connections() <= opened + 3,
         "{} new backend connections for 20 sequential requests",
         backend.stats().connections() - opened
     );
