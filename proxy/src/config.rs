@@ -1,24 +1,34 @@
 //! The gateway config schema: THE definition of what `gateway.yaml` may say.
 //!
-//! `raw` mirrors the file (serde, unknown fields rejected), `resolve` validates it and produces the
-//! runtime types below, which are what the rest of the proxy uses. hydrenv depends on this module
-//! to validate what it renders, so the proxy and its config generator can never disagree.
+//! `raw` mirrors the file (serde, unknown fields rejected); each section lives with its owner,
+//! which holds its raw type, its runtime type, its defaults (`DEFAULT_*`) and its `resolve`: the
+//! modules here for listeners, upstream, balancer, backends and log, the stages for their own
+//! sections (`stages::auth::config` for `clients`, `stages::affinity::config` for `responses`).
+//! hydrenv depends on this module to validate what it renders, so the proxy and its config
+//! generator can never disagree.
 
+pub mod backends;
+pub mod balancer;
 mod duration;
+pub mod log;
+mod problems;
 pub mod raw;
 mod resolve;
+pub mod server;
+pub mod upstream;
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
 
-use http::uri::{Authority, PathAndQuery, Scheme};
-
-use crate::secret::Secret;
-
+pub use backends::BackendConfig;
+pub use balancer::{BalancerConfig, HashOn};
 pub use duration::parse_duration;
+pub use log::LogConfig;
+pub use problems::Problems;
+pub use server::ServerConfig;
+pub use upstream::{ActiveHealth, FailoverTriggers, PassiveHealth, UpstreamConfig};
+
+pub use crate::stages::affinity::config::ResponsesConfig;
+pub use crate::stages::auth::config::{ClientsConfig, ConsumerConfig, Lane};
 
 /// The only schema version this build understands.
 pub const CONFIG_VERSION: u32 = 1;
@@ -34,119 +44,6 @@ pub struct GatewayConfig {
     pub clients: ClientsConfig,
     pub responses: ResponsesConfig,
     pub log: LogConfig,
-}
-
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    pub listen: SocketAddr,
-    pub admin_listen: SocketAddr,
-    pub max_body_bytes: u64,
-    pub drain_timeout: Duration,
-    pub keepalive_timeout: Duration,
-    pub client_timeout: Duration,
-    pub test_mode: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct UpstreamConfig {
-    pub connect_timeout: Duration,
-    pub send_timeout: Duration,
-    pub read_timeout: Duration,
-    pub request_deadline: Duration,
-    pub max_attempts: usize,
-    pub failover: FailoverTriggers,
-    pub default_cooldown: Duration,
-    pub stream_usage: bool,
-    pub passive_health: PassiveHealth,
-    pub active_health: Option<ActiveHealth>,
-}
-
-/// Which failures move a request to the next backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FailoverTriggers {
-    pub http_429: bool,
-    pub http_5xx: bool,
-    pub connect_error: bool,
-    pub timeout: bool,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct PassiveHealth {
-    /// 0 disables passive health.
-    pub failures: u32,
-    pub unhealthy_for: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub struct ActiveHealth {
-    pub scheme: Option<Scheme>,
-    pub path: PathAndQuery,
-    pub timeout: Duration,
-    pub healthy_interval: Duration,
-    pub unhealthy_interval: Duration,
-    pub unhealthy_statuses: Vec<u16>,
-}
-
-#[derive(Debug, Clone)]
-pub enum BalancerConfig {
-    RoundRobin,
-    ConsistentHash { on: HashOn, bounded_load: f64 },
-}
-
-/// What a consistent-hash balancer hashes.
-#[derive(Debug, Clone)]
-pub enum HashOn {
-    Consumer,
-    Header(http::HeaderName),
-    Cookie(String),
-    RemoteAddr,
-}
-
-#[derive(Debug, Clone)]
-pub struct BackendConfig {
-    pub name: Arc<str>,
-    pub scheme: Scheme,
-    pub authority: Authority,
-    pub priority: i64,
-    pub weight: u32,
-    pub api_key: Secret,
-    /// alias -> real deployment name on this backend.
-    pub deployments: HashMap<String, String>,
-    pub api_version: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct ClientsConfig {
-    pub require_auth: bool,
-    pub consumers: Vec<ConsumerConfig>,
-}
-
-/// Which lane a consumer's traffic uses by default.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lane {
-    High,
-    Low,
-}
-
-#[derive(Debug, Clone)]
-pub struct ConsumerConfig {
-    pub name: Arc<str>,
-    pub key: Secret,
-    pub lane: Lane,
-}
-
-#[derive(Debug, Clone)]
-pub struct ResponsesConfig {
-    pub affinity_ttl: Duration,
-    pub affinity_capacity: u64,
-}
-
-#[derive(Debug, Clone)]
-pub struct LogConfig {
-    pub level: String,
-    pub access: bool,
-    /// Lines queued for stdout at most (read at start).
-    pub queue_lines: usize,
 }
 
 /// Why a config file was refused. Messages start with the file name and name the field path.
@@ -230,4 +127,126 @@ pub fn json_schema() -> String {
     let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
     text.push('\n');
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(yaml: &str) -> String {
+        match GatewayConfig::parse("gateway.yaml", yaml) {
+            Ok(_) => String::new(),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    fn backend(fields: &str) -> String {
+        format!("version: 1\nbackends:\n  - {{ name: a, {fields} }}\n")
+    }
+
+    #[test]
+    fn endpoints_and_keys_that_cannot_be_used_as_given_are_refused_without_printing_them() {
+        let refused = [
+            (
+                backend("endpoint: 'http://user:pw-SECRET@eus.example', auth: { mode: api-key, api_key: k }"),
+                "backends[0].endpoint: must not carry user info",
+            ),
+            (
+                backend("endpoint: 'https://eus.example/?x=1', auth: { mode: api-key, api_key: k }"),
+                "backends[0].endpoint: `https://eus.example/?x=1` has a query",
+            ),
+            (
+                backend("endpoint: 'ftp://eus.example', auth: { mode: api-key, api_key: k }"),
+                "backends[0].endpoint: scheme `ftp` is not http or https",
+            ),
+            (
+                backend("endpoint: 'https://eus.example', auth: { mode: api-key, api_key: \"sk-SECRET\\n\" }"),
+                "backends[0].auth.api_key: contains a control character (a trailing newline",
+            ),
+            (
+                backend("endpoint: 'https://eus.example', auth: { mode: api-key, api_key: ' sk-SECRET' }"),
+                "backends[0].auth.api_key: starts or ends with whitespace",
+            ),
+            (
+                "version: 1\nbackends:\n  - { name: 'e us', endpoint: 'https://x', auth: { mode: api-key, api_key: k } }\n".to_owned(),
+                "backends[0].name: must be non-empty visible ASCII",
+            ),
+            (
+                "version: 1\nbackends:\n  - { name: 'é', endpoint: 'https://x', auth: { mode: api-key, api_key: k } }\n".to_owned(),
+                "backends[0].name: must be non-empty visible ASCII",
+            ),
+            (
+                format!("{}clients:\n  consumers:\n    - {{ name: c, key: \"ck-SECRET\\t1\" }}\n", backend("endpoint: 'https://x', auth: { mode: api-key, api_key: k }")),
+                "clients.consumers[0].key: contains a control character",
+            ),
+            (
+                format!("{}clients:\n  consumers:\n    - {{ name: c, key: 'ck-SECRET 1' }}\n", backend("endpoint: 'https://x', auth: { mode: api-key, api_key: k }")),
+                "clients.consumers[0].key: contains whitespace",
+            ),
+        ];
+        for (yaml, expected) in refused {
+            let shown = problems(&yaml);
+            assert!(shown.contains(expected), "{yaml}\n---\n{shown}");
+            assert!(!shown.contains("SECRET"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn closed_sets_of_values_are_enums_named_in_errors_and_in_the_schema() {
+        for (field, yaml, known) in [
+            (
+                "balancer.algorithm",
+                "balancer: { algorithm: fastest }\n",
+                "expected one of roundrobin, chash",
+            ),
+            (
+                "balancer.hash_on",
+                "balancer: { algorithm: chash, hash_on: ip }\n",
+                "vars",
+            ),
+            (
+                "upstream.failover_on[1]",
+                "upstream: { failover_on: [http_429, http_4xx] }\n",
+                "connect_error",
+            ),
+            ("log.level", "log: { level: loud }\n", "debug"),
+            (
+                "clients.consumers[0].lane",
+                "clients: { consumers: [{ name: c, key: k, lane: middle }] }\n",
+                "low",
+            ),
+        ] {
+            let yaml = format!(
+                "{}{yaml}",
+                backend("endpoint: 'https://x', auth: { mode: api-key, api_key: k }")
+            );
+            let shown = problems(&yaml);
+            assert!(
+                shown.contains(field) && shown.contains(known),
+                "{field}: {shown}"
+            );
+        }
+        let shown = problems(&backend(
+            "endpoint: 'https://x', auth: { mode: aad, api_key: k }",
+        ));
+        assert!(
+            shown.contains("backends[0].auth.mode") && shown.contains("api-key"),
+            "{shown}"
+        );
+        let schema = json_schema();
+        for values in [
+            r#""roundrobin""#,
+            r#""chash""#,
+            r#""api-key""#,
+            r#""entra""#,
+            r#""high""#,
+            r#""low""#,
+            r#""http_429""#,
+            r#""http_5xx""#,
+            r#""connect_error""#,
+            r#""timeout""#,
+        ] {
+            assert!(schema.contains(values), "{values} not in the schema");
+        }
+    }
 }

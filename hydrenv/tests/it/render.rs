@@ -164,9 +164,14 @@ fn secrets_never_appear_in_the_dry_run() {
 
 #[test]
 fn hostile_values_cannot_break_or_inject_yaml() {
-    let hostile = "k\"ey: \n  require_auth: false\n# x: 'y'";
+    // Keys cannot hold whitespace or control characters (refused: no client could send them),
+    // so the newline injection is tried through the name.
+    let hostile = "k\"ey:'#x:{y}[z]&*!|>%@`";
     let e = minimal(&[
-        ("GATEWAY_CLIENT_NAME_0", "evil: name\nlane: low"),
+        (
+            "GATEWAY_CLIENT_NAME_0",
+            "evil: name\nlane: low\n  require_auth: false",
+        ),
         ("GATEWAY_CLIENT_KEY_0", hostile),
         ("GATEWAY_REQUIRE_AUTH", "true"),
     ]);
@@ -181,7 +186,10 @@ fn hostile_values_cannot_break_or_inject_yaml() {
     assert!(config.clients.require_auth);
     assert_eq!(config.clients.consumers.len(), 1);
     assert_eq!(config.clients.consumers[0].key.expose(), hostile);
-    assert_eq!(&*config.clients.consumers[0].name, "evil: name\nlane: low");
+    assert_eq!(
+        &*config.clients.consumers[0].name,
+        "evil: name\nlane: low\n  require_auth: false"
+    );
     assert_eq!(config.clients.consumers[0].lane, proxy::config::Lane::High);
 }
 

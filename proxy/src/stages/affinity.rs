@@ -3,6 +3,8 @@
 //! response the gateway remembers which backend holds it. The store
 //! ([`crate::stores::affinity`]) is taken over by the next config when its settings stay.
 
+pub mod config;
+
 use std::sync::Arc;
 
 use crate::config::GatewayConfig;

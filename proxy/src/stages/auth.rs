@@ -7,6 +7,8 @@
 //! consumers' digests, which says nothing about any key; the key's length does not show, and
 //! "unknown" and "wrong" look alike.
 
+pub mod config;
+
 use std::sync::Arc;
 
 use ring::digest::{SHA256, digest};
