@@ -532,24 +532,24 @@ pub fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Appends the `content-length: {length}` field line.
+/// Appends the `content-length: {length}` field line (the number written by `itoa`, without the
+/// formatting machinery, which costs more than the rest of a field).
 pub fn put_content_length(out: &mut Vec<u8>, length: u64) {
     out.extend_from_slice(b"content-length: ");
-    put_number(out, length, 10);
+    out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 
-/// Appends `value` in `radix` (10 for `content-length`, 16 for a chunk size) without the
-/// formatting machinery, which costs more than the rest of a field; twice per proxied request
-/// and once per streamed chunk.
-pub fn put_number(out: &mut Vec<u8>, mut value: u64, radix: u64) {
+/// Appends `value` in hexadecimal (a chunk size; once per streamed chunk). `itoa` writes decimal
+/// only, and the formatter's `{:x}` costs more than the rest of the chunk framing.
+pub fn put_hex(out: &mut Vec<u8>, mut value: u64) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = [0u8; 20];
+    let mut text = [0u8; 16];
     let mut start = text.len();
     loop {
         start -= 1;
-        text[start] = DIGITS[(value % radix) as usize];
-        value /= radix;
+        text[start] = DIGITS[(value % 16) as usize];
+        value /= 16;
         if value == 0 {
             break;
         }
@@ -581,10 +581,13 @@ mod tests {
         samples.extend((1..64).map(|bit| (1u64 << bit) - 1));
         for value in samples {
             let mut decimal = b"x".to_vec();
-            put_number(&mut decimal, value, 10);
-            assert_eq!(decimal, format!("x{value}").into_bytes());
+            put_content_length(&mut decimal, value);
+            assert_eq!(
+                decimal,
+                format!("xcontent-length: {value}\r\n").into_bytes()
+            );
             let mut hex = Vec::new();
-            put_number(&mut hex, value, 16);
+            put_hex(&mut hex, value);
             assert_eq!(hex, format!("{value:x}").into_bytes());
         }
     }

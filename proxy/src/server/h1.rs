@@ -31,7 +31,7 @@ use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::http1::{
     Framing, FramingFields, MAX_HEADERS, RawFields, invalid, poll_body, poll_once,
-    put_content_length, put_field, put_number,
+    put_content_length, put_field, put_hex,
 };
 use crate::socket::Socket;
 
@@ -416,7 +416,7 @@ impl Conn {
                         continue;
                     }
                     if chunked {
-                        put_number(&mut out, data.len() as u64, 16);
+                        put_hex(&mut out, data.len() as u64);
                         out.extend_from_slice(b"\r\n");
                     }
                     if data.len() >= WRITE_BATCH {
