@@ -1,7 +1,8 @@
-//! A backend at run time: its resolved config, pre-built header values and lock-free health state.
+//! A backend at run time: its resolved config, pre-built header values and lock-free state.
 //!
-//! Everything a request reads on the hot path is either immutable or an atomic here: cooldowns,
-//! passive failure counts, active health and in-flight load.
+//! Everything a request reads on the hot path is either immutable or an atomic here: health
+//! (passive failure counts and marks, active health) and in-flight load per backend, cooldowns
+//! and remaining capacity per deployment ([`quota`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
@@ -13,27 +14,36 @@ use crate::clock::now_ms;
 use crate::config::{BackendConfig, GatewayConfig, PassiveHealth};
 use crate::upstream::{Pool, default_tls};
 
-/// Why a backend cannot take an attempt right now.
+mod quota;
+
+pub use quota::{MAX_DEPLOYMENTS, Quota, Quotas};
+
+/// Why a backend cannot take an attempt for a deployment right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unavailable {
-    /// Cooling down after a 429 until this clock time (ms).
+    /// The deployment is cooling down after a 429 until this clock time (ms).
     CoolingDown { until_ms: u64 },
     /// Marked unhealthy by passive or active health.
     Unhealthy,
 }
 
-/// Mutable, lock-free state of one backend.
+/// Mutable, lock-free state of one backend: its health (per backend) and its deployments'
+/// quotas (per deployment, [`Quotas`]).
 #[derive(Debug, Default)]
 pub struct BackendState {
-    cooldown_until_ms: AtomicU64,
     consecutive_failures: AtomicU32,
+    /// Consecutive failures without an answer (connect errors, timeouts), for readiness.
+    consecutive_unreachable: AtomicU32,
+    /// Passive mark: skipped until this clock time (ms); 0 = not marked. When the window is
+    /// over, one request claims a half-open trial (the mark moves on by a window while it runs)
+    /// and its outcome decides: healthy again, or marked for another window.
     passive_unhealthy_until_ms: AtomicU64,
+    /// The passive mark came from the backend not answering at all (not from 5xx answers).
+    unreachable: AtomicBool,
     active_unhealthy: AtomicBool,
     in_flight: AtomicI64,
-    /// Last `x-ratelimit-remaining-tokens` seen; -1 = unknown.
-    remaining_tokens: AtomicI64,
-    /// Last `x-ratelimit-remaining-requests` seen; -1 = unknown.
-    remaining_requests: AtomicI64,
+    /// Cooldowns and remaining capacity, per deployment.
+    pub quotas: Quotas,
 }
 
 /// One backend as requests see it.
@@ -107,96 +117,138 @@ pub fn carry_over(config: &GatewayConfig, previous: Option<&[Backend]>) -> Vec<B
         .collect()
 }
 
+/// How a failed attempt failed, for passive health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// No connection: connect error, connect timeout, TLS error. Only these make the backend
+    /// count as unreachable for readiness.
+    Unreachable,
+    /// A connection that did not answer in time, closed before its response, or answered
+    /// garbage.
+    Timeout,
+    /// An answer of 500-599.
+    ServerError,
+}
+
 impl BackendState {
     pub fn new() -> Self {
-        Self {
-            remaining_tokens: AtomicI64::new(-1),
-            remaining_requests: AtomicI64::new(-1),
-            ..Self::default()
-        }
+        Self::default()
     }
 
-    /// Whether the backend may take an attempt now, and if not why.
-    pub fn availability(&self) -> Result<(), Unavailable> {
-        let cooldown = self.cooldown_until_ms.load(Ordering::Relaxed);
-        let unhealthy_until = self.passive_unhealthy_until_ms.load(Ordering::Relaxed);
-        let active_unhealthy = self.active_unhealthy.load(Ordering::Relaxed);
-        // The clock is read only when a cooldown or passive mark was ever set (0 = never).
-        if cooldown == 0 && unhealthy_until == 0 {
-            return match active_unhealthy {
-                true => Err(Unavailable::Unhealthy),
-                false => Ok(()),
-            };
+    /// Whether the backend may take an attempt for `deployment` now, and if not why. When a
+    /// passive mark's window is over, the first caller gets `Ok` as the half-open trial and the
+    /// others keep seeing `Unhealthy` until the trial's outcome is recorded (or another window
+    /// has passed, if it never is).
+    pub fn availability(
+        &self,
+        deployment: &str,
+        policy: &PassiveHealth,
+    ) -> Result<(), Unavailable> {
+        if let Some(until_ms) = self.quotas.with(deployment, Quota::cooling_until) {
+            return Err(Unavailable::CoolingDown { until_ms });
         }
-        let now = now_ms();
-        if cooldown > now {
-            return Err(Unavailable::CoolingDown { until_ms: cooldown });
-        }
-        if active_unhealthy || unhealthy_until > now {
+        if self.active_unhealthy.load(Ordering::Relaxed) {
             return Err(Unavailable::Unhealthy);
         }
-        // Both are over: forget them, so later requests skip the clock again (a concurrent
-        // new mark is larger and survives the exchange).
-        let _ = self.cooldown_until_ms.compare_exchange(
-            cooldown,
-            0,
+        // The clock is read only while a passive mark is set (0 = none).
+        let marked = self.passive_unhealthy_until_ms.load(Ordering::Relaxed);
+        if marked == 0 {
+            return Ok(());
+        }
+        let now = now_ms();
+        if marked > now {
+            return Err(Unavailable::Unhealthy);
+        }
+        let trial_until = now.saturating_add(millis(policy.unhealthy_for));
+        match self.passive_unhealthy_until_ms.compare_exchange(
+            marked,
+            trial_until,
             Ordering::Relaxed,
             Ordering::Relaxed,
-        );
-        let _ = self.passive_unhealthy_until_ms.compare_exchange(
-            unhealthy_until,
-            0,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
-        Ok(())
+        ) {
+            Ok(_) => Ok(()),
+            Err(_) => Err(Unavailable::Unhealthy),
+        }
     }
 
-    /// Starts (or extends) a cooldown; returns the clock time it ends.
-    pub fn cool_down(&self, duration: Duration) -> u64 {
-        let until = now_ms() + duration.as_millis() as u64;
-        self.cooldown_until_ms.fetch_max(until, Ordering::Relaxed);
-        until
-    }
-
-    /// Remaining cooldown, zero when none.
-    pub fn cooldown_remaining(&self) -> Duration {
-        crate::clock::until(self.cooldown_until_ms.load(Ordering::Relaxed))
-    }
-
-    /// Records a connect error, timeout or 5xx for passive health.
-    pub fn record_failure(&self, policy: &PassiveHealth) {
+    /// Records a failed attempt for passive health: `policy.failures` in a row mark the backend
+    /// for `policy.unhealthy_for`; a failure while it is marked (a half-open trial, a last-resort
+    /// attempt) marks it for another window at once.
+    pub fn record_failure(&self, policy: &PassiveHealth, failure: Failure, name: &str) {
         if policy.failures == 0 {
             return;
         }
+        let unreachable = match failure {
+            Failure::Unreachable => {
+                self.consecutive_unreachable.fetch_add(1, Ordering::Relaxed) + 1
+            }
+            Failure::Timeout | Failure::ServerError => {
+                self.consecutive_unreachable.store(0, Ordering::Relaxed);
+                0
+            }
+        };
         let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if failures >= policy.failures {
-            let until = now_ms() + policy.unhealthy_for.as_millis() as u64;
-            self.passive_unhealthy_until_ms
-                .store(until, Ordering::Relaxed);
-            self.consecutive_failures.store(0, Ordering::Relaxed);
+        let was_marked = self.passive_unhealthy_until_ms.load(Ordering::Relaxed) != 0;
+        if !was_marked && failures < policy.failures {
+            return;
+        }
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.unreachable
+            .store(unreachable >= policy.failures, Ordering::Relaxed);
+        let until = now_ms().saturating_add(millis(policy.unhealthy_for));
+        self.passive_unhealthy_until_ms
+            .store(until, Ordering::Relaxed);
+        if !was_marked {
+            tracing::warn!(
+                backend = name,
+                failures,
+                unreachable = unreachable >= policy.failures,
+                unhealthy_for_ms = millis(policy.unhealthy_for),
+                "passive health: backend marked unhealthy"
+            );
         }
     }
 
-    /// Records an answer that proves the backend works (any non-5xx status): the failure count
-    /// starts over and a passive unhealthy mark is lifted (a last-resort attempt found the
-    /// backend answering again).
-    pub fn record_success(&self) {
+    /// Records an answer that proves the backend works (any non-5xx status): the failure counts
+    /// start over and a passive mark is lifted (the half-open trial, or a last-resort attempt,
+    /// found the backend answering again).
+    pub fn record_success(&self, name: &str) {
         if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
             self.consecutive_failures.store(0, Ordering::Relaxed);
         }
-        if self.passive_unhealthy_until_ms.load(Ordering::Relaxed) != 0 {
-            self.passive_unhealthy_until_ms.store(0, Ordering::Relaxed);
+        if self.consecutive_unreachable.load(Ordering::Relaxed) != 0 {
+            self.consecutive_unreachable.store(0, Ordering::Relaxed);
+        }
+        if self.passive_unhealthy_until_ms.swap(0, Ordering::Relaxed) != 0 {
+            self.unreachable.store(false, Ordering::Relaxed);
+            tracing::info!(backend = name, "passive health: backend answers again");
         }
     }
 
-    pub fn set_active_healthy(&self, healthy: bool) {
+    /// An active probe's verdict. A healthy probe also lifts a passive mark: it decides as a
+    /// half-open trial would.
+    pub fn set_active_healthy(&self, healthy: bool, name: &str) {
         self.active_unhealthy.store(!healthy, Ordering::Relaxed);
+        if healthy {
+            self.record_success(name);
+        }
     }
 
+    /// Healthy: no active or passive mark in force.
     pub fn is_healthy(&self) -> bool {
         !self.active_unhealthy.load(Ordering::Relaxed)
             && self.passive_unhealthy_until_ms.load(Ordering::Relaxed) <= now_ms()
+    }
+
+    /// Whether the backend can be counted on for readiness: neither active checks nor connect
+    /// failures have shown it dead. Passive marks from 5xx answers never count here: an
+    /// orchestrator pulls an unready replica, and 5xx answers (often caused by the requests
+    /// themselves) say the backend is there.
+    pub fn reachable(&self) -> bool {
+        let active_dead = self.active_unhealthy.load(Ordering::Relaxed);
+        let passive_dead = self.unreachable.load(Ordering::Relaxed)
+            && self.passive_unhealthy_until_ms.load(Ordering::Relaxed) > now_ms();
+        !active_dead && !passive_dead
     }
 
     pub fn in_flight(&self) -> i64 {
@@ -208,30 +260,11 @@ impl BackendState {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self.clone())
     }
+}
 
-    /// Notes what the backend says is left. Unchanged values are not written again: every
-    /// worker answers through this state, and a write takes the cache line from all of them.
-    pub fn set_remaining(&self, tokens: Option<i64>, requests: Option<i64>) {
-        for (value, slot) in [
-            (tokens, &self.remaining_tokens),
-            (requests, &self.remaining_requests),
-        ] {
-            if let Some(value) = value
-                && slot.load(Ordering::Relaxed) != value
-            {
-                slot.store(value, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// Last remaining tokens/requests reported by the backend (None = never seen).
-    pub fn remaining(&self) -> (Option<i64>, Option<i64>) {
-        let known = |v: i64| (v >= 0).then_some(v);
-        (
-            known(self.remaining_tokens.load(Ordering::Relaxed)),
-            known(self.remaining_requests.load(Ordering::Relaxed)),
-        )
-    }
+/// A duration in clock milliseconds, saturating (durations from backends can be huge).
+pub fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Guard returned by [`BackendState::track`].
@@ -248,35 +281,91 @@ impl Drop for InFlight {
 mod tests {
     use super::*;
 
+    fn policy(failures: u32, unhealthy_for: Duration) -> PassiveHealth {
+        PassiveHealth {
+            failures,
+            unhealthy_for,
+        }
+    }
+
     #[test]
-    fn cooldown_makes_backend_unavailable_until_it_ends() {
+    fn a_cooldown_closes_its_deployment_only() {
         let state = BackendState::new();
-        assert_eq!(state.availability(), Ok(()));
-        let until = state.cool_down(Duration::from_secs(60));
+        let policy = policy(3, Duration::from_secs(30));
+        let until = state
+            .quotas
+            .with("small", |q| q.cool_down(Duration::from_secs(60)));
         assert_eq!(
-            state.availability(),
+            state.availability("small", &policy),
             Err(Unavailable::CoolingDown { until_ms: until })
         );
-        // A shorter cooldown never shortens a longer one.
-        state.cool_down(Duration::from_millis(1));
-        assert_eq!(
-            state.availability(),
-            Err(Unavailable::CoolingDown { until_ms: until })
-        );
+        assert_eq!(state.availability("large", &policy), Ok(()));
+        assert!(state.is_healthy() && state.reachable());
     }
 
     #[test]
     fn passive_health_trips_after_consecutive_failures_only() {
-        let policy = PassiveHealth {
-            failures: 2,
-            unhealthy_for: Duration::from_secs(60),
-        };
+        let policy = policy(2, Duration::from_secs(60));
         let state = BackendState::new();
-        state.record_failure(&policy);
-        state.record_success();
-        state.record_failure(&policy);
-        assert_eq!(state.availability(), Ok(()));
-        state.record_failure(&policy);
-        assert_eq!(state.availability(), Err(Unavailable::Unhealthy));
+        state.record_failure(&policy, Failure::ServerError, "a");
+        state.record_success("a");
+        state.record_failure(&policy, Failure::ServerError, "a");
+        assert_eq!(state.availability("d", &policy), Ok(()));
+        state.record_failure(&policy, Failure::ServerError, "a");
+        assert_eq!(
+            state.availability("d", &policy),
+            Err(Unavailable::Unhealthy)
+        );
+        // 5xx answers say the backend is there: readiness is not touched.
+        assert!(!state.is_healthy() && state.reachable());
+    }
+
+    #[test]
+    fn after_its_window_one_trial_decides() {
+        let policy = policy(1, Duration::from_millis(2));
+        let wait_window = || std::thread::sleep(Duration::from_millis(5));
+        let state = BackendState::new();
+        state.record_failure(&policy, Failure::Unreachable, "a");
+        assert_eq!(
+            state.availability("d", &policy),
+            Err(Unavailable::Unhealthy)
+        );
+        assert!(!state.reachable());
+        wait_window();
+        // The first request is the trial; the others are still kept away from it.
+        assert_eq!(state.availability("d", &policy), Ok(()));
+        assert_eq!(
+            state.availability("d", &policy),
+            Err(Unavailable::Unhealthy)
+        );
+        // A failed trial marks it again at once (one failure, not `failures` in a row).
+        state.record_failure(&policy, Failure::Unreachable, "a");
+        assert_eq!(
+            state.availability("d", &policy),
+            Err(Unavailable::Unhealthy)
+        );
+        wait_window();
+        assert!(
+            state.reachable(),
+            "a window without a trial counts as reachable again"
+        );
+        assert_eq!(state.availability("d", &policy), Ok(()));
+        state.record_success("a");
+        assert_eq!(state.availability("d", &policy), Ok(()));
+        assert_eq!(state.availability("d", &policy), Ok(()));
+        assert!(state.is_healthy() && state.reachable());
+    }
+
+    #[test]
+    fn a_healthy_probe_lifts_a_passive_mark() {
+        let policy = policy(1, Duration::from_secs(60));
+        let state = BackendState::new();
+        state.record_failure(&policy, Failure::Unreachable, "a");
+        assert!(!state.reachable());
+        state.set_active_healthy(false, "a");
+        assert!(!state.reachable());
+        state.set_active_healthy(true, "a");
+        assert!(state.reachable() && state.is_healthy());
+        assert_eq!(state.availability("d", &policy), Ok(()));
     }
 }

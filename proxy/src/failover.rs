@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 
-use crate::backend::Unavailable;
+use crate::backend::{Failure as HealthFailure, Quota, Unavailable, millis};
 use crate::clock::now_ms;
+use crate::config::BackendConfig;
 use crate::ctx::RequestCtx;
 use crate::error::{AttemptRecord, GatewayError, Outcome};
 use crate::gateway::Gateway;
@@ -39,6 +40,22 @@ struct Wanted<'a> {
     ctx: &'a RequestCtx,
     route: &'a Route,
     body: &'a RequestBody,
+}
+
+impl Wanted<'_> {
+    /// The deployment this request uses on `backend`, whose quota it spends: the legacy path's
+    /// deployment, else the body's `model` (v1, Responses), each after the backend's alias;
+    /// `""` when the request names none (e.g. `/openai/v1/models`).
+    fn deployment_on<'b>(&'b self, backend: &'b BackendConfig) -> &'b str {
+        let named = self
+            .route
+            .deployment(self.ctx.head.uri.path())
+            .or(self.body.model.as_deref());
+        match named {
+            Some(name) => backend.deployments.get(name).map_or(name, String::as_str),
+            None => "",
+        }
+    }
 }
 
 /// The body of the response the gateway committed to.
@@ -104,6 +121,11 @@ pub async fn attempt(gw: &Gateway, ctx: &RequestCtx) -> Result<Winner, GatewayEr
     // overload's connect errors set it as well as a dead region), and with nothing else left a
     // try costs one attempt where skipping it is a certain error for the client.
     let mut last_resort: Vec<usize> = Vec::new();
+    // Backends that answered this request with a 5xx. Held against them (passive health) only
+    // if another backend then answers without one: a request that every backend answers with a
+    // 5xx is more likely a request nobody can serve than backends that are all down, and must
+    // not take every backend out of rotation.
+    let mut answered_5xx: Vec<usize> = Vec::new();
 
     loop {
         let candidate = match pinned {
@@ -127,7 +149,11 @@ pub async fn attempt(gw: &Gateway, ctx: &RequestCtx) -> Result<Winner, GatewayEr
             }
             break;
         }
-        match backend.state.availability() {
+        let deployment = req.deployment_on(&backend.config);
+        match backend
+            .state
+            .availability(deployment, &upstream.passive_health)
+        {
             Ok(()) => {}
             Err(Unavailable::CoolingDown { until_ms }) => {
                 earliest_reopen = Some(earliest_reopen.map_or(until_ms, |e| e.min(until_ms)));
@@ -167,12 +193,23 @@ pub async fn attempt(gw: &Gateway, ctx: &RequestCtx) -> Result<Winner, GatewayEr
         let failure = match result {
             Ok((head, body)) => {
                 if head.status.is_server_error() {
-                    // Passed on because 5xx failover is off: a failure all the same (recorded
-                    // by `try_backend`), which must not lift an unhealthy mark.
+                    // Passed on because 5xx failover is off: a failure all the same, which must
+                    // not lift an unhealthy mark (and, no other backend having answered, is not
+                    // held against this one either: see `answered_5xx`).
                     metrics.attempt(Outcome::Http5xx);
                 } else {
-                    backend.state.record_success();
+                    backend.state.record_success(backend.name());
                     metrics.attempt(Outcome::Ok);
+                    // Another backend answered this request: the 5xx of the ones before were
+                    // theirs, not the request's.
+                    for &earlier in &answered_5xx {
+                        let earlier = &gw.backends[earlier];
+                        earlier.state.record_failure(
+                            &upstream.passive_health,
+                            HealthFailure::ServerError,
+                            earlier.name(),
+                        );
+                    }
                 }
                 skipped_unhealthy(gw, &last_resort, None);
                 return Ok(Winner {
@@ -200,8 +237,16 @@ pub async fn attempt(gw: &Gateway, ctx: &RequestCtx) -> Result<Winner, GatewayEr
             }
         };
         metrics.attempt(outcome);
+        if outcome == Outcome::Http5xx {
+            answered_5xx.push(index);
+        }
         if throttled {
-            let until = now_ms() + backend.state.cooldown_remaining().as_millis() as u64;
+            let until = now_ms().saturating_add(millis(
+                backend
+                    .state
+                    .quotas
+                    .with(deployment, Quota::cooldown_remaining),
+            ));
             earliest_reopen = Some(earliest_reopen.map_or(until, |e| e.min(until)));
         }
         tracing::debug!(backend = %backend.name(), outcome = outcome.label(), "attempt failed");
@@ -399,30 +444,39 @@ async fn try_backend(
             .pool
             .send(head, req.body.for_backend(&backend.config)),
     );
+    let health = &upstream.passive_health;
     let response = match sent.await {
         Err(_) => {
-            backend.state.record_failure(&upstream.passive_health);
+            backend
+                .state
+                .record_failure(health, HealthFailure::Timeout, backend.name());
             return Err(Failure::Transport {
                 outcome: Outcome::Timeout,
                 detail: "timeout waiting for response headers",
             });
         }
         Ok(Err(error)) => {
-            backend.state.record_failure(&upstream.passive_health);
-            let (outcome, detail) = classify_send_error(&error);
+            let (outcome, detail, failure) = classify_send_error(&error);
+            backend
+                .state
+                .record_failure(health, failure, backend.name());
             return Err(Failure::Transport { outcome, detail });
         }
         Ok(Ok(response)) => response,
     };
     let (head, body) = response;
     let status = head.status.as_u16();
-    backend.state.set_remaining(
-        header_i64(&head.fields, REMAINING_TOKENS),
-        header_i64(&head.fields, REMAINING_REQUESTS),
-    );
+    let deployment = req.deployment_on(&backend.config);
+    backend.state.quotas.with(deployment, |quota| {
+        quota.set_remaining(
+            header_i64(&head.fields, REMAINING_TOKENS),
+            header_i64(&head.fields, REMAINING_REQUESTS),
+        );
+        if status == 429 && triggers.http_429 {
+            quota.cool_down(retry_hint(&head.fields).unwrap_or(upstream.default_cooldown));
+        }
+    });
     if status == 429 && triggers.http_429 {
-        let rest = retry_hint(&head.fields).unwrap_or(upstream.default_cooldown);
-        backend.state.cool_down(rest);
         body.release();
         return Err(Failure::Status {
             outcome: Outcome::Http429,
@@ -431,17 +485,15 @@ async fn try_backend(
             detail: None,
         });
     }
-    if status >= 500 {
-        backend.state.record_failure(&upstream.passive_health);
-        if triggers.http_5xx {
-            body.release();
-            return Err(Failure::Status {
-                outcome: Outcome::Http5xx,
-                status,
-                throttled: false,
-                detail: None,
-            });
-        }
+    // A 5xx is held against the backend by the attempt loop, once another backend answered.
+    if status >= 500 && triggers.http_5xx {
+        body.release();
+        return Err(Failure::Status {
+            outcome: Outcome::Http5xx,
+            status,
+            throttled: false,
+            detail: None,
+        });
     }
     let is_sse = head
         .fields
@@ -449,7 +501,7 @@ async fn try_backend(
         .map(|v| v.starts_with(b"text/event-stream"))
         .unwrap_or(req.body.stream);
     if head.status.is_success() && is_sse {
-        return open_stream(body, idle, upstream.default_cooldown, backend)
+        return open_stream(body, idle, upstream.default_cooldown, backend, deployment)
             .await
             .map(|body| (head, body));
     }
@@ -476,13 +528,24 @@ async fn try_backend(
     Ok((head, WinnerBody::Buffered(bytes)))
 }
 
-fn classify_send_error(error: &SendError) -> (Outcome, &'static str) {
+/// The attempt's outcome, its detail, and what it says of the backend's health: no connection
+/// at all (it may be down) or a connection that failed to answer (it is there, but failing).
+fn classify_send_error(error: &SendError) -> (Outcome, &'static str, HealthFailure) {
+    use HealthFailure::{Timeout, Unreachable};
     match error {
-        SendError::ConnectTimeout => (Outcome::Timeout, "connect timeout"),
-        SendError::Connect(_) => (Outcome::ConnectError, "connect error"),
-        SendError::Tls(_) => (Outcome::ConnectError, "TLS error"),
-        SendError::Broken(_) => (Outcome::ConnectError, "connection failed before a response"),
-        SendError::Malformed(_) => (Outcome::ConnectError, "malformed response from the backend"),
+        SendError::ConnectTimeout => (Outcome::Timeout, "connect timeout", Unreachable),
+        SendError::Connect(_) => (Outcome::ConnectError, "connect error", Unreachable),
+        SendError::Tls(_) => (Outcome::ConnectError, "TLS error", Unreachable),
+        SendError::Broken(_) => (
+            Outcome::ConnectError,
+            "connection failed before a response",
+            Timeout,
+        ),
+        SendError::Malformed(_) => (
+            Outcome::ConnectError,
+            "malformed response from the backend",
+            Timeout,
+        ),
     }
 }
 
@@ -521,6 +584,7 @@ async fn open_stream(
     idle: Duration,
     default_cooldown: Duration,
     backend: &crate::backend::Backend,
+    deployment: &str,
 ) -> Result<WinnerBody, Failure> {
     let mut framer = Framer::default();
     let mut prefetched = Vec::new();
@@ -563,7 +627,10 @@ async fn open_stream(
                         "too_many_requests" | "rate_limit_exceeded" | "429"
                     );
                     if throttled {
-                        backend.state.cool_down(default_cooldown);
+                        backend
+                            .state
+                            .quotas
+                            .with(deployment, |quota| quota.cool_down(default_cooldown));
                     }
                     return Err(Failure::Stream { code, throttled });
                 }

@@ -88,8 +88,10 @@ impl Gateway {
         self.by_name.get(name).copied()
     }
 
-    /// Ready = at least one backend could take a request now.
+    /// Ready = at least one backend that neither active checks nor connect failures have shown
+    /// dead. Passive marks from 5xx answers never make the replica unready: an orchestrator
+    /// pulls unready replicas, and a backend that answers 5xx is there.
     pub fn ready(&self) -> bool {
-        self.backends.iter().any(|b| b.state.is_healthy())
+        self.backends.iter().any(|b| b.state.reachable())
     }
 }

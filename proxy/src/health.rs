@@ -75,7 +75,7 @@ impl Probe {
         loop {
             let healthy = self.check().await;
             let was_healthy = self.state.is_healthy();
-            self.state.set_active_healthy(healthy);
+            self.state.set_active_healthy(healthy, &self.name);
             if healthy != was_healthy {
                 tracing::warn!(backend = %self.name, healthy, "active health changed");
             }

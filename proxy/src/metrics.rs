@@ -56,6 +56,12 @@ struct BackendLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeploymentLabels {
+    backend: Arc<str>,
+    deployment: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
 }
@@ -160,9 +166,9 @@ pub struct Metrics {
     failovers: Family<FailoverLabels, Counter>,
     tokens: Family<TokenLabels, Counter>,
     backend_up: Family<BackendLabels, Gauge>,
-    cooldown: Family<BackendLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
-    remaining_tokens: Family<BackendLabels, Gauge>,
-    remaining_requests: Family<BackendLabels, Gauge>,
+    cooldown: Family<DeploymentLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    remaining_tokens: Family<DeploymentLabels, Gauge>,
+    remaining_requests: Family<DeploymentLabels, Gauge>,
     active_streams: Family<BackendLabels, Gauge>,
     reloads: Family<ResultLabels, Counter>,
     accept_errors: Counter,
@@ -212,19 +218,19 @@ impl Metrics {
         let cooldown = Family::default();
         registry.register(
             "backend_cooldown_seconds",
-            "Seconds until a throttled backend reopens",
+            "Seconds until a throttled deployment of a backend reopens (Azure quotas are per deployment)",
             cooldown.clone(),
         );
         let remaining_tokens = Family::default();
         registry.register(
             "backend_remaining_tokens",
-            "Last x-ratelimit-remaining-tokens seen",
+            "Last x-ratelimit-remaining-tokens seen, per backend and deployment",
             remaining_tokens.clone(),
         );
         let remaining_requests = Family::default();
         registry.register(
             "backend_remaining_requests",
-            "Last x-ratelimit-remaining-requests seen",
+            "Last x-ratelimit-remaining-requests seen, per backend and deployment",
             remaining_requests.clone(),
         );
         let active_streams = Family::default();
@@ -365,16 +371,22 @@ impl Metrics {
             self.backend_up
                 .get_or_create(&labels)
                 .set(i64::from(b.state.is_healthy()));
-            self.cooldown
-                .get_or_create(&labels)
-                .set(b.state.cooldown_remaining().as_secs_f64());
-            let (tokens, requests) = b.state.remaining();
-            if let Some(t) = tokens {
-                self.remaining_tokens.get_or_create(&labels).set(t);
-            }
-            if let Some(r) = requests {
-                self.remaining_requests.get_or_create(&labels).set(r);
-            }
+            b.state.quotas.each(|deployment, quota| {
+                let labels = DeploymentLabels {
+                    backend: b.config.name.clone(),
+                    deployment: deployment.to_owned(),
+                };
+                self.cooldown
+                    .get_or_create(&labels)
+                    .set(quota.cooldown_remaining().as_secs_f64());
+                let (tokens, requests) = quota.remaining();
+                if let Some(t) = tokens {
+                    self.remaining_tokens.get_or_create(&labels).set(t);
+                }
+                if let Some(r) = requests {
+                    self.remaining_requests.get_or_create(&labels).set(r);
+                }
+            });
         }
         self.log_lines_dropped.inner().fetch_max(
             crate::logging::dropped_lines(),

@@ -102,25 +102,35 @@ pub fn header_i64(fields: &RawFields, name: &str) -> Option<i64> {
         .ok()
 }
 
+/// Longest rest a backend's hint may ask for; longer hints (or garbage like `1e20`) are clamped.
+pub const MAX_RETRY_HINT: Duration = Duration::from_secs(86_400);
+
 /// How long a throttled backend should rest, from the hints Azure sends, in order of precision:
 /// `retry-after-ms`, `retry-after` (seconds or HTTP date), `x-ratelimit-reset-requests`/`-tokens`.
+/// Never more than [`MAX_RETRY_HINT`]: nothing a backend writes can overflow a duration.
 pub fn retry_hint(fields: &RawFields) -> Option<Duration> {
+    let seconds = |value: f64| {
+        Duration::try_from_secs_f64(value)
+            .unwrap_or(MAX_RETRY_HINT)
+            .min(MAX_RETRY_HINT)
+    };
     if let Some(ms) = header_f64(fields, RETRY_AFTER_MS) {
-        return Some(Duration::from_secs_f64(ms / 1000.0));
+        return Some(seconds(ms / 1000.0));
     }
     if let Some(value) = fields
         .get("retry-after")
         .and_then(|v| std::str::from_utf8(v).ok())
     {
         let value = value.trim();
-        if let Ok(seconds) = value.parse::<f64>() {
-            if seconds.is_finite() && seconds >= 0.0 {
-                return Some(Duration::from_secs_f64(seconds));
+        if let Ok(secs) = value.parse::<f64>() {
+            if secs.is_finite() && secs >= 0.0 {
+                return Some(seconds(secs));
             }
         } else if let Ok(at) = httpdate::parse_http_date(value) {
             return Some(
                 at.duration_since(std::time::SystemTime::now())
-                    .unwrap_or_default(),
+                    .unwrap_or_default()
+                    .min(MAX_RETRY_HINT),
             );
         }
     }
@@ -130,7 +140,7 @@ pub fn retry_hint(fields: &RawFields) -> Option<Duration> {
         .fold(None, |acc: Option<f64>, v| {
             Some(acc.map_or(v, |a| a.max(v)))
         });
-    reset.map(Duration::from_secs_f64)
+    reset.map(seconds)
 }
 
 fn header_f64(fields: &RawFields, name: &str) -> Option<f64> {
@@ -233,6 +243,28 @@ mod tests {
             Some(Duration::from_secs(7))
         );
         assert_eq!(retry_hint(&fields(&[("retry-after", "soon")])), None);
+    }
+
+    #[test]
+    fn no_retry_hint_a_backend_writes_can_overflow_or_panic() {
+        for (name, value) in [
+            ("retry-after", "1e20"),
+            ("retry-after", "1e308"),
+            ("retry-after", "18446744073709551616"),
+            ("retry-after", "Fri, 31 Dec 9999 23:59:59 GMT"),
+            ("retry-after-ms", "1e300"),
+            ("x-ratelimit-reset-tokens", "99999999999"),
+        ] {
+            let hint = retry_hint(&fields(&[(name, value)]));
+            assert!(
+                hint.is_none_or(|h| h <= MAX_RETRY_HINT),
+                "{name}: {value} -> {hint:?}"
+            );
+        }
+        assert_eq!(
+            retry_hint(&fields(&[("retry-after", "1e20")])),
+            Some(MAX_RETRY_HINT)
+        );
     }
 
     #[test]
