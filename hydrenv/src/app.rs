@@ -287,11 +287,5 @@ fn sanitize(errors: Vec<EnvError>, env: &Env, redact: &BTreeSet<&str>) -> Vec<St
 }
 
 fn redact_text(text: &str, env: &Env, redact: &BTreeSet<&str>) -> String {
-    let mut out = text.to_owned();
-    for name in redact {
-        if let Some(value) = env.get(*name).filter(|v| v.len() >= 3) {
-            out = out.replace(value.as_str(), &format!("<redacted:{name}>"));
-        }
-    }
-    out
+    crate::redact::text(text, env, redact)
 }

@@ -10,6 +10,7 @@ pub mod diff;
 pub mod env;
 pub mod explain;
 pub mod keyvault;
+pub mod redact;
 pub mod release;
 pub mod render;
 pub mod settings;

@@ -1,6 +1,12 @@
 //! Every environment variable hydrenv knows: name, default, what it controls, whether it is a
 //! secret, and whether its feature is built. `explain`, `docs/configuration.md` and the checks
 //! for not-yet-built features are all generated from this one table.
+//!
+//! Which variables are secret, whatever their status: every name containing `KEY`, `SECRET`,
+//! `PASSWORD`, `TOKEN` or `CONNECTION_STRING`, and every URL that may carry credentials (a name
+//! ending in `_URL` or `_URI`, or containing `ENDPOINT`: `redis://:password@host`), except the
+//! ones listed with a reason in `tests/it/secrets.rs`. A new such variable fails that test until
+//! it is marked [`Var::secret`] or added to the exceptions with its reason.
 
 /// Where a variable ends up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,14 +63,15 @@ const fn var(name: &'static str, default: &'static str, target: Target, help: &'
     }
 }
 
-const fn secret(name: &'static str, target: Target, help: &'static str) -> Var {
-    Var {
-        name,
-        default: "",
-        secret: true,
-        target,
-        status: Status::Built,
-        help,
+impl Var {
+    /// Marks the value secret: redacted in dry runs, diffs, `explain`, errors and logs. Independent
+    /// of [`Status`]: a variable whose feature is not built is refused when set, and that refusal
+    /// must not show its value either.
+    const fn secret(self) -> Var {
+        Var {
+            secret: true,
+            ..self
+        }
     }
 }
 
@@ -126,7 +133,7 @@ pub const VARS: &[Var] = &[
         Gateway,
         "Base URL of backend N, e.g. https://eus.openai.azure.com (path ignored)",
     ),
-    secret("AZURE_OPENAI_KEY_N", Gateway, "api-key of backend N"),
+    var("AZURE_OPENAI_KEY_N", "", Gateway, "api-key of backend N").secret(),
     var(
         "AZURE_OPENAI_NAME_N",
         "backend-N",
@@ -291,11 +298,13 @@ pub const VARS: &[Var] = &[
         Gateway,
         "Consumer name (metrics/log label, hash key)",
     ),
-    secret(
+    var(
         "GATEWAY_CLIENT_KEY_N",
+        "",
         Gateway,
         "The key consumer N presents",
-    ),
+    )
+    .secret(),
     var(
         "GATEWAY_CLIENT_PRIORITY_N",
         "high",
@@ -369,7 +378,8 @@ pub const VARS: &[Var] = &[
         "",
         REDIS,
         "Share limit counters through Redis",
-    ),
+    )
+    .secret(),
     later("ENABLE_IP_RESTRICTION", "false", IP, "Allow/deny lists"),
     later("IP_WHITELIST", "", IP, "Allowed IPs/CIDRs"),
     later("IP_BLACKLIST", "", IP, "Denied IPs/CIDRs"),
@@ -397,7 +407,7 @@ pub const VARS: &[Var] = &[
     later("CACHE_MAX_BYTES", "", CACHE, "Cache size"),
     later("ENABLE_OIDC", "false", OIDC, "Bearer JWT validation"),
     later("OIDC_CLIENT_ID", "", OIDC, "Audience"),
-    later("OIDC_CLIENT_SECRET", "", OIDC, "Client secret"),
+    later("OIDC_CLIENT_SECRET", "", OIDC, "Client secret").secret(),
     later("OIDC_DISCOVERY_URL", "", OIDC, "Issuer discovery URL"),
     later("OIDC_REDIRECT_URI", "", OIDC, "Redirect URI"),
     // Responses API affinity.
@@ -419,7 +429,8 @@ pub const VARS: &[Var] = &[
         "",
         REDIS,
         "Redis password",
-    ),
+    )
+    .secret(),
     later(
         "RESPONSES_AFFINITY_REDIS_TIMEOUT_MS",
         "1000",
@@ -451,11 +462,13 @@ pub const VARS: &[Var] = &[
         Gateway,
         "prod, test or dev; test/dev write one JSON access record per request",
     ),
-    secret(
+    var(
         "APPLICATIONINSIGHTS_CONNECTION_STRING",
+        "",
         Collector,
         "Application Insights connection string (azuremonitor exporter)",
-    ),
+    )
+    .secret(),
     var(
         "AZURE_MONITOR_WORKSPACE_ENDPOINT",
         "",
@@ -644,11 +657,13 @@ pub const VARS: &[Var] = &[
         Runtime,
         "Managed identity endpoint (injected by Container Apps)",
     ),
-    secret(
+    var(
         "IDENTITY_HEADER",
+        "",
         Runtime,
         "Managed identity header secret (injected by Container Apps)",
-    ),
+    )
+    .secret(),
     var(
         "HYDRENV_REFRESH_SECONDS",
         "300",
