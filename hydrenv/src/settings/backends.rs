@@ -12,7 +12,7 @@ pub struct Backend {
     pub name: String,
     pub endpoint: String,
     pub priority: i64,
-    pub weight: u64,
+    pub weight: u32,
     pub api_key: SecretText,
     pub deployments: Vec<Alias>,
     pub api_version: Option<String>,
@@ -46,9 +46,9 @@ pub fn read(r: &mut Reader<'_>) -> Vec<Backend> {
             );
             continue;
         };
+        let name_var = format!("AZURE_OPENAI_NAME_{index}");
         let name =
             get("NAME").map_or_else(|| format!("backend-{index}"), |(_, v)| v.trim().to_owned());
-        let name_var = format!("AZURE_OPENAI_NAME_{index}");
         if let Some(other) = names.insert(name.clone(), name_var.clone()) {
             r.error(
                 &name_var,
@@ -57,35 +57,36 @@ pub fn read(r: &mut Reader<'_>) -> Vec<Backend> {
         }
         let key = get("KEY").map(|(_, v)| v);
         let mode = get("AUTH_MODE").map(|(_, v)| v.trim().to_ascii_lowercase());
+        let key_var = format!("AZURE_OPENAI_KEY_{index}");
         let api_key = match (mode.as_deref(), key) {
-            (None | Some("api-key"), Some(key)) if !key.is_empty() => key.to_owned(),
+            (None | Some("api-key"), Some(key)) if !key.is_empty() => r.secret(&key_var, key),
             (None, _) => {
                 r.error(
                     &format!("AZURE_OPENAI_KEY_{index}"),
                     "missing: set the backend's api-key, or AZURE_OPENAI_AUTH_MODE_N",
                 );
-                String::new()
+                SecretText(String::new())
             }
             (Some("api-key"), _) => {
                 r.error(
                     &format!("AZURE_OPENAI_KEY_{index}"),
                     "missing: AZURE_OPENAI_AUTH_MODE is api-key but no key is set",
                 );
-                String::new()
+                SecretText(String::new())
             }
             (Some(m), _) if ENTRA_ALIASES.contains(&m) => {
                 r.error(
                     &format!("AZURE_OPENAI_AUTH_MODE_{index}"),
                     "`entra` (managed identity) backend authentication is not built in this version yet; use api-key",
                 );
-                String::new()
+                SecretText(String::new())
             }
             (Some(other), _) => {
                 r.error(
                     &format!("AZURE_OPENAI_AUTH_MODE_{index}"),
                     format!("`{other}` is not api-key or entra"),
                 );
-                String::new()
+                SecretText(String::new())
             }
         };
         for entra_only in ["TOKEN_RESOURCE", "MSI_CLIENT_ID"] {
@@ -97,16 +98,17 @@ pub fn read(r: &mut Reader<'_>) -> Vec<Backend> {
             }
         }
         let priority = get("PRIORITY").map_or(5, |(n, v)| r.int(n, v).unwrap_or(5));
-        let weight = get("WEIGHT").map_or(1, |(n, v)| r.uint(n, v).unwrap_or(1));
+        let weight = get("WEIGHT").map_or(1, |(n, v)| r.u32(n, v).unwrap_or(1));
         let deployments = get("DEPLOYMENTS").map_or_else(Vec::new, |(n, v)| aliases(r, n, v));
-        let api_version = get("API_VERSION").map(|(_, v)| v.trim().to_owned());
+        let api_version = get("API_VERSION").map(|(n, v)| r.shown(n, v));
+        let endpoint_var = format!("AZURE_OPENAI_ENDPOINT_{index}");
         backends.push(Backend {
             index: *index,
-            name,
-            endpoint: endpoint.trim().to_owned(),
+            name: r.shown(&name_var, &name),
+            endpoint: r.shown(&endpoint_var, endpoint),
             priority,
             weight,
-            api_key: SecretText(api_key),
+            api_key,
             deployments,
             api_version,
         });
@@ -114,7 +116,7 @@ pub fn read(r: &mut Reader<'_>) -> Vec<Backend> {
     backends
 }
 
-/// `alias=deployment,alias2=deployment2`.
+/// `alias=deployment,alias2=deployment2`; one placeholder pair when the list is hidden.
 fn aliases(r: &mut Reader<'_>, name: &str, value: &str) -> Vec<Alias> {
     let mut out = Vec::new();
     for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -129,6 +131,13 @@ fn aliases(r: &mut Reader<'_>, name: &str, value: &str) -> Vec<Alias> {
             }
             _ => r.error(name, format!("`{pair}` is not alias=deployment")),
         }
+    }
+    if r.hides(name) {
+        let shown = r.shown(name, value);
+        return vec![Alias {
+            alias: shown.clone(),
+            deployment: shown,
+        }];
     }
     out
 }

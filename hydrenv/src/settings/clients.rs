@@ -26,14 +26,14 @@ pub fn read(r: &mut Reader<'_>) -> Vec<Client> {
             break;
         }
         let name = vars.get("NAME").map(|(_, v)| v.trim().to_owned());
-        let key = vars.get("KEY").map(|(_, v)| (*v).to_owned());
+        let key = vars.get("KEY").map(|(_, v)| *v);
         if name.as_deref().is_none_or(str::is_empty) {
             r.error(
                 &format!("GATEWAY_CLIENT_NAME_{index}"),
                 format!("missing: client {index} needs a name"),
             );
         }
-        if key.as_deref().is_none_or(str::is_empty) {
+        if key.is_none_or(str::is_empty) {
             r.error(
                 &format!("GATEWAY_CLIENT_KEY_{index}"),
                 format!("missing: client {index} needs a key"),
@@ -57,8 +57,13 @@ pub fn read(r: &mut Reader<'_>) -> Vec<Client> {
             r.error(name_var, super::not_built("per-client token quotas"));
         }
         clients.push(Client {
-            name: name.unwrap_or_default(),
-            key: SecretText(key.unwrap_or_default()),
+            name: vars
+                .get("NAME")
+                .map(|(n, v)| r.shown(n, v))
+                .unwrap_or_default(),
+            key: vars
+                .get("KEY")
+                .map_or_else(|| SecretText(String::new()), |(n, v)| r.secret(n, v)),
             lane,
         });
     }

@@ -170,12 +170,13 @@ fn hostile_values_cannot_break_or_inject_yaml() {
         ("GATEWAY_CLIENT_KEY_0", hostile),
         ("GATEWAY_REQUIRE_AUTH", "true"),
     ]);
-    let (_, files, _) = hydrenv::app::render(
+    let files = hydrenv::app::render(
         &e,
         &Default::default(),
         &hydrenv::render::Templates::embedded().unwrap(),
     )
-    .unwrap();
+    .unwrap()
+    .files;
     let gateway = files.iter().find(|f| f.name == "gateway.yaml").unwrap();
     let config = proxy::GatewayConfig::parse("gateway.yaml", &gateway.contents).unwrap();
     assert!(config.clients.require_auth);
@@ -187,12 +188,13 @@ fn hostile_values_cannot_break_or_inject_yaml() {
 
 #[test]
 fn rendered_configs_are_what_the_proxy_accepts() {
-    let (_, files, _) = hydrenv::app::render(
+    let files = hydrenv::app::render(
         &weighted(),
         &Default::default(),
         &hydrenv::render::Templates::embedded().unwrap(),
     )
-    .unwrap();
+    .unwrap()
+    .files;
     let gateway = files.iter().find(|f| f.name == "gateway.yaml").unwrap();
     let config = proxy::GatewayConfig::parse("gateway.yaml", &gateway.contents).unwrap();
     let names: Vec<&str> = config.backends.iter().map(|b| &*b.name).collect();
