@@ -2,6 +2,7 @@
 //! read here with its default; every problem is collected with the variable it concerns.
 
 mod backends;
+mod checks;
 mod clients;
 mod groups;
 mod otel;

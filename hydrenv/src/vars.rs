@@ -131,14 +131,20 @@ pub const VARS: &[Var] = &[
         "AZURE_OPENAI_ENDPOINT_N",
         "required",
         Gateway,
-        "Base URL of backend N, e.g. https://eus.openai.azure.com (path ignored)",
+        "Base URL of backend N, e.g. https://eus.openai.azure.com: http or https, a host, no user:password@, query or fragment (path ignored)",
     ),
-    var("AZURE_OPENAI_KEY_N", "", Gateway, "api-key of backend N").secret(),
+    var(
+        "AZURE_OPENAI_KEY_N",
+        "",
+        Gateway,
+        "api-key of backend N, sent as is: a line break, control character, non-ASCII character or edge whitespace is refused",
+    )
+    .secret(),
     var(
         "AZURE_OPENAI_NAME_N",
         "backend-N",
         Gateway,
-        "Backend id in metrics, logs and x-gateway-backend; unique",
+        "Backend id in metrics, logs and x-gateway-backend; unique, visible ASCII without spaces",
     ),
     var(
         "AZURE_OPENAI_PRIORITY_N",
@@ -174,7 +180,7 @@ pub const VARS: &[Var] = &[
         "AZURE_OPENAI_DEPLOYMENTS_N",
         "",
         Gateway,
-        "Aliases alias=deployment,alias2=deployment2: rewrites the deployment segment / model for backend N",
+        "Aliases alias=deployment,alias2=deployment2 (names without spaces, /, ? or #): rewrites the deployment segment / model for backend N",
     ),
     var(
         "AZURE_OPENAI_API_VERSION_N",
@@ -302,7 +308,7 @@ pub const VARS: &[Var] = &[
         "GATEWAY_CLIENT_KEY_N",
         "",
         Gateway,
-        "The key consumer N presents",
+        "The key consumer N presents: visible ASCII, no whitespace",
     )
     .secret(),
     var(
@@ -473,7 +479,7 @@ pub const VARS: &[Var] = &[
         "AZURE_MONITOR_WORKSPACE_ENDPOINT",
         "",
         Collector,
-        "Azure Monitor workspace remote-write endpoint (prometheusremotewrite + azureauth)",
+        "Azure Monitor workspace remote-write endpoint (prometheusremotewrite + azureauth); no user:password@",
     ),
     var(
         "ENABLE_DEBUG_EXPORTER",

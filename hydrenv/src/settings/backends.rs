@@ -2,8 +2,8 @@
 
 use serde::Serialize;
 
-use super::groups;
 use super::{Reader, SecretText};
+use super::{checks, groups};
 use crate::vars::BACKEND_KEYS;
 
 #[derive(Debug, Clone, Serialize)]
@@ -36,7 +36,7 @@ pub fn read(r: &mut Reader<'_>) -> Vec<Backend> {
     let mut backends = Vec::new();
     for (index, vars) in &members {
         let get = |key: &str| vars.get(key).copied();
-        let Some((_, endpoint)) = get("ENDPOINT") else {
+        let Some((endpoint_var, endpoint)) = get("ENDPOINT") else {
             let (first, _) = vars.values().next().copied().unwrap_or(("", ""));
             r.error(
                 &format!("AZURE_OPENAI_ENDPOINT_{index}"),
@@ -46,10 +46,15 @@ pub fn read(r: &mut Reader<'_>) -> Vec<Backend> {
             );
             continue;
         };
+        if let Err(why) = checks::endpoint(endpoint) {
+            r.error(endpoint_var, why);
+        }
         let name_var = format!("AZURE_OPENAI_NAME_{index}");
         let name =
             get("NAME").map_or_else(|| format!("backend-{index}"), |(_, v)| v.trim().to_owned());
-        if let Some(other) = names.insert(name.clone(), name_var.clone()) {
+        if let Err(why) = checks::backend_name(&name) {
+            r.error(&name_var, why);
+        } else if let Some(other) = names.insert(name.clone(), name_var.clone()) {
             r.error(
                 &name_var,
                 format!("backend name `{name}` is already used by {other}"),
@@ -59,7 +64,12 @@ pub fn read(r: &mut Reader<'_>) -> Vec<Backend> {
         let mode = get("AUTH_MODE").map(|(_, v)| v.trim().to_ascii_lowercase());
         let key_var = format!("AZURE_OPENAI_KEY_{index}");
         let api_key = match (mode.as_deref(), key) {
-            (None | Some("api-key"), Some(key)) if !key.is_empty() => r.secret(&key_var, key),
+            (None | Some("api-key"), Some(key)) if !key.is_empty() => {
+                if let Err(why) = checks::backend_key(key) {
+                    r.error(&key_var, why);
+                }
+                r.secret(&key_var, key)
+            }
             (None, _) => {
                 r.error(
                     &format!("AZURE_OPENAI_KEY_{index}"),
@@ -101,11 +111,10 @@ pub fn read(r: &mut Reader<'_>) -> Vec<Backend> {
         let weight = get("WEIGHT").map_or(1, |(n, v)| r.u32(n, v).unwrap_or(1));
         let deployments = get("DEPLOYMENTS").map_or_else(Vec::new, |(n, v)| aliases(r, n, v));
         let api_version = get("API_VERSION").map(|(n, v)| r.shown(n, v));
-        let endpoint_var = format!("AZURE_OPENAI_ENDPOINT_{index}");
         backends.push(Backend {
             index: *index,
             name: r.shown(&name_var, &name),
-            endpoint: r.shown(&endpoint_var, endpoint),
+            endpoint: r.shown(endpoint_var, endpoint),
             priority,
             weight,
             api_key,
@@ -120,15 +129,22 @@ pub fn read(r: &mut Reader<'_>) -> Vec<Backend> {
 fn aliases(r: &mut Reader<'_>, name: &str, value: &str) -> Vec<Alias> {
     let mut out = Vec::new();
     for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        match pair.split_once('=') {
+        match pair.split_once('=').map(|(a, d)| (a.trim(), d.trim())) {
             Some((alias, deployment))
-                if !alias.trim().is_empty() && !deployment.trim().is_empty() =>
+                if checks::deployment_name(alias) && checks::deployment_name(deployment) =>
             {
                 out.push(Alias {
-                    alias: alias.trim().to_owned(),
-                    deployment: deployment.trim().to_owned(),
+                    alias: alias.to_owned(),
+                    deployment: deployment.to_owned(),
                 })
             }
+            Some((alias, deployment)) if !alias.is_empty() && !deployment.is_empty() => r.error(
+                name,
+                format!(
+                    "`{}`: an alias and a deployment are names without spaces, `/`, `?` or `#` (they go into the request path)",
+                    pair.escape_debug()
+                ),
+            ),
             _ => r.error(name, format!("`{pair}` is not alias=deployment")),
         }
     }

@@ -2,8 +2,8 @@
 
 use serde::Serialize;
 
-use super::groups;
 use super::{Reader, SecretText};
+use super::{checks, groups};
 use crate::vars::CLIENT_KEYS;
 
 #[derive(Debug, Clone, Serialize)]
@@ -33,11 +33,16 @@ pub fn read(r: &mut Reader<'_>) -> Vec<Client> {
                 format!("missing: client {index} needs a name"),
             );
         }
-        if key.is_none_or(str::is_empty) {
-            r.error(
+        match key.filter(|k| !k.is_empty()) {
+            None => r.error(
                 &format!("GATEWAY_CLIENT_KEY_{index}"),
                 format!("missing: client {index} needs a key"),
-            );
+            ),
+            Some(key) => {
+                if let Err(why) = checks::client_key(key) {
+                    r.error(&format!("GATEWAY_CLIENT_KEY_{index}"), why);
+                }
+            }
         }
         let lane = match vars
             .get("PRIORITY")

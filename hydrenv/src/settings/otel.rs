@@ -23,6 +23,11 @@ pub(super) fn otel(r: &mut Reader<'_>) -> Otel {
     } else {
         format!("127.0.0.1:{port}")
     };
+    if let Some(endpoint) = r.get(MONITOR_WORKSPACE)
+        && let Err(why) = super::checks::no_userinfo(endpoint)
+    {
+        r.error(MONITOR_WORKSPACE, why);
+    }
     Otel {
         service_name: r.text_or("OTEL_SERVICE_NAME", "genai-gateway"),
         service_version: r.text_or("SERVICE_VERSION", env!("CARGO_PKG_VERSION")),

@@ -164,7 +164,9 @@ fn secrets_never_appear_in_the_dry_run() {
 
 #[test]
 fn hostile_values_cannot_break_or_inject_yaml() {
-    let hostile = "k\"ey: \n  require_auth: false\n# x: 'y'";
+    // Everything a client could present that YAML treats specially (a key cannot hold
+    // whitespace: see bad_input).
+    let hostile = "k\"ey:{require_auth:false}#'y'[&*!|>%@`,]\\";
     let e = minimal(&[
         ("GATEWAY_CLIENT_NAME_0", "evil: name\nlane: low"),
         ("GATEWAY_CLIENT_KEY_0", hostile),

@@ -255,3 +255,76 @@ fn no_error_shows_a_secret_value_even_for_variables_not_built_yet() {
         );
     }
 }
+
+#[test]
+fn values_refused_for_their_shape_are_never_shown() {
+    let root = tempfile::tempdir().unwrap();
+    let mut vars = valid_env(root.path());
+    let shaped = [
+        // A secret that cannot be sent: refused by name, never quoted.
+        (
+            "AZURE_OPENAI_KEY_1",
+            format!("{}\n", token("AZURE_OPENAI_KEY_1")),
+        ),
+        (
+            "GATEWAY_CLIENT_KEY_0",
+            format!("{} x", token("GATEWAY_CLIENT_KEY_0")),
+        ),
+        // Credentials inside URLs that are not secrets: quoted with the userinfo masked.
+        (
+            "AZURE_OPENAI_ENDPOINT_1",
+            format!(
+                "https://user:{}@wus.example",
+                token("AZURE_OPENAI_ENDPOINT_1")
+            ),
+        ),
+        (
+            "AZURE_MONITOR_WORKSPACE_ENDPOINT",
+            format!(
+                "https://u:{}@amw.example/write",
+                token("AZURE_MONITOR_WORKSPACE_ENDPOINT")
+            ),
+        ),
+        (
+            "KEY_VAULT_URI",
+            format!("https://u:{}@kv.vault.azure.net", token("KEY_VAULT_URI")),
+        ),
+    ];
+    for (name, value) in &shaped {
+        vars.insert((*name).to_owned(), value.clone());
+    }
+    let tokens: Vec<String> = shaped.iter().map(|(n, _)| token(n)).collect();
+    let mut seen = String::new();
+    for args in [
+        &["render", "--dry-run"][..],
+        &["check"],
+        &["render"],
+        &["diff"],
+        &["run", "--", "true"],
+        &["supervise", "--", "true"],
+    ] {
+        let (text, code) = all_output(args, &vars);
+        assert_eq!(code, Some(64), "{text}");
+        seen.push_str(&text);
+    }
+    let (explain, code) = all_output(&["explain"], &vars);
+    assert_eq!(code, Some(0), "{explain}");
+    seen.push_str(&explain);
+    assert_no_token(&seen, &tokens);
+    // Key Vault settings are checked first; without them, every other problem shows.
+    vars.remove("KEY_VAULT_URI");
+    let (check, _) = all_output(&["check"], &vars);
+    assert_no_token(&check, &tokens);
+    for expected in [
+        "AZURE_OPENAI_KEY_1: ends with a line break",
+        "GATEWAY_CLIENT_KEY_0: contains whitespace",
+        "AZURE_OPENAI_ENDPOINT_1: `https://***@wus.example` carries a user name or password",
+        "AZURE_MONITOR_WORKSPACE_ENDPOINT: `https://***@amw.example/write` carries a user name",
+    ] {
+        assert!(check.contains(expected), "expected `{expected}` in {check}");
+    }
+    assert!(
+        seen.contains("KEY_VAULT_URI: `https://***@kv.vault.azure.net`"),
+        "{seen}"
+    );
+}
