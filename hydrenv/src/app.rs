@@ -5,8 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use crate::env::{Env, EnvError};
+use crate::fields;
 use crate::keyvault::{self, KeyVaultSource, SecretRef};
-use crate::render::{RenderedFile, Templates, validate};
+use crate::render::{RenderError, RenderedFile, Templates, validate};
 use crate::settings::{self, Settings};
 use crate::vars;
 
@@ -227,11 +228,24 @@ pub fn render(
         settings::read(env).map_err(|errors| Failure::config(sanitize(errors, env, &hidden)))?;
     let shown_settings = settings::read_shown(env, &hidden)
         .map_err(|errors| Failure::config(sanitize(errors, env, &hidden)))?;
-    let err = |e: crate::render::RenderError| Failure::one(EXIT_CONFIG, e.to_string());
+    let err = |e: RenderError| Failure::one(EXIT_CONFIG, e.to_string());
     let mut files = templates.render(&settings).map_err(err)?;
     let shown = templates.render(&shown_settings).map_err(err)?;
-    validate(&files)
-        .map_err(|e| Failure::one(EXIT_CONFIG, redact_text(&e.to_string(), env, &hidden)))?;
+    validate(&files).map_err(|e| match e {
+        // The proxy's parser names config paths; the operator changes variables.
+        RenderError::Invalid {
+            file,
+            template,
+            problems,
+        } if file == "gateway.yaml" => Failure::config(
+            problems
+                .iter()
+                .map(|p| fields::attribute(p, &file, &template, &settings))
+                .map(|p| redact_text(&p, env, &hidden))
+                .collect(),
+        ),
+        other => Failure::one(EXIT_CONFIG, redact_text(&other.to_string(), env, &hidden)),
+    })?;
     for (file, shown) in files.iter_mut().zip(&shown) {
         file.secret = file.contents != shown.contents;
     }

@@ -9,6 +9,7 @@ pub mod collector;
 pub mod diff;
 pub mod env;
 pub mod explain;
+pub mod fields;
 pub mod keyvault;
 pub mod redact;
 pub mod release;

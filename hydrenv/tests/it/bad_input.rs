@@ -248,6 +248,44 @@ fn values_that_cannot_be_sent_are_refused_naming_each_variable() {
     );
 }
 
+/// Values hydrenv passes on and the proxy's parser refuses: reported by the variable, with the
+/// config path after (backend 5 is `backends[1]`: indexes have gaps).
+#[test]
+fn proxy_parser_problems_name_the_variable() {
+    rejects(
+        &[
+            ("AZURE_OPENAI_ENDPOINT_5", Some("https://wus.example")),
+            ("AZURE_OPENAI_KEY_5", Some("k5")),
+            ("AZURE_OPENAI_API_VERSION_5", Some("2024_10_21")),
+            ("AZURE_OPENAI_WEIGHT_0", Some("0")),
+            ("AZURE_OPENAI_WEIGHT_5", Some("0")),
+            ("GATEWAY_LISTEN", Some("nope")),
+            ("GATEWAY_CLIENT_NAME_0", Some("team")),
+            ("GATEWAY_CLIENT_KEY_0", Some("ck-shared")),
+            ("GATEWAY_CLIENT_NAME_1", Some("team")),
+            ("GATEWAY_CLIENT_KEY_1", Some("ck-shared")),
+            ("LB_ALG", Some("chash")),
+            ("LB_HASH_ON", Some("header")),
+            ("LB_HASH_KEY", Some("x(session)")),
+            ("APISIX_ACTIVE_HEALTH_CHECKS", Some("on")),
+            (
+                "APISIX_ACTIVE_HEALTH_CHECK_PATH",
+                Some("/openai/v1/mo dels"),
+            ),
+        ],
+        64,
+        &[
+            "error: GATEWAY_LISTEN: `nope` is not an address like `0.0.0.0:8080` (gateway.yaml: server.listen)",
+            "error: AZURE_OPENAI_API_VERSION_5: `2024_10_21` is not an api-version (gateway.yaml: backends[1].api_version)",
+            "error: AZURE_OPENAI_WEIGHT_0, AZURE_OPENAI_WEIGHT_5: every backend has weight 0: none could ever be picked (gateway.yaml: backends)",
+            "error: GATEWAY_CLIENT_NAME_1: `team` is used by another consumer (gateway.yaml: clients.consumers[1].name)",
+            "error: GATEWAY_CLIENT_KEY_1: the same key is given to another consumer (gateway.yaml: clients.consumers[1].key)",
+            "error: LB_HASH_KEY: not a valid header name (gateway.yaml: balancer.hash_key)",
+            "error: APISIX_ACTIVE_HEALTH_CHECK_PATH: `/openai/v1/mo dels` is not an absolute path (gateway.yaml: upstream.active_health.path)",
+        ],
+    );
+}
+
 fn templates_dir(gateway: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("gateway.yaml.tera"), gateway).unwrap();
