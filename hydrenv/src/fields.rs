@@ -29,6 +29,14 @@ const FIELDS: &[(&str, &str)] = &[
     ("upstream.request_deadline", "AI_PROXY_REQUEST_DEADLINE"),
     ("upstream.max_attempts", "AI_PROXY_MAX_ATTEMPTS"),
     ("upstream.failover_on", "AI_PROXY_FALLBACK_STRATEGY"),
+    (
+        "upstream.passive_health.failures",
+        "AI_PROXY_PASSIVE_HEALTH_FAILURES",
+    ),
+    (
+        "upstream.passive_health.unhealthy_for",
+        "AI_PROXY_UNHEALTHY_SECONDS",
+    ),
     ("upstream.active_health", "APISIX_ACTIVE_HEALTH_CHECKS"),
     (
         "upstream.active_health.scheme",

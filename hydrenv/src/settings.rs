@@ -59,6 +59,14 @@ pub struct Upstream {
     pub request_deadline: String,
     pub max_attempts: Option<u32>,
     pub failover_on: Vec<String>,
+    pub passive_health: PassiveHealth,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PassiveHealth {
+    /// 0: off.
+    pub failures: u32,
+    pub unhealthy_for: String,
 }
 
 #[derive(Debug, Clone, Serialize)]

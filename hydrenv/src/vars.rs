@@ -238,6 +238,18 @@ pub const VARS: &[Var] = &[
         "Seconds for all attempts of one request",
     ),
     var(
+        "AI_PROXY_PASSIVE_HEALTH_FAILURES",
+        "3",
+        Gateway,
+        "Consecutive connect errors, timeouts or 5xx answers that mark a backend unhealthy (0 = passive health off)",
+    ),
+    var(
+        "AI_PROXY_UNHEALTHY_SECONDS",
+        "30",
+        Gateway,
+        "Seconds a passively unhealthy backend is skipped; then it takes requests again (FAILURES more in a row mark it again)",
+    ),
+    var(
         "LB_ALG",
         "roundrobin",
         Gateway,

@@ -132,6 +132,13 @@ impl<'a> Reader<'a> {
         }
     }
 
+    pub(super) fn u32_or(&mut self, name: &str, default: u32) -> u32 {
+        match self.get(name) {
+            None => default,
+            Some(v) => self.u32(name, v).unwrap_or(default),
+        }
+    }
+
     fn duration_or(&mut self, name: &str, default: Duration) -> Duration {
         match self.get(name) {
             None => default,

@@ -1,9 +1,9 @@
 //! `AI_PROXY_*`, `LB_*` and `APISIX_ACTIVE_HEALTH_CHECK*`: how the gateway talks to backends,
-//! picks one, and checks their health.
+//! picks one, and checks their health (passively from real traffic, actively by probes).
 
 use std::time::Duration;
 
-use super::{Balancer, Health, Reader, Upstream};
+use super::{Balancer, Health, PassiveHealth, Reader, Upstream};
 
 pub(super) fn upstream(r: &mut Reader<'_>) -> Upstream {
     let failover_on = match r.get("AI_PROXY_FALLBACK_STRATEGY") {
@@ -33,6 +33,11 @@ pub(super) fn upstream(r: &mut Reader<'_>) -> Upstream {
             .nonzero_seconds_or("AI_PROXY_REQUEST_DEADLINE", Duration::from_secs(240)),
         max_attempts,
         failover_on,
+        passive_health: PassiveHealth {
+            failures: r.u32_or("AI_PROXY_PASSIVE_HEALTH_FAILURES", 3),
+            unhealthy_for: r
+                .nonzero_seconds_or("AI_PROXY_UNHEALTHY_SECONDS", Duration::from_secs(30)),
+        },
     }
 }
 

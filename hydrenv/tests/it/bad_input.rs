@@ -121,6 +121,53 @@ fn bad_boolean_and_bad_number_are_reported_together() {
 }
 
 #[test]
+fn passive_health_numbers_are_strict() {
+    for (failures, seconds, expected) in [
+        (
+            "three",
+            "0",
+            [
+                "AI_PROXY_PASSIVE_HEALTH_FAILURES: `three` is not a whole number",
+                "AI_PROXY_UNHEALTHY_SECONDS: must be at least 1 ms",
+            ],
+        ),
+        (
+            "-1",
+            "soon",
+            [
+                "AI_PROXY_PASSIVE_HEALTH_FAILURES: `-1` is not a whole number",
+                "AI_PROXY_UNHEALTHY_SECONDS: `soon`",
+            ],
+        ),
+        (
+            "1e3",
+            "0.0001",
+            [
+                "AI_PROXY_PASSIVE_HEALTH_FAILURES: `1e3` is not a whole number",
+                "AI_PROXY_UNHEALTHY_SECONDS: must be at least 1 ms",
+            ],
+        ),
+        (
+            "5000000000",
+            "-5",
+            [
+                "AI_PROXY_PASSIVE_HEALTH_FAILURES: `5000000000` is too large (at most 4294967295)",
+                "AI_PROXY_UNHEALTHY_SECONDS: `-5` is not a number",
+            ],
+        ),
+    ] {
+        rejects(
+            &[
+                ("AI_PROXY_PASSIVE_HEALTH_FAILURES", Some(failures)),
+                ("AI_PROXY_UNHEALTHY_SECONDS", Some(seconds)),
+            ],
+            64,
+            &expected,
+        );
+    }
+}
+
+#[test]
 fn unknown_group_key_suggests_the_closest() {
     rejects(
         &[("AZURE_OPENAI_WIEGHT_0", Some("2"))],

@@ -64,6 +64,8 @@ fn ptu_and_payg_priority_tiers_with_health_checks_and_chash() {
         ("AI_PROXY_CONNECT_TIMEOUT", "5"),
         ("AI_PROXY_READ_TIMEOUT", "120"),
         ("AI_PROXY_MAX_ATTEMPTS", "2"),
+        ("AI_PROXY_PASSIVE_HEALTH_FAILURES", "5"),
+        ("AI_PROXY_UNHEALTHY_SECONDS", "10"),
         ("GATEWAY_KEEPALIVE_TIMEOUT", "5"),
         ("GATEWAY_SLOW_CLIENT_TIMEOUT", "2.5"),
         ("LB_ALG", "chash"),
@@ -214,4 +216,35 @@ fn rendered_configs_are_what_the_proxy_accepts() {
         .find(|f| f.name == "otel-collector.yaml")
         .unwrap();
     assert!(!collector.secret);
+}
+
+#[test]
+fn passive_health_reaches_the_proxy_and_zero_failures_turns_it_off() {
+    let gateway = |extra: &[(&str, &str)]| {
+        let render = hydrenv::app::render(
+            &minimal(extra),
+            &Default::default(),
+            &hydrenv::render::Templates::embedded().unwrap(),
+        )
+        .unwrap();
+        let file = render
+            .files
+            .iter()
+            .find(|f| f.name == "gateway.yaml")
+            .unwrap();
+        proxy::GatewayConfig::parse("gateway.yaml", &file.contents).unwrap()
+    };
+    let defaults = gateway(&[]).upstream.passive_health;
+    assert_eq!(defaults.failures, 3);
+    assert_eq!(defaults.unhealthy_for, std::time::Duration::from_secs(30));
+    let set = gateway(&[
+        ("AI_PROXY_PASSIVE_HEALTH_FAILURES", " 5 "),
+        ("AI_PROXY_UNHEALTHY_SECONDS", "2.5"),
+    ])
+    .upstream
+    .passive_health;
+    assert_eq!(set.failures, 5);
+    assert_eq!(set.unhealthy_for, std::time::Duration::from_millis(2500));
+    let off = gateway(&[("AI_PROXY_PASSIVE_HEALTH_FAILURES", "0")]);
+    assert_eq!(off.upstream.passive_health.failures, 0);
 }
