@@ -161,9 +161,9 @@ fn reap(child: Pid) -> Option<u8> {
     }
 }
 
-/// Renders again; a changed release is announced to the child with SIGHUP. Failures keep the
-/// running release and are only reported. Returns, for an accepted render, whether it read Key
-/// Vault secrets (so whether refresh polls are due).
+/// Renders again; a changed release is announced to the child with SIGHUP, an identical one is
+/// reported as `no change`. Failures keep the running release and are only reported. Returns,
+/// for an accepted render, whether it read Key Vault secrets (so whether refresh polls are due).
 async fn rerender(
     env: &Env,
     templates: &Templates,
@@ -183,7 +183,9 @@ async fn rerender(
             eprint!("hydrenv: {why}: {}", crate::cli::describe(&released));
             forward(child, Signal::SIGHUP);
         }
-        Ok(_) => {}
+        // Said every time, so an operator (and a test) sees that the poll or the change was
+        // looked at, not lost.
+        Ok(_) => eprintln!("hydrenv: {why}: no change, the proxy keeps its config"),
         Err(failure) => {
             eprint!("hydrenv: {why}: {failure}");
             return None;
