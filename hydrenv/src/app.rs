@@ -5,8 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use crate::env::{Env, EnvError};
+use crate::fields;
 use crate::keyvault::{self, KeyVaultSource, SecretRef};
-use crate::render::{RenderedFile, Templates, validate};
+use crate::render::{RenderError, RenderedFile, Templates, validate};
 use crate::settings::{self, Settings};
 use crate::vars;
 
@@ -49,6 +50,9 @@ impl std::fmt::Display for Failure {
 #[derive(Debug)]
 pub struct Render {
     pub settings: Settings,
+    /// The settings as shown (free text of secrets and Key Vault values as `<redacted:VARIABLE>`),
+    /// for anything printed from them (`check`'s routing table).
+    pub shown: Settings,
     /// The files with real values (what a release holds).
     pub files: Vec<RenderedFile>,
     /// The dry-run text: every file under a header line, secrets as `<redacted:VARIABLE>`.
@@ -207,37 +211,41 @@ pub async fn resolve_secrets(
     Ok((env, from_vault, versions))
 }
 
-/// Steps 3–5 on a secret-resolved environment.
+/// Steps 3–5 on a secret-resolved environment. `from_vault`: variables whose value came from
+/// Key Vault; like secrets, their free text is shown as `<redacted:VARIABLE>` (see
+/// `settings::reader` for why typed values stay visible).
 pub fn render(
     env: &Env,
     from_vault: &BTreeSet<String>,
     templates: &Templates,
-) -> Result<(Settings, Vec<RenderedFile>, String), Failure> {
-    let redact: BTreeSet<&str> = env
+) -> Result<Render, Failure> {
+    let hidden: BTreeSet<&str> = env
         .keys()
         .filter(|k| vars::is_secret(k) || from_vault.contains(*k))
         .map(String::as_str)
         .collect();
     let settings =
-        settings::read(env).map_err(|errors| Failure::config(sanitize(errors, env, &redact)))?;
-    let redacted_env: Env = env
-        .iter()
-        .map(|(k, v)| {
-            let value = if redact.contains(k.as_str()) && !v.is_empty() {
-                format!("<redacted:{k}>")
-            } else {
-                v.clone()
-            };
-            (k.clone(), value)
-        })
-        .collect();
-    let redacted_settings = settings::read(&redacted_env)
-        .map_err(|errors| Failure::config(sanitize(errors, env, &redact)))?;
-    let err = |e: crate::render::RenderError| Failure::one(EXIT_CONFIG, e.to_string());
+        settings::read(env).map_err(|errors| Failure::config(sanitize(errors, env, &hidden)))?;
+    let shown_settings = settings::read_shown(env, &hidden)
+        .map_err(|errors| Failure::config(sanitize(errors, env, &hidden)))?;
+    let err = |e: RenderError| Failure::one(EXIT_CONFIG, e.to_string());
     let mut files = templates.render(&settings).map_err(err)?;
-    let shown = templates.render(&redacted_settings).map_err(err)?;
-    validate(&files)
-        .map_err(|e| Failure::one(EXIT_CONFIG, redact_text(&e.to_string(), env, &redact)))?;
+    let shown = templates.render(&shown_settings).map_err(err)?;
+    validate(&files).map_err(|e| match e {
+        // The proxy's parser names config paths; the operator changes variables.
+        RenderError::Invalid {
+            file,
+            template,
+            problems,
+        } if file == "gateway.yaml" => Failure::config(
+            problems
+                .iter()
+                .map(|p| fields::attribute(p, &file, &template, &settings))
+                .map(|p| redact_text(&p, env, &hidden))
+                .collect(),
+        ),
+        other => Failure::one(EXIT_CONFIG, redact_text(&other.to_string(), env, &hidden)),
+    })?;
     for (file, shown) in files.iter_mut().zip(&shown) {
         file.secret = file.contents != shown.contents;
     }
@@ -253,19 +261,23 @@ pub fn render(
             text.push('\n');
         }
     }
-    Ok((settings, files, text))
+    Ok(Render {
+        settings,
+        shown: shown_settings,
+        files,
+        redacted: text,
+        secret_versions: BTreeMap::new(),
+    })
 }
 
 /// The whole render: env dir, secrets, settings, templates, validation.
 pub async fn prepare(env: Env, templates: &Templates, vault: Vault<'_>) -> Result<Render, Failure> {
     let env = layer_env_dir(env)?;
     let (env, from_vault, secret_versions) = resolve_secrets(env, vault).await?;
-    let (settings, files, redacted) = render(&env, &from_vault, templates)?;
+    let render = render(&env, &from_vault, templates)?;
     Ok(Render {
-        settings,
-        files,
-        redacted,
         secret_versions,
+        ..render
     })
 }
 
@@ -287,11 +299,5 @@ fn sanitize(errors: Vec<EnvError>, env: &Env, redact: &BTreeSet<&str>) -> Vec<St
 }
 
 fn redact_text(text: &str, env: &Env, redact: &BTreeSet<&str>) -> String {
-    let mut out = text.to_owned();
-    for name in redact {
-        if let Some(value) = env.get(*name).filter(|v| v.len() >= 3) {
-            out = out.replace(value.as_str(), &format!("<redacted:{name}>"));
-        }
-    }
-    out
+    crate::redact::text(text, env, redact)
 }

@@ -92,7 +92,7 @@ pub async fn execute(command: Command, env: Env) -> Outcome {
                 "ok: {} backends, {} clients\n{}",
                 render.settings.backends.len(),
                 render.settings.clients.len(),
-                crate::explain::routing(&render.settings)
+                crate::explain::routing(&render.shown)
             ))
         }
         Command::Diff { against, templates } => {

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::env::Env;
+use crate::redact;
 use crate::settings::Settings;
 use crate::vars::{self, Status, VARS};
 
@@ -50,18 +51,20 @@ pub fn explain(env: &Env, settings: Option<&Settings>) -> String {
     out
 }
 
+/// A current value as `explain` shows it: a Key Vault reference as itself (it names a secret,
+/// it is not one), a secret as its placeholder, anything else with URL userinfo masked.
 fn shown(name: &str, value: &str) -> String {
-    if vars::is_secret(name)
-        || value.starts_with("@Microsoft.KeyVault(")
-        || value.starts_with("kv://")
-    {
-        if value.starts_with("@Microsoft.KeyVault(") || value.starts_with("kv://") {
-            format!("<Key Vault reference {value}>")
-        } else {
-            format!("<redacted:{name}>")
-        }
+    let trimmed = value.trim_start();
+    let is_reference = trimmed
+        .get(..20)
+        .is_some_and(|p| p.eq_ignore_ascii_case("@Microsoft.KeyVault("))
+        || trimmed.starts_with("kv://");
+    if is_reference {
+        format!("<Key Vault reference {}>", redact::mask_userinfo(value))
+    } else if vars::is_secret(name) {
+        redact::placeholder(name)
     } else {
-        value.to_owned()
+        redact::mask_userinfo(value).into_owned()
     }
 }
 

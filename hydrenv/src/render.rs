@@ -52,11 +52,13 @@ pub const MANIFEST: &[(&str, &str, &str)] = &[
 pub enum RenderError {
     #[error("template {template}: {message}")]
     Template { template: String, message: String },
-    #[error("{file} (rendered from templates/{template}) would be rejected:\n{message}")]
+    /// The rendered file would be refused; `problems` as the checker wrote them (for the
+    /// gateway config, the proxy's parser: `path: message`).
+    #[error("{file} (rendered from templates/{template}) would be rejected:\n{}", problems.join("\n"))]
     Invalid {
         file: String,
         template: String,
-        message: String,
+        problems: Vec<String>,
     },
     #[error("templates directory {dir}: {message}")]
     Templates { dir: String, message: String },
@@ -163,17 +165,24 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 /// config as YAML with complete, consistent pipelines.
 pub fn validate(files: &[RenderedFile]) -> Result<(), RenderError> {
     for file in files {
-        let invalid = |message: String| RenderError::Invalid {
+        let invalid = |problems: Vec<String>| RenderError::Invalid {
             file: file.name.to_owned(),
             template: file.template.to_owned(),
-            message,
+            problems,
         };
         match file.name {
             "gateway.yaml" => {
-                proxy::GatewayConfig::parse(file.name, &file.contents)
-                    .map_err(|e| invalid(e.to_string()))?;
+                use proxy::config::ConfigError;
+                proxy::GatewayConfig::parse(file.name, &file.contents).map_err(|e| {
+                    invalid(match e {
+                        ConfigError::Parse { message, .. } => vec![message],
+                        ConfigError::Invalid { problems, .. } => problems,
+                        other => vec![other.to_string()],
+                    })
+                })?;
             }
-            "otel-collector.yaml" => crate::collector::validate(&file.contents).map_err(invalid)?,
+            "otel-collector.yaml" => crate::collector::validate(&file.contents)
+                .map_err(|message| invalid(vec![message]))?,
             _ => {}
         }
     }

@@ -37,6 +37,11 @@ pub async fn run(
     }
     .map(Arc::new);
     let templates = Arc::new(templates);
+    // Watched before the first render reads it: a change at any moment after that render
+    // started is seen (the child being up implies the directory is watched).
+    app::layer_env_dir(env.clone())?;
+    let (changes_tx, mut changes) = tokio::sync::mpsc::channel::<()>(16);
+    let _watcher = watch_env_dir(&env, changes_tx)?;
     let render = app::prepare(env.clone(), &templates, vault(&source)).await?;
     let root = render.settings.shared_root.clone();
     let released = crate::cli::publish(&root, &render)?;
@@ -67,8 +72,6 @@ pub async fn run(
         .spawn()
         .map_err(|e| Failure::one(EXIT_INTERNAL, format!("cannot start {}: {e}", command[0])))?;
     let child = Pid::from_raw(child.id() as i32);
-    let (changes_tx, mut changes) = tokio::sync::mpsc::channel::<()>(16);
-    let _watcher = watch_env_dir(&env, changes_tx)?;
     let mut ticker = tokio::time::interval(refresh);
     // Ticks missed while polls were off (no reference yet) or a render ran do not fire in a
     // burst afterwards; the next poll is a full period after the last render.
@@ -161,9 +164,9 @@ fn reap(child: Pid) -> Option<u8> {
     }
 }
 
-/// Renders again; a changed release is announced to the child with SIGHUP. Failures keep the
-/// running release and are only reported. Returns, for an accepted render, whether it read Key
-/// Vault secrets (so whether refresh polls are due).
+/// Renders again; a changed release is announced to the child with SIGHUP, an identical one is
+/// reported as `no change`. Failures keep the running release and are only reported. Returns,
+/// for an accepted render, whether it read Key Vault secrets (so whether refresh polls are due).
 async fn rerender(
     env: &Env,
     templates: &Templates,
@@ -183,7 +186,9 @@ async fn rerender(
             eprint!("hydrenv: {why}: {}", crate::cli::describe(&released));
             forward(child, Signal::SIGHUP);
         }
-        Ok(_) => {}
+        // Said every time, so an operator (and a test) sees that the poll or the change was
+        // looked at, not lost.
+        Ok(_) => eprintln!("hydrenv: {why}: no change, the proxy keeps its config"),
         Err(failure) => {
             eprint!("hydrenv: {why}: {failure}");
             return None;

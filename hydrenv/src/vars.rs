@@ -1,6 +1,12 @@
 //! Every environment variable hydrenv knows: name, default, what it controls, whether it is a
 //! secret, and whether its feature is built. `explain`, `docs/configuration.md` and the checks
 //! for not-yet-built features are all generated from this one table.
+//!
+//! Which variables are secret, whatever their status: every name containing `KEY`, `SECRET`,
+//! `PASSWORD`, `TOKEN` or `CONNECTION_STRING`, and every URL that may carry credentials (a name
+//! ending in `_URL` or `_URI`, or containing `ENDPOINT`: `redis://:password@host`), except the
+//! ones listed with a reason in `tests/it/secrets.rs`. A new such variable fails that test until
+//! it is marked [`Var::secret`] or added to the exceptions with its reason.
 
 /// Where a variable ends up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,14 +63,15 @@ const fn var(name: &'static str, default: &'static str, target: Target, help: &'
     }
 }
 
-const fn secret(name: &'static str, target: Target, help: &'static str) -> Var {
-    Var {
-        name,
-        default: "",
-        secret: true,
-        target,
-        status: Status::Built,
-        help,
+impl Var {
+    /// Marks the value secret: redacted in dry runs, diffs, `explain`, errors and logs. Independent
+    /// of [`Status`]: a variable whose feature is not built is refused when set, and that refusal
+    /// must not show its value either.
+    const fn secret(self) -> Var {
+        Var {
+            secret: true,
+            ..self
+        }
     }
 }
 
@@ -124,14 +131,20 @@ pub const VARS: &[Var] = &[
         "AZURE_OPENAI_ENDPOINT_N",
         "required",
         Gateway,
-        "Base URL of backend N, e.g. https://eus.openai.azure.com (path ignored)",
+        "Base URL of backend N, e.g. https://eus.openai.azure.com: http or https, a host, no user:password@, query or fragment (path ignored)",
     ),
-    secret("AZURE_OPENAI_KEY_N", Gateway, "api-key of backend N"),
+    var(
+        "AZURE_OPENAI_KEY_N",
+        "",
+        Gateway,
+        "api-key of backend N, sent as is: a line break, control character, non-ASCII character or edge whitespace is refused",
+    )
+    .secret(),
     var(
         "AZURE_OPENAI_NAME_N",
         "backend-N",
         Gateway,
-        "Backend id in metrics, logs and x-gateway-backend; unique",
+        "Backend id in metrics, logs and x-gateway-backend; unique, visible ASCII without spaces",
     ),
     var(
         "AZURE_OPENAI_PRIORITY_N",
@@ -167,7 +180,7 @@ pub const VARS: &[Var] = &[
         "AZURE_OPENAI_DEPLOYMENTS_N",
         "",
         Gateway,
-        "Aliases alias=deployment,alias2=deployment2: rewrites the deployment segment / model for backend N",
+        "Aliases alias=deployment,alias2=deployment2 (names without spaces, /, ? or #): rewrites the deployment segment / model for backend N",
     ),
     var(
         "AZURE_OPENAI_API_VERSION_N",
@@ -223,6 +236,18 @@ pub const VARS: &[Var] = &[
         "240",
         Gateway,
         "Seconds for all attempts of one request",
+    ),
+    var(
+        "AI_PROXY_PASSIVE_HEALTH_FAILURES",
+        "3",
+        Gateway,
+        "Consecutive connect errors, timeouts or 5xx answers that mark a backend unhealthy (0 = passive health off)",
+    ),
+    var(
+        "AI_PROXY_UNHEALTHY_SECONDS",
+        "30",
+        Gateway,
+        "Seconds a passively unhealthy backend is skipped; then it takes requests again (FAILURES more in a row mark it again)",
     ),
     var(
         "LB_ALG",
@@ -291,11 +316,13 @@ pub const VARS: &[Var] = &[
         Gateway,
         "Consumer name (metrics/log label, hash key)",
     ),
-    secret(
+    var(
         "GATEWAY_CLIENT_KEY_N",
+        "",
         Gateway,
-        "The key consumer N presents",
-    ),
+        "The key consumer N presents: visible ASCII, no whitespace",
+    )
+    .secret(),
     var(
         "GATEWAY_CLIENT_PRIORITY_N",
         "high",
@@ -369,7 +396,8 @@ pub const VARS: &[Var] = &[
         "",
         REDIS,
         "Share limit counters through Redis",
-    ),
+    )
+    .secret(),
     later("ENABLE_IP_RESTRICTION", "false", IP, "Allow/deny lists"),
     later("IP_WHITELIST", "", IP, "Allowed IPs/CIDRs"),
     later("IP_BLACKLIST", "", IP, "Denied IPs/CIDRs"),
@@ -397,7 +425,7 @@ pub const VARS: &[Var] = &[
     later("CACHE_MAX_BYTES", "", CACHE, "Cache size"),
     later("ENABLE_OIDC", "false", OIDC, "Bearer JWT validation"),
     later("OIDC_CLIENT_ID", "", OIDC, "Audience"),
-    later("OIDC_CLIENT_SECRET", "", OIDC, "Client secret"),
+    later("OIDC_CLIENT_SECRET", "", OIDC, "Client secret").secret(),
     later("OIDC_DISCOVERY_URL", "", OIDC, "Issuer discovery URL"),
     later("OIDC_REDIRECT_URI", "", OIDC, "Redirect URI"),
     // Responses API affinity.
@@ -419,7 +447,8 @@ pub const VARS: &[Var] = &[
         "",
         REDIS,
         "Redis password",
-    ),
+    )
+    .secret(),
     later(
         "RESPONSES_AFFINITY_REDIS_TIMEOUT_MS",
         "1000",
@@ -451,16 +480,18 @@ pub const VARS: &[Var] = &[
         Gateway,
         "prod, test or dev; test/dev write one JSON access record per request",
     ),
-    secret(
+    var(
         "APPLICATIONINSIGHTS_CONNECTION_STRING",
+        "",
         Collector,
         "Application Insights connection string (azuremonitor exporter)",
-    ),
+    )
+    .secret(),
     var(
         "AZURE_MONITOR_WORKSPACE_ENDPOINT",
         "",
         Collector,
-        "Azure Monitor workspace remote-write endpoint (prometheusremotewrite + azureauth)",
+        "Azure Monitor workspace remote-write endpoint (prometheusremotewrite + azureauth); no user:password@",
     ),
     var(
         "ENABLE_DEBUG_EXPORTER",
@@ -644,11 +675,13 @@ pub const VARS: &[Var] = &[
         Runtime,
         "Managed identity endpoint (injected by Container Apps)",
     ),
-    secret(
+    var(
         "IDENTITY_HEADER",
+        "",
         Runtime,
         "Managed identity header secret (injected by Container Apps)",
-    ),
+    )
+    .secret(),
     var(
         "HYDRENV_REFRESH_SECONDS",
         "300",

@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::redact::mask_userinfo;
+
 /// Default vault: a full vault URL.
 pub const KEY_VAULT_URI: &str = "KEY_VAULT_URI";
 /// Default vault: a vault name (`https://<name>.vault.azure.net`), when `KEY_VAULT_URI` is unset.
@@ -126,7 +128,10 @@ pub fn default_vault(env: &BTreeMap<String, String>) -> Result<Option<String>, S
     let set = |name: &str| env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
     if let Some(uri) = set(KEY_VAULT_URI) {
         return parse_vault_url(uri).map(Some).ok_or_else(|| {
-            format!("{KEY_VAULT_URI}: `{uri}` is not a Key Vault URL like https://<vault>.vault.azure.net")
+            format!(
+                "{KEY_VAULT_URI}: `{}` is not a Key Vault URL like https://<vault>.vault.azure.net",
+                mask_userinfo(uri)
+            )
         });
     }
     if let Some(name) = set(KEY_VAULT_NAME) {
@@ -155,25 +160,26 @@ pub fn parse_reference(
     default_vault: Option<&str>,
 ) -> Result<Option<SecretRef>, String> {
     let value = value.trim();
+    let shown = mask_userinfo(value);
     let is_app_service = value
         .get(..APP_SERVICE_PREFIX.len())
         .is_some_and(|p| p.eq_ignore_ascii_case(APP_SERVICE_PREFIX));
     if is_app_service {
         let inner = value[APP_SERVICE_PREFIX.len()..]
             .strip_suffix(')')
-            .ok_or_else(|| format!("`{value}`: a Key Vault reference must end with `)`"))?;
+            .ok_or_else(|| format!("`{shown}`: a Key Vault reference must end with `)`"))?;
         return parse_app_service(inner.trim())
             .map(Some)
-            .map_err(|e| format!("`{value}`: {e}"));
+            .map_err(|e| format!("`{shown}`: {}", mask_userinfo(&e)));
     }
     if let Some(rest) = value.strip_prefix(SHORT_PREFIX) {
         let vault_url = default_vault.ok_or_else(|| {
-            format!("`{value}` needs a default vault: set {KEY_VAULT_URI} or {KEY_VAULT_NAME}")
+            format!("`{shown}` needs a default vault: set {KEY_VAULT_URI} or {KEY_VAULT_NAME}")
         })?;
         let (name, version) = split_name_version(rest);
         return secret_ref(vault_url, name, version)
             .map(Some)
-            .map_err(|e| format!("`{value}`: {e}"));
+            .map_err(|e| format!("`{shown}`: {}", mask_userinfo(&e)));
     }
     Ok(None)
 }

@@ -2,8 +2,8 @@
 
 use serde::Serialize;
 
-use super::groups;
 use super::{Reader, SecretText};
+use super::{checks, groups};
 use crate::vars::BACKEND_KEYS;
 
 #[derive(Debug, Clone, Serialize)]
@@ -12,7 +12,7 @@ pub struct Backend {
     pub name: String,
     pub endpoint: String,
     pub priority: i64,
-    pub weight: u64,
+    pub weight: u32,
     pub api_key: SecretText,
     pub deployments: Vec<Alias>,
     pub api_version: Option<String>,
@@ -36,7 +36,7 @@ pub fn read(r: &mut Reader<'_>) -> Vec<Backend> {
     let mut backends = Vec::new();
     for (index, vars) in &members {
         let get = |key: &str| vars.get(key).copied();
-        let Some((_, endpoint)) = get("ENDPOINT") else {
+        let Some((endpoint_var, endpoint)) = get("ENDPOINT") else {
             let (first, _) = vars.values().next().copied().unwrap_or(("", ""));
             r.error(
                 &format!("AZURE_OPENAI_ENDPOINT_{index}"),
@@ -46,10 +46,15 @@ pub fn read(r: &mut Reader<'_>) -> Vec<Backend> {
             );
             continue;
         };
+        if let Err(why) = checks::endpoint(endpoint) {
+            r.error(endpoint_var, why);
+        }
+        let name_var = format!("AZURE_OPENAI_NAME_{index}");
         let name =
             get("NAME").map_or_else(|| format!("backend-{index}"), |(_, v)| v.trim().to_owned());
-        let name_var = format!("AZURE_OPENAI_NAME_{index}");
-        if let Some(other) = names.insert(name.clone(), name_var.clone()) {
+        if let Err(why) = checks::backend_name(&name) {
+            r.error(&name_var, why);
+        } else if let Some(other) = names.insert(name.clone(), name_var.clone()) {
             r.error(
                 &name_var,
                 format!("backend name `{name}` is already used by {other}"),
@@ -57,35 +62,41 @@ pub fn read(r: &mut Reader<'_>) -> Vec<Backend> {
         }
         let key = get("KEY").map(|(_, v)| v);
         let mode = get("AUTH_MODE").map(|(_, v)| v.trim().to_ascii_lowercase());
+        let key_var = format!("AZURE_OPENAI_KEY_{index}");
         let api_key = match (mode.as_deref(), key) {
-            (None | Some("api-key"), Some(key)) if !key.is_empty() => key.to_owned(),
+            (None | Some("api-key"), Some(key)) if !key.is_empty() => {
+                if let Err(why) = checks::backend_key(key) {
+                    r.error(&key_var, why);
+                }
+                r.secret(&key_var, key)
+            }
             (None, _) => {
                 r.error(
                     &format!("AZURE_OPENAI_KEY_{index}"),
                     "missing: set the backend's api-key, or AZURE_OPENAI_AUTH_MODE_N",
                 );
-                String::new()
+                SecretText(String::new())
             }
             (Some("api-key"), _) => {
                 r.error(
                     &format!("AZURE_OPENAI_KEY_{index}"),
                     "missing: AZURE_OPENAI_AUTH_MODE is api-key but no key is set",
                 );
-                String::new()
+                SecretText(String::new())
             }
             (Some(m), _) if ENTRA_ALIASES.contains(&m) => {
                 r.error(
                     &format!("AZURE_OPENAI_AUTH_MODE_{index}"),
                     "`entra` (managed identity) backend authentication is not built in this version yet; use api-key",
                 );
-                String::new()
+                SecretText(String::new())
             }
             (Some(other), _) => {
                 r.error(
                     &format!("AZURE_OPENAI_AUTH_MODE_{index}"),
                     format!("`{other}` is not api-key or entra"),
                 );
-                String::new()
+                SecretText(String::new())
             }
         };
         for entra_only in ["TOKEN_RESOURCE", "MSI_CLIENT_ID"] {
@@ -97,16 +108,16 @@ pub fn read(r: &mut Reader<'_>) -> Vec<Backend> {
             }
         }
         let priority = get("PRIORITY").map_or(5, |(n, v)| r.int(n, v).unwrap_or(5));
-        let weight = get("WEIGHT").map_or(1, |(n, v)| r.uint(n, v).unwrap_or(1));
+        let weight = get("WEIGHT").map_or(1, |(n, v)| r.u32(n, v).unwrap_or(1));
         let deployments = get("DEPLOYMENTS").map_or_else(Vec::new, |(n, v)| aliases(r, n, v));
-        let api_version = get("API_VERSION").map(|(_, v)| v.trim().to_owned());
+        let api_version = get("API_VERSION").map(|(n, v)| r.shown(n, v));
         backends.push(Backend {
             index: *index,
-            name,
-            endpoint: endpoint.trim().to_owned(),
+            name: r.shown(&name_var, &name),
+            endpoint: r.shown(endpoint_var, endpoint),
             priority,
             weight,
-            api_key: SecretText(api_key),
+            api_key,
             deployments,
             api_version,
         });
@@ -114,21 +125,35 @@ pub fn read(r: &mut Reader<'_>) -> Vec<Backend> {
     backends
 }
 
-/// `alias=deployment,alias2=deployment2`.
+/// `alias=deployment,alias2=deployment2`; one placeholder pair when the list is hidden.
 fn aliases(r: &mut Reader<'_>, name: &str, value: &str) -> Vec<Alias> {
     let mut out = Vec::new();
     for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        match pair.split_once('=') {
+        match pair.split_once('=').map(|(a, d)| (a.trim(), d.trim())) {
             Some((alias, deployment))
-                if !alias.trim().is_empty() && !deployment.trim().is_empty() =>
+                if checks::deployment_name(alias) && checks::deployment_name(deployment) =>
             {
                 out.push(Alias {
-                    alias: alias.trim().to_owned(),
-                    deployment: deployment.trim().to_owned(),
+                    alias: alias.to_owned(),
+                    deployment: deployment.to_owned(),
                 })
             }
+            Some((alias, deployment)) if !alias.is_empty() && !deployment.is_empty() => r.error(
+                name,
+                format!(
+                    "`{}`: an alias and a deployment are names without spaces, `/`, `?` or `#` (they go into the request path)",
+                    pair.escape_debug()
+                ),
+            ),
             _ => r.error(name, format!("`{pair}` is not alias=deployment")),
         }
+    }
+    if r.hides(name) {
+        let shown = r.shown(name, value);
+        return vec![Alias {
+            alias: shown.clone(),
+            deployment: shown,
+        }];
     }
     out
 }

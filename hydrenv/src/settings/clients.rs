@@ -2,8 +2,8 @@
 
 use serde::Serialize;
 
-use super::groups;
 use super::{Reader, SecretText};
+use super::{checks, groups};
 use crate::vars::CLIENT_KEYS;
 
 #[derive(Debug, Clone, Serialize)]
@@ -26,18 +26,23 @@ pub fn read(r: &mut Reader<'_>) -> Vec<Client> {
             break;
         }
         let name = vars.get("NAME").map(|(_, v)| v.trim().to_owned());
-        let key = vars.get("KEY").map(|(_, v)| (*v).to_owned());
+        let key = vars.get("KEY").map(|(_, v)| *v);
         if name.as_deref().is_none_or(str::is_empty) {
             r.error(
                 &format!("GATEWAY_CLIENT_NAME_{index}"),
                 format!("missing: client {index} needs a name"),
             );
         }
-        if key.as_deref().is_none_or(str::is_empty) {
-            r.error(
+        match key.filter(|k| !k.is_empty()) {
+            None => r.error(
                 &format!("GATEWAY_CLIENT_KEY_{index}"),
                 format!("missing: client {index} needs a key"),
-            );
+            ),
+            Some(key) => {
+                if let Err(why) = checks::client_key(key) {
+                    r.error(&format!("GATEWAY_CLIENT_KEY_{index}"), why);
+                }
+            }
         }
         let lane = match vars
             .get("PRIORITY")
@@ -57,8 +62,13 @@ pub fn read(r: &mut Reader<'_>) -> Vec<Client> {
             r.error(name_var, super::not_built("per-client token quotas"));
         }
         clients.push(Client {
-            name: name.unwrap_or_default(),
-            key: SecretText(key.unwrap_or_default()),
+            name: vars
+                .get("NAME")
+                .map(|(n, v)| r.shown(n, v))
+                .unwrap_or_default(),
+            key: vars
+                .get("KEY")
+                .map_or_else(|| SecretText(String::new()), |(n, v)| r.secret(n, v)),
             lane,
         });
     }

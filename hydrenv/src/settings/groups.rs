@@ -65,28 +65,12 @@ fn is_index(text: &str) -> bool {
     !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// The known key with the smallest edit distance.
+/// The known key with the smallest edit distance (Levenshtein, `strsim`).
 fn closest<'k>(key: &str, keys: &[&'k str]) -> &'k str {
     keys.iter()
-        .min_by_key(|k| edit_distance(key, k))
+        .min_by_key(|k| strsim::levenshtein(key, k))
         .copied()
         .unwrap_or("")
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut current = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            current[j + 1] = (previous[j] + cost)
-                .min(previous[j + 1] + 1)
-                .min(current[j] + 1);
-        }
-        previous = current;
-    }
-    previous[b.len()]
 }
 
 #[cfg(test)]
@@ -100,7 +84,10 @@ mod tests {
             "ENDPOINT"
         );
         assert_eq!(closest("WIEGHT", &["WEIGHT", "KEY", "NAME"]), "WEIGHT");
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(
+            closest("TOKEN_RESOURSE", crate::vars::BACKEND_KEYS),
+            "TOKEN_RESOURCE"
+        );
     }
 
     #[test]

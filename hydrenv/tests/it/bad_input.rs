@@ -121,6 +121,53 @@ fn bad_boolean_and_bad_number_are_reported_together() {
 }
 
 #[test]
+fn passive_health_numbers_are_strict() {
+    for (failures, seconds, expected) in [
+        (
+            "three",
+            "0",
+            [
+                "AI_PROXY_PASSIVE_HEALTH_FAILURES: `three` is not a whole number",
+                "AI_PROXY_UNHEALTHY_SECONDS: must be at least 1 ms",
+            ],
+        ),
+        (
+            "-1",
+            "soon",
+            [
+                "AI_PROXY_PASSIVE_HEALTH_FAILURES: `-1` is not a whole number",
+                "AI_PROXY_UNHEALTHY_SECONDS: `soon`",
+            ],
+        ),
+        (
+            "1e3",
+            "0.0001",
+            [
+                "AI_PROXY_PASSIVE_HEALTH_FAILURES: `1e3` is not a whole number",
+                "AI_PROXY_UNHEALTHY_SECONDS: must be at least 1 ms",
+            ],
+        ),
+        (
+            "5000000000",
+            "-5",
+            [
+                "AI_PROXY_PASSIVE_HEALTH_FAILURES: `5000000000` is too large (at most 4294967295)",
+                "AI_PROXY_UNHEALTHY_SECONDS: `-5` is not a number",
+            ],
+        ),
+    ] {
+        rejects(
+            &[
+                ("AI_PROXY_PASSIVE_HEALTH_FAILURES", Some(failures)),
+                ("AI_PROXY_UNHEALTHY_SECONDS", Some(seconds)),
+            ],
+            64,
+            &expected,
+        );
+    }
+}
+
+#[test]
 fn unknown_group_key_suggests_the_closest() {
     rejects(
         &[("AZURE_OPENAI_WIEGHT_0", Some("2"))],
@@ -181,13 +228,107 @@ fn duplicate_backend_names_and_entra_mode() {
 }
 
 #[test]
-fn bad_endpoint_is_rejected_by_the_proxy_parser_before_writing() {
+fn bad_endpoints_are_refused_naming_the_variable() {
     rejects(
-        &[("AZURE_OPENAI_ENDPOINT_0", Some("eus.openai.azure.com"))],
+        &[
+            ("AZURE_OPENAI_ENDPOINT_0", Some("eus.openai.azure.com")),
+            (
+                "AZURE_OPENAI_ENDPOINT_2",
+                Some("http://user:pw-9c1e@wus.example"),
+            ),
+            ("AZURE_OPENAI_KEY_2", Some("k2")),
+            ("AZURE_OPENAI_ENDPOINT_5", Some("not a url")),
+            ("AZURE_OPENAI_KEY_5", Some("k5")),
+            (
+                "AZURE_OPENAI_ENDPOINT_6",
+                Some("https://swc.example/?api-version=1"),
+            ),
+            ("AZURE_OPENAI_KEY_6", Some("k6")),
+            ("AZURE_OPENAI_ENDPOINT_7", Some("ftp://swc.example")),
+            ("AZURE_OPENAI_KEY_7", Some("k7")),
+        ],
         64,
         &[
-            "gateway.yaml (rendered from templates/gateway.yaml.tera) would be rejected",
-            "backends[0].endpoint",
+            "AZURE_OPENAI_ENDPOINT_0: `eus.openai.azure.com` is not a URL like https://",
+            "AZURE_OPENAI_ENDPOINT_2: `http://***@wus.example` carries a user name or password",
+            "AZURE_OPENAI_ENDPOINT_5: `not a url` is not a URL",
+            "AZURE_OPENAI_ENDPOINT_6: `https://swc.example/?api-version=1` has a query",
+            "AZURE_OPENAI_ENDPOINT_7: `ftp://swc.example`: the scheme must be http or https",
+        ],
+    );
+}
+
+#[test]
+fn userinfo_in_an_endpoint_is_never_printed() {
+    let vars = minimal(&[("AZURE_OPENAI_ENDPOINT_0", "http://user:pw-9c1e@eus.example")]);
+    for args in [&["check"][..], &["explain"], &["render", "--dry-run"]] {
+        let out = hydrenv(args, &vars);
+        let text = stdout(&out) + &stderr(&out);
+        assert!(!text.contains("pw-9c1e"), "{args:?}: {text}");
+        assert!(text.contains("http://***@eus.example"), "{args:?}: {text}");
+    }
+}
+
+#[test]
+fn values_that_cannot_be_sent_are_refused_naming_each_variable() {
+    rejects(
+        &[
+            // `echo secret > file`: the newline used to go out as an empty api-key (401s).
+            ("AZURE_OPENAI_KEY_0", Some("sk-backend-0-secret\n")),
+            ("AZURE_OPENAI_NAME_0", Some("east us")),
+            ("AZURE_OPENAI_DEPLOYMENTS_0", Some("gpt 4o=gpt-4o")),
+            ("AZURE_OPENAI_WEIGHT_0", Some("5000000000")),
+            ("GATEWAY_CLIENT_NAME_0", Some("a")),
+            ("GATEWAY_CLIENT_KEY_0", Some("ck sk-backend-0-secret")),
+            ("GATEWAY_CLIENT_NAME_1", Some("b")),
+            ("GATEWAY_CLIENT_KEY_1", Some("sk-backend-0-secret\u{7}")),
+        ],
+        64,
+        &[
+            "AZURE_OPENAI_KEY_0: ends with a line break, so it cannot be sent in the api-key header (every request would get 401); a trailing newline usually comes from `echo`",
+            "AZURE_OPENAI_NAME_0: `east us` must be visible ASCII without spaces: it is sent in the x-gateway-backend header",
+            "AZURE_OPENAI_DEPLOYMENTS_0: `gpt 4o=gpt-4o`: an alias and a deployment are names without spaces",
+            "AZURE_OPENAI_WEIGHT_0: `5000000000` is too large (at most 4294967295)",
+            "GATEWAY_CLIENT_KEY_0: contains whitespace, so no client could ever present it",
+            "GATEWAY_CLIENT_KEY_1: contains a control character",
+        ],
+    );
+}
+
+/// Values hydrenv passes on and the proxy's parser refuses: reported by the variable, with the
+/// config path after (backend 5 is `backends[1]`: indexes have gaps).
+#[test]
+fn proxy_parser_problems_name_the_variable() {
+    rejects(
+        &[
+            ("AZURE_OPENAI_ENDPOINT_5", Some("https://wus.example")),
+            ("AZURE_OPENAI_KEY_5", Some("k5")),
+            ("AZURE_OPENAI_API_VERSION_5", Some("2024_10_21")),
+            ("AZURE_OPENAI_WEIGHT_0", Some("0")),
+            ("AZURE_OPENAI_WEIGHT_5", Some("0")),
+            ("GATEWAY_LISTEN", Some("nope")),
+            ("GATEWAY_CLIENT_NAME_0", Some("team")),
+            ("GATEWAY_CLIENT_KEY_0", Some("ck-shared")),
+            ("GATEWAY_CLIENT_NAME_1", Some("team")),
+            ("GATEWAY_CLIENT_KEY_1", Some("ck-shared")),
+            ("LB_ALG", Some("chash")),
+            ("LB_HASH_ON", Some("header")),
+            ("LB_HASH_KEY", Some("x(session)")),
+            ("APISIX_ACTIVE_HEALTH_CHECKS", Some("on")),
+            (
+                "APISIX_ACTIVE_HEALTH_CHECK_PATH",
+                Some("/openai/v1/mo dels"),
+            ),
+        ],
+        64,
+        &[
+            "error: GATEWAY_LISTEN: `nope` is not an address like `0.0.0.0:8080` (gateway.yaml: server.listen)",
+            "error: AZURE_OPENAI_API_VERSION_5: `2024_10_21` is not an api-version (gateway.yaml: backends[1].api_version)",
+            "error: AZURE_OPENAI_WEIGHT_0, AZURE_OPENAI_WEIGHT_5: every backend has weight 0: none could ever be picked (gateway.yaml: backends)",
+            "error: GATEWAY_CLIENT_NAME_1: `team` is used by another consumer (gateway.yaml: clients.consumers[1].name)",
+            "error: GATEWAY_CLIENT_KEY_1: the same key is given to another consumer (gateway.yaml: clients.consumers[1].key)",
+            "error: LB_HASH_KEY: not a valid header name (gateway.yaml: balancer.hash_key)",
+            "error: APISIX_ACTIVE_HEALTH_CHECK_PATH: `/openai/v1/mo dels` is not an absolute path (gateway.yaml: upstream.active_health.path)",
         ],
     );
 }

@@ -4,6 +4,7 @@
 mod fetch;
 pub(crate) mod harness;
 mod pipeline;
+mod typed;
 
 use hydrenv::keyvault::{
     self, FetchOptions, KeyVaultSource, SecretRef, bulk_references, default_vault, parse_reference,

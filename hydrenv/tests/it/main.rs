@@ -8,4 +8,5 @@ mod cli;
 mod keyvault;
 mod release;
 mod render;
+mod secrets;
 mod supervise;

@@ -64,6 +64,8 @@ fn ptu_and_payg_priority_tiers_with_health_checks_and_chash() {
         ("AI_PROXY_CONNECT_TIMEOUT", "5"),
         ("AI_PROXY_READ_TIMEOUT", "120"),
         ("AI_PROXY_MAX_ATTEMPTS", "2"),
+        ("AI_PROXY_PASSIVE_HEALTH_FAILURES", "5"),
+        ("AI_PROXY_UNHEALTHY_SECONDS", "10"),
         ("GATEWAY_KEEPALIVE_TIMEOUT", "5"),
         ("GATEWAY_SLOW_CLIENT_TIMEOUT", "2.5"),
         ("LB_ALG", "chash"),
@@ -164,9 +166,10 @@ fn secrets_never_appear_in_the_dry_run() {
 
 #[test]
 fn hostile_values_cannot_break_or_inject_yaml() {
-    // Keys cannot hold whitespace or control characters (refused: no client could send them),
-    // so the newline injection is tried through the name.
-    let hostile = "k\"ey:'#x:{y}[z]&*!|>%@`";
+    // Everything a client could present that YAML treats specially (a key cannot hold
+    // whitespace or control characters: see bad_input), so the newline injection is tried
+    // through the name.
+    let hostile = "k\"ey:{require_auth:false}#'y'[&*!|>%@`,]\\";
     let e = minimal(&[
         (
             "GATEWAY_CLIENT_NAME_0",
@@ -175,12 +178,13 @@ fn hostile_values_cannot_break_or_inject_yaml() {
         ("GATEWAY_CLIENT_KEY_0", hostile),
         ("GATEWAY_REQUIRE_AUTH", "true"),
     ]);
-    let (_, files, _) = hydrenv::app::render(
+    let files = hydrenv::app::render(
         &e,
         &Default::default(),
         &hydrenv::render::Templates::embedded().unwrap(),
     )
-    .unwrap();
+    .unwrap()
+    .files;
     let gateway = files.iter().find(|f| f.name == "gateway.yaml").unwrap();
     let config = proxy::GatewayConfig::parse("gateway.yaml", &gateway.contents).unwrap();
     assert!(config.clients.require_auth);
@@ -195,12 +199,13 @@ fn hostile_values_cannot_break_or_inject_yaml() {
 
 #[test]
 fn rendered_configs_are_what_the_proxy_accepts() {
-    let (_, files, _) = hydrenv::app::render(
+    let files = hydrenv::app::render(
         &weighted(),
         &Default::default(),
         &hydrenv::render::Templates::embedded().unwrap(),
     )
-    .unwrap();
+    .unwrap()
+    .files;
     let gateway = files.iter().find(|f| f.name == "gateway.yaml").unwrap();
     let config = proxy::GatewayConfig::parse("gateway.yaml", &gateway.contents).unwrap();
     let names: Vec<&str> = config.backends.iter().map(|b| &*b.name).collect();
@@ -218,4 +223,35 @@ fn rendered_configs_are_what_the_proxy_accepts() {
         .find(|f| f.name == "otel-collector.yaml")
         .unwrap();
     assert!(!collector.secret);
+}
+
+#[test]
+fn passive_health_reaches_the_proxy_and_zero_failures_turns_it_off() {
+    let gateway = |extra: &[(&str, &str)]| {
+        let render = hydrenv::app::render(
+            &minimal(extra),
+            &Default::default(),
+            &hydrenv::render::Templates::embedded().unwrap(),
+        )
+        .unwrap();
+        let file = render
+            .files
+            .iter()
+            .find(|f| f.name == "gateway.yaml")
+            .unwrap();
+        proxy::GatewayConfig::parse("gateway.yaml", &file.contents).unwrap()
+    };
+    let defaults = gateway(&[]).upstream.passive_health;
+    assert_eq!(defaults.failures, 3);
+    assert_eq!(defaults.unhealthy_for, std::time::Duration::from_secs(30));
+    let set = gateway(&[
+        ("AI_PROXY_PASSIVE_HEALTH_FAILURES", " 5 "),
+        ("AI_PROXY_UNHEALTHY_SECONDS", "2.5"),
+    ])
+    .upstream
+    .passive_health;
+    assert_eq!(set.failures, 5);
+    assert_eq!(set.unhealthy_for, std::time::Duration::from_millis(2500));
+    let off = gateway(&[("AI_PROXY_PASSIVE_HEALTH_FAILURES", "0")]);
+    assert_eq!(off.upstream.passive_health.failures, 0);
 }

@@ -1,8 +1,11 @@
 //! `hydrenv supervise`: re-render on an env-file change and SIGHUP the child, forward SIGTERM,
-//! reap orphans, exit with the child's code.
+//! reap orphans, exit with the child's code. Waits are on events hydrenv or the child report
+//! (a file, a line on stderr), never on time passing.
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -12,6 +15,38 @@ fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
     while !check() {
         assert!(Instant::now() < give_up, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Everything a child writes to a pipe, collected by a thread as it arrives.
+struct Collected {
+    text: Arc<Mutex<String>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Collected {
+    fn from(pipe: impl std::io::Read + Send + 'static) -> Self {
+        let text = Arc::new(Mutex::new(String::new()));
+        let sink = text.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                let mut text = sink.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+        Self { text, reader }
+    }
+
+    fn count(&self, needle: &str) -> usize {
+        self.text.lock().unwrap().matches(needle).count()
+    }
+
+    /// Everything, once the pipe closed (the child exited).
+    fn finish(self) -> String {
+        self.reader.join().unwrap();
+        Arc::try_unwrap(self.text).unwrap().into_inner().unwrap()
     }
 }
 
@@ -61,6 +96,7 @@ fn rerenders_on_env_file_change_signals_the_child_and_forwards_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let stderr = Collected::from(child.stderr.take().unwrap());
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
     wait_for("the child to start", || read(&marker).contains("ready"));
     let gateway = root.path().join("shared/current/gateway.yaml");
@@ -83,12 +119,24 @@ fn rerenders_on_env_file_change_signals_the_child_and_forwards_sigterm() {
         read(&marker).contains("hup")
     });
 
-    // A bad change keeps the running release and sends nothing.
     let hups = read(&marker).matches("hup").count();
+    assert_eq!(hups, 1, "one SIGHUP for one new release");
+
+    // The same value written again: looked at, found unchanged, nothing sent.
+    let unchanged = "hydrenv: env-file directory changed: no change";
+    let before = stderr.count(unchanged);
+    std::fs::write(env_dir.path().join("AZURE_OPENAI_WEIGHT_0"), "3\n").unwrap();
+    wait_for("the identical render to be reported", || {
+        stderr.count(unchanged) > before
+    });
+
+    // A bad change keeps the running release and sends nothing.
+    let rejected = "env-file directory changed: new render rejected, keeping the current release";
     std::fs::write(env_dir.path().join("AZURE_OPENAI_WEIGHT_0"), "heavy\n").unwrap();
-    std::thread::sleep(Duration::from_millis(600));
+    wait_for("the bad render to be rejected", || {
+        stderr.count(rejected) > 0
+    });
     assert!(read(&gateway).contains("weight: 3"));
-    assert_eq!(read(&marker).matches("hup").count(), hups);
 
     // SIGHUP to hydrenv is forwarded.
     nix::sys::signal::kill(
@@ -97,7 +145,7 @@ fn rerenders_on_env_file_change_signals_the_child_and_forwards_sigterm() {
     )
     .unwrap();
     wait_for("forwarded SIGHUP", || {
-        read(&marker).matches("hup").count() == hups + 1
+        read(&marker).matches("hup").count() > hups
     });
 
     // SIGTERM is forwarded and the child's exit code becomes ours.
@@ -108,8 +156,10 @@ fn rerenders_on_env_file_change_signals_the_child_and_forwards_sigterm() {
     .unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(7));
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    // The child is gone, so its count is final: the forwarded SIGHUP and nothing for the
+    // identical and the rejected render.
+    assert_eq!(read(&marker).matches("hup").count(), hups + 1);
+    let err = stderr.finish();
     assert!(
         err.contains("AZURE_OPENAI_WEIGHT_0: `heavy` is not a whole number"),
         "{err}"

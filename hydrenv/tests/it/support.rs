@@ -29,7 +29,7 @@ pub fn minimal(extra: &[(&str, &str)]) -> Env {
 /// Renders in memory (no Key Vault); returns the dry-run text or the problems.
 pub fn dry_run(env: &Env) -> Result<String, String> {
     hydrenv::app::render(env, &BTreeSet::new(), &Templates::embedded().unwrap())
-        .map(|(_, _, text)| text)
+        .map(|render| render.redacted)
         .map_err(|f| f.to_string())
 }
 

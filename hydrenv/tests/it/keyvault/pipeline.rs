@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::harness::{Azure, Scenario, child_out, child_source};
 use crate::support::tree;
 
-const CHILD_RENDER: &str = "keyvault::pipeline::child_render";
+pub(super) const CHILD_RENDER: &str = "keyvault::pipeline::child_render";
 const CHILD_SUPERVISE: &str = "keyvault::pipeline::child_supervise";
 const BACKEND_SECRET: &str = "sk-from-the-vault-7d1e";
 const CLIENT_SECRET: &str = "ck-from-the-vault-2b8a";
