@@ -12,6 +12,9 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast
 fi
+# The local demo as a user meets it (debug builds): it serves, Ctrl-C leaves nothing running,
+# and a taken port fails loudly. Last line: `DEMO TEST OK`.
+scripts/demo-test.sh
 # Benchmark smoke (bench/README.md): every case once, tiny durations, on the debug binaries the
 # tests just built, so the harness cannot rot. Installs nginx/wrk if missing. The numbers are
 # meaningless and never fail CI; a broken harness does. Last line: `BENCH SMOKE OK: ...`.
