@@ -78,7 +78,8 @@ pub struct Balancer {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Health {
-    pub scheme: String,
+    /// None: the endpoint's scheme.
+    pub scheme: Option<String>,
     pub path: String,
     pub timeout: String,
     pub healthy_interval: String,

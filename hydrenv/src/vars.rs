@@ -275,9 +275,9 @@ pub const VARS: &[Var] = &[
     ),
     var(
         "APISIX_ACTIVE_HEALTH_CHECK_SCHEME",
-        "http",
+        "the endpoint's",
         Gateway,
-        "Scheme of health probes (http or https)",
+        "Scheme of health probes (http or https); unset, each backend's own",
     ),
     var(
         "APISIX_ACTIVE_HEALTH_CHECK_TIMEOUT",

@@ -23,6 +23,7 @@ fn everything_on() -> Env {
         ("AZURE_OPENAI_API_VERSION_5", "2024-10-21"),
         ("AI_PROXY_MAX_ATTEMPTS", "2"),
         ("APISIX_ACTIVE_HEALTH_CHECKS", "true"),
+        ("APISIX_ACTIVE_HEALTH_CHECK_SCHEME", "https"),
         ("LB_ALG", "chash"),
         ("LB_HASH_ON", "header"),
         ("LB_HASH_KEY", "x-session-id"),

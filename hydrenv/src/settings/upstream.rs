@@ -138,7 +138,12 @@ pub(super) fn health(r: &mut Reader<'_>) -> Option<Health> {
         r.error(&path_var, format!("`{path}` is not an absolute path"));
     }
     let health = Health {
-        scheme: r.one_of(&format!("{P}_SCHEME"), "http", &["http", "https"]),
+        // Unset: the endpoint's own scheme (plain-http probes to an https Azure endpoint would
+        // mark every backend unhealthy).
+        scheme: r
+            .get(&format!("{P}_SCHEME"))
+            .is_some()
+            .then(|| r.one_of(&format!("{P}_SCHEME"), "", &["http", "https"])),
         path: r.shown(&path_var, &path),
         timeout: r.nonzero_seconds_or(&format!("{P}_TIMEOUT"), Duration::from_secs(1)),
         healthy_interval: r

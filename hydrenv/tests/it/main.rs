@@ -5,6 +5,7 @@ mod support;
 
 mod bad_input;
 mod cli;
+mod defaults;
 mod keyvault;
 mod release;
 mod render;
