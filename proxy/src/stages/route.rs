@@ -27,12 +27,52 @@ impl Stage for Routing {
     }
 
     async fn check(&self, ctx: &mut RequestCtx) -> Flow {
-        let Some(route) = classify(ctx.path(), self.test_mode) else {
+        let path = ctx.path();
+        if let Some(problem) = ambiguity(path, self.test_mode) {
+            return Err(GatewayError::BadRequest(format!(
+                "Ambiguous request path: {problem}. Send the path without them."
+            ))
+            .into());
+        }
+        let Some(route) = classify(path, self.test_mode) else {
             return Err(GatewayError::NotFound.into());
         };
         ctx.route = Some(route);
         Ok(())
     }
+}
+
+/// Why an AI route's path is ambiguous, if it is: a backend (or a front end before it) that
+/// normalises dot-segments, empty segments, encoded `/` or `.`, or backslashes would serve
+/// another path than the one the gateway classified and counted (`/openai/v1/../../admin` would
+/// reach the backend with its key; `/openai/v1/x/../chat/completions` would escape usage
+/// accounting and limits). Other paths are not served at all (404). One trailing `/` is fine.
+pub fn ambiguity(path: &str, test_mode: bool) -> Option<&'static str> {
+    let path = if test_mode {
+        strip_test_prefix(path)
+    } else {
+        path
+    };
+    let rest = path.strip_prefix("/openai/")?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains('\\') {
+        return Some("it contains a backslash");
+    }
+    for segment in rest.split('/') {
+        match segment {
+            "" => return Some("it has an empty segment (`//`)"),
+            "." | ".." => return Some("it has a `.` or `..` segment"),
+            _ => {}
+        }
+    }
+    let encoded = rest.as_bytes().windows(3).any(|w| {
+        w[0] == b'%'
+            && matches!(
+                (w[1], w[2].to_ascii_uppercase()),
+                (b'2', b'F' | b'E') | (b'5', b'C')
+            )
+    });
+    encoded.then_some("it has an encoded `/`, `.` or `\\` (`%2F`, `%2E`, `%5C`)")
 }
 
 /// Path prefixes of the test-mode aliases (`GATEWAY_E2E_TEST_MODE`), removed before forwarding.
@@ -392,6 +432,38 @@ mod tests {
         assert!(classify("/openai/deployments/", false).is_none());
         assert!(classify("/v1/chat/completions", false).is_none());
         assert!(classify("/", false).is_none());
+    }
+
+    #[test]
+    fn ambiguous_ai_paths_are_named() {
+        for path in [
+            "/openai/v1/../../admin/secret",
+            "/openai/v1/x/../chat/completions",
+            "/openai/v1/./chat/completions",
+            "/openai/v1//chat/completions",
+            "/openai//v1/chat/completions",
+            "/openai/v1/chat%2Fcompletions",
+            "/openai/v1/chat%2fcompletions",
+            "/openai/v1/%2E%2E/models",
+            "/openai/v1/%2e/models",
+            "/openai/deployments/gpt%5Cx/chat/completions",
+            "/openai/deployments/gpt\\x/chat/completions",
+            "/openai/deployments/../chat/completions",
+        ] {
+            assert!(ambiguity(path, false).is_some(), "{path}");
+        }
+        assert!(ambiguity("/round-robin-simple/openai/v1/../x", true).is_some());
+        for fine in [
+            "/openai/v1/chat/completions",
+            "/openai/v1/chat/completions/",
+            "/openai/deployments/gpt-4o.mini/chat/completions",
+            "/openai/v1/files/file-abc%20x",
+            "/openai/v1/responses/resp_1..2",
+            "/v1/../x",
+            "/",
+        ] {
+            assert_eq!(ambiguity(fine, false), None, "{fine}");
+        }
     }
 
     #[test]

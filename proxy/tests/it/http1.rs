@@ -462,3 +462,42 @@ async fn a_client_that_stops_reading_its_stream_is_let_go_and_the_backend_stream
     .expect("the backend stream was not dropped within 10 s");
     assert_eq!(backend.stats().streams_completed(), 0);
 }
+
+/// Paths a backend or a front end could normalise into another one than the gateway classified
+/// are refused with 400 before any backend sees them (one was forwarded with the backend key).
+#[tokio::test]
+async fn ambiguous_paths_are_refused_before_any_backend_sees_them() {
+    let backend = mock("a").await;
+    let gw = gateway(&config_yaml(&[b("a", backend.url())], "")).await;
+    for path in [
+        "/openai/v1/../../admin/secret",
+        "/openai/v1/x/../chat/completions",
+        "/openai/v1//chat/completions",
+        "/openai/v1/chat%2Fcompletions",
+        "/openai/v1/%2E%2E/models",
+        "/openai/deployments/gpt-4o/..%5Cchat/completions",
+    ] {
+        let mut conn = TcpStream::connect(gw.addr).await.unwrap();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{CHAT_BODY}",
+            CHAT_BODY.len()
+        );
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let wire = read_response(&mut conn, &mut BytesMut::new()).await;
+        assert_eq!(wire.status, 400, "{path}");
+        assert!(wire.head.contains("x-gateway-error: bad_request"), "{path}");
+        assert!(String::from_utf8_lossy(&wire.body).contains("Ambiguous request path"));
+    }
+    assert_eq!(backend.stats().requests(), 0);
+    // The plain form of the same request is served.
+    assert_eq!(
+        post(
+            gw.addr,
+            "/openai/v1/chat/completions",
+            r#"{"model":"gpt-4o","messages":[]}"#
+        )
+        .await
+        .status,
+        200
+    );
+}
