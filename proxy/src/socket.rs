@@ -53,6 +53,32 @@ impl Socket {
         }
     }
 
+    /// `Ready(true)` once the peer has closed (or reset) the connection, `Ready(false)` once it
+    /// sent more bytes (they stay unread: a pipelined request); otherwise this task is woken
+    /// when either happens. Reads nothing, so it can watch a connection whose next bytes belong
+    /// to someone else.
+    pub fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<bool> {
+        loop {
+            if ready!(self.0.poll_read_ready(cx)).is_err() {
+                return Poll::Ready(true);
+            }
+            let mut probe = [0u8; 1];
+            let peeked = self.0.try_io(Interest::READABLE, || {
+                rustix::net::recv(&self.0, &mut probe, RecvFlags::PEEK | RecvFlags::DONTWAIT)
+                    .map(|(read, _)| read)
+                    .map_err(io::Error::from)
+            });
+            match peeked {
+                Ok(0) => return Poll::Ready(true),
+                Ok(_) => return Poll::Ready(false),
+                // Spurious readiness: `try_io` cleared it; wait again.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Poll::Ready(true),
+            }
+        }
+    }
+
     /// Whether an idle connection is still usable: nothing to read and no end of stream (a
     /// peer that closed it, or sent anything unasked, makes it unusable).
     pub fn is_idle_open(&self) -> bool {
@@ -90,6 +116,47 @@ impl AsyncRead for Socket {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+/// Reads through a shared reference (the socket's readiness and `try_read_buf` take `&self`),
+/// so a request body can read the connection while the connection watches it for a close.
+impl AsyncRead for &Socket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            ready!(self.0.poll_read_ready(cx))?;
+            match self.0.try_read_buf(buf) {
+                Ok(_) => return Poll::Ready(Ok(())),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+/// Writes through a shared reference, as [`Socket`]'s own writes do.
+impl AsyncWrite for &Socket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_raw_write(cx, |stream| {
+            rustix::net::send(stream, data, SendFlags::NOSIGNAL)
+        })
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let shut = rustix::net::shutdown(&self.0, rustix::net::Shutdown::Write);
+        Poll::Ready(shut.map_err(io::Error::from))
     }
 }
 

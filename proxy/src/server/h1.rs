@@ -12,6 +12,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -123,15 +124,23 @@ pub async fn serve(
         let gateway = current.load_full();
         conn.limits = Limits::of(&gateway);
         conn.timer.disarm();
+        let body_read = AtomicBool::new(framing.is_done());
         let body = RequestBody {
-            stream: &mut conn.stream,
+            stream: &conn.stream,
             buf: &mut conn.buf,
             framing: &mut framing,
             continue_sent: if expect_continue { Some(0) } else { None },
             timer: &mut conn.timer,
             limit: conn.limits.client,
+            read: &body_read,
         };
-        let answer = crate::pipeline::handle(gateway, request, body, client).await;
+        let handled = crate::pipeline::handle(gateway, request, body, client);
+        // A client that hangs up while the request waits (for a backend's answer) cancels it:
+        // dropping the request's future drops its backend request at once, and the request
+        // ends as `client_closed`.
+        let Some(answer) = unless_closed(handled, &conn.stream, &body_read).await else {
+            return;
+        };
         // A body the pipeline did not read (413, 401) cannot be skipped safely: close after.
         let keep_alive = keep_alive && framing.is_done() && !drain.begun();
         let written = conn
@@ -398,7 +407,12 @@ impl Conn {
                         self.send(&out).await?;
                         out.clear();
                     }
-                    body.frame().await
+                    // Waiting for the next piece (a stream between two tokens): a client that
+                    // hangs up meanwhile lets the backend stream go at once.
+                    match unless_closed(body.frame(), &self.stream, &AtomicBool::new(true)).await {
+                        Some(next) => next,
+                        None => return Err(io::ErrorKind::ConnectionAborted.into()),
+                    }
                 }
             };
             match next {
@@ -555,11 +569,38 @@ pub(super) fn body_fell_silent() -> io::Error {
     )
 }
 
+/// Runs `work` unless the client closes the connection first (then `None`, and `work` is
+/// dropped). The connection is watched only once `body_read` says the request's body has been
+/// read (before that, its bytes are the body), and no longer once the client sent more bytes
+/// (a pipelined request: it is not gone).
+async fn unless_closed<F: Future>(
+    work: F,
+    stream: &Socket,
+    body_read: &AtomicBool,
+) -> Option<F::Output> {
+    let mut work = std::pin::pin!(work);
+    let mut watching = true;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(output) = work.as_mut().poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        if watching && body_read.load(Ordering::Relaxed) {
+            match stream.poll_closed(cx) {
+                Poll::Ready(true) => return Poll::Ready(None),
+                Poll::Ready(false) => watching = false,
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
 /// A request body read from the connection as the pipeline polls it. With `expect:
 /// 100-continue` (and none of the content received yet), the interim answer goes out on the first
 /// poll, so a request refused before its body is read (401, 413) never makes the client send it.
 struct RequestBody<'a> {
-    stream: &'a mut Socket,
+    stream: &'a Socket,
     buf: &'a mut BytesMut,
     framing: &'a mut Framing,
     /// Bytes of `100 Continue` written so far, when one is owed.
@@ -567,6 +608,8 @@ struct RequestBody<'a> {
     timer: &'a mut Timer,
     /// `server.client_timeout`: longest silence while the body is read.
     limit: Duration,
+    /// Set once the whole body has been read.
+    read: &'a AtomicBool,
 }
 
 impl Body for RequestBody<'_> {
@@ -582,12 +625,16 @@ impl Body for RequestBody<'_> {
         // it has decided to read it.
         while let Some(sent) = this.continue_sent.filter(|&s| s < CONTINUE.len()) {
             let written =
-                std::task::ready!(Pin::new(&mut *this.stream).poll_write(cx, &CONTINUE[sent..]))?;
+                std::task::ready!(Pin::new(&mut this.stream).poll_write(cx, &CONTINUE[sent..]))?;
             this.continue_sent = Some(sent + written);
         }
         let reserve = READ_CHUNK.max(this.framing.remaining().unwrap_or(0).min(1 << 20) as usize);
-        if let Poll::Ready(polled) = poll_body(this.framing, this.buf, this.stream, cx, reserve) {
+        let mut stream = this.stream;
+        if let Poll::Ready(polled) = poll_body(this.framing, this.buf, &mut stream, cx, reserve) {
             this.timer.disarm();
+            if this.framing.is_done() {
+                this.read.store(true, Ordering::Relaxed);
+            }
             return Poll::Ready(polled.map(|result| result.map(Frame::data)));
         }
         ready!(this.timer.poll_expired(this.limit, cx));

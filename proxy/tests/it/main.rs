@@ -8,6 +8,7 @@ mod balancing;
 mod cli;
 mod ending;
 mod failover;
+mod hangup;
 mod health;
 mod http1;
 mod process;
