@@ -10,7 +10,8 @@
 //! skipped number or literal is any run of `[A-Za-z0-9+.-]`, and the members of a skipped
 //! container are not checked for their commas and colons (only its brackets, which must match).
 //! So a document the scanner accepts may still be one `serde_json` refuses, but a fact it
-//! returns from a document `serde_json` accepts is the fact `serde_json` sees.
+//! returns from a document `serde_json` accepts is the fact `serde_json` sees; the differential
+//! tests in `scan/differential.rs` hold it to that.
 //!
 //! [`Scan`] walks forwards. `back` walks an object's members from its end, for facts that sit
 //! at the end of large bodies (the usage of a megabyte of embeddings). `text` decodes strings and
@@ -19,6 +20,11 @@
 mod back;
 mod facts;
 mod text;
+
+#[cfg(test)]
+mod differential;
+#[cfg(test)]
+pub(crate) mod generate;
 
 pub(crate) use back::{Walk, members_rev};
 pub use facts::{created_response_id, error_code, stream_error_code};
