@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::{MockOptions, MockServer};
+use crate::{JsonStyle, MockOptions, MockServer};
 
 /// Mock Azure OpenAI backend(s) speaking the real wire protocol.
 #[derive(Clone, Debug, Parser)]
@@ -55,6 +55,12 @@ pub struct Args {
     /// Require this key in `api-key` or `Authorization: Bearer`.
     #[arg(long)]
     pub api_key: Option<String>,
+    /// Layout of every JSON written (bodies, SSE chunks, errors).
+    #[arg(long, value_enum, default_value_t = JsonStyle::Compact)]
+    pub json_style: JsonStyle,
+    /// Write every object's keys in a random order.
+    #[arg(long)]
+    pub shuffle_keys: bool,
     /// Number of backends, named `<name>-0` .. `<name>-<N-1>` when more than one.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub instances: u16,
@@ -93,6 +99,8 @@ impl Args {
             disconnect_after_chunks: self.disconnect_after_chunks,
             ratelimit_headers: !self.no_ratelimit_headers,
             api_key: self.api_key.clone(),
+            json_style: self.json_style,
+            shuffle_keys: self.shuffle_keys,
             // Nothing can read the log of a standalone backend; keep memory flat under load.
             record_requests: false,
         }
@@ -161,12 +169,17 @@ mod tests {
             "--rate-429",
             "0.5",
             "--no-ratelimit-headers",
+            "--json-style",
+            "pretty",
+            "--shuffle-keys",
         ])
         .expect("args parse");
         let options = args.options(2);
         assert_eq!(options.name, "eus-2");
         assert_eq!(options.rate_429, 0.5);
         assert!(!options.ratelimit_headers);
+        assert_eq!(options.json_style, JsonStyle::Pretty);
+        assert!(options.shuffle_keys);
         assert_eq!(args.listen_addr(2).expect("addr").port(), 9002);
     }
 

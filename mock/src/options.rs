@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
+use crate::style::{JsonStyle, Restyle};
+
 /// Behaviour of one mock backend. `Default` is an instant, healthy backend named `mock`.
 #[derive(Clone, Debug)]
 pub struct MockOptions {
@@ -35,6 +37,11 @@ pub struct MockOptions {
     pub ratelimit_headers: bool,
     /// When set, requests must carry `api-key: <key>` or `Authorization: Bearer <key>`.
     pub api_key: Option<String>,
+    /// Layout of every JSON the mock writes: bodies, SSE chunks (a pretty chunk takes one
+    /// `data:` line per JSON line), error bodies.
+    pub json_style: JsonStyle,
+    /// Write every object's keys in a random order.
+    pub shuffle_keys: bool,
     /// Keep every request in [`crate::MockStats::requests_log`] (default true; the binary, which
     /// has no way to read the log, turns it off so that a benchmark does not grow memory).
     pub record_requests: bool,
@@ -56,6 +63,8 @@ impl Default for MockOptions {
             disconnect_after_chunks: None,
             ratelimit_headers: true,
             api_key: None,
+            json_style: JsonStyle::Compact,
+            shuffle_keys: false,
             record_requests: true,
         }
     }
@@ -81,6 +90,8 @@ pub(crate) struct Profile {
     pub(crate) completion_text_json: String,
     /// Injected 429s: `retry-after-ms`, and `retry-after` in whole seconds rounded up.
     pub(crate) retry_after: RetryAfter,
+    /// The layout bodies and events are rewritten into, unless it is the mock's own.
+    pub(crate) restyle: Option<Restyle>,
 }
 
 /// The retry hint of a 429, in the units of each header that carries it.
@@ -106,12 +117,14 @@ impl Profile {
         let completion_text: String = (0..options.chunk_count).map(delta_text).collect();
         let completion_text_json = json_string(&completion_text);
         let retry_after = RetryAfter::from_millis(options.retry_after_ms);
+        let restyle = Restyle::new(options.json_style, options.shuffle_keys);
         Self {
             options,
             name_header,
             completion_text,
             completion_text_json,
             retry_after,
+            restyle,
         }
     }
 }

@@ -1,11 +1,11 @@
-//! The request path of a mock backend: the stages every request goes through, in order, and the
-//! headers every response carries.
+//! The request path of a mock backend: the stages every request goes through, in order, the
+//! layout its JSON is written in, and the headers every response carries.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use http::header::AUTHORIZATION;
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Request};
 use http_body_util::BodyExt;
@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 
 use crate::api::responses::ResponseStore;
 use crate::api::{self, Call, Quota};
+use crate::body::MockBody;
 use crate::options::{MockOptions, Profile};
 use crate::reply::{self, MockResponse};
 use crate::route;
@@ -84,6 +85,7 @@ pub(crate) async fn handle(
     }
     let mut quota = None;
     let mut response = respond(&shared, &profile, &parts, body, &mut quota);
+    restyle(&mut response, &profile);
     decorate(&mut response, &profile, &parts.headers, quota);
     shared.stats.count_status(response.status().as_u16());
     Ok(response)
@@ -141,6 +143,26 @@ fn respond(
     let response = api::dispatch(&mut call);
     *quota = call.quota;
     response
+}
+
+/// Rewrites a JSON body, or sets an SSE body to rewrite each event, in the configured layout.
+fn restyle(response: &mut MockResponse, profile: &Profile) {
+    let Some(restyle) = profile.restyle else {
+        return;
+    };
+    let is_json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/json"));
+    match response.body_mut() {
+        MockBody::Full(Some(bytes)) if is_json => {
+            if let Some(styled) = restyle.json(bytes) {
+                *bytes = Bytes::from(styled);
+            }
+        }
+        MockBody::Sse(body) => body.restyle(restyle),
+        MockBody::Full(_) => {}
+    }
 }
 
 /// `api-key: <key>` or `Authorization: Bearer <key>`.

@@ -10,4 +10,5 @@ mod faults;
 mod keyvault;
 mod responses;
 mod streams;
+mod styles;
 mod support;
