@@ -40,9 +40,12 @@ pub struct Args {
     /// Answer every request with this status.
     #[arg(long)]
     pub status_override: Option<u16>,
-    /// Tokens per sliding minute before answering 429.
+    /// Tokens per sliding minute and deployment before answering 429.
     #[arg(long)]
     pub tpm_limit: Option<u64>,
+    /// Answer every request for this deployment (path or body `model`) with 429; repeatable.
+    #[arg(long = "throttled-deployment", value_name = "DEPLOYMENT")]
+    pub throttled_deployments: Vec<String>,
     /// Make every stream a single in-stream error event with this code.
     #[arg(long)]
     pub stream_error_first: Option<String>,
@@ -95,6 +98,7 @@ impl Args {
             rate_5xx: self.rate_5xx,
             status_override: self.status_override,
             tpm_limit: self.tpm_limit,
+            throttled_deployments: self.throttled_deployments.clone(),
             stream_error_first: self.stream_error_first.clone(),
             disconnect_after_chunks: self.disconnect_after_chunks,
             ratelimit_headers: !self.no_ratelimit_headers,
@@ -172,6 +176,10 @@ mod tests {
             "--json-style",
             "pretty",
             "--shuffle-keys",
+            "--throttled-deployment",
+            "gpt-4o",
+            "--throttled-deployment",
+            "o3",
         ])
         .expect("args parse");
         let options = args.options(2);
@@ -180,6 +188,7 @@ mod tests {
         assert!(!options.ratelimit_headers);
         assert_eq!(options.json_style, JsonStyle::Pretty);
         assert!(options.shuffle_keys);
+        assert_eq!(options.throttled_deployments, ["gpt-4o", "o3"]);
         assert_eq!(args.listen_addr(2).expect("addr").port(), 9002);
     }
 

@@ -26,9 +26,14 @@ pub struct MockOptions {
     pub rate_5xx: f64,
     /// Answer every request with this status and an Azure-shaped error body.
     pub status_override: Option<u16>,
-    /// Tokens per sliding minute; past it requests get a real 429 with the time until enough
-    /// tokens free up.
+    /// Tokens per sliding minute, per deployment (as Azure counts them: the legacy path's
+    /// deployment, else the body's `model`); past it requests get a real 429 with the time
+    /// until enough tokens free up.
     pub tpm_limit: Option<u64>,
+    /// Deployments whose quota is spent: every request for one of them (by the legacy path's
+    /// deployment or the body's `model`) gets a 429 with `retry_after_ms`, while the others
+    /// answer.
+    pub throttled_deployments: Vec<String>,
     /// In a 200 SSE stream, send only `data: {"error":{"code":<this>,...}}` and end the stream.
     pub stream_error_first: Option<String>,
     /// Abort the connection (no terminating chunk, no `[DONE]`) after this many delta events.
@@ -59,6 +64,7 @@ impl Default for MockOptions {
             rate_5xx: 0.0,
             status_override: None,
             tpm_limit: None,
+            throttled_deployments: Vec::new(),
             stream_error_first: None,
             disconnect_after_chunks: None,
             ratelimit_headers: true,
@@ -111,6 +117,14 @@ impl RetryAfter {
 }
 
 impl Profile {
+    /// Whether requests for `deployment` are refused with a 429.
+    pub(crate) fn throttles(&self, deployment: &str) -> bool {
+        self.options
+            .throttled_deployments
+            .iter()
+            .any(|throttled| throttled == deployment)
+    }
+
     pub(crate) fn new(options: MockOptions) -> Self {
         let name_header =
             HeaderValue::from_str(&options.name).unwrap_or(HeaderValue::from_static("mock"));

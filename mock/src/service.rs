@@ -19,7 +19,7 @@ use crate::options::{MockOptions, Profile};
 use crate::reply::{self, MockResponse};
 use crate::route;
 use crate::stats::MockStats;
-use crate::throttle::TokenWindow;
+use crate::throttle::TokenWindows;
 
 /// API version named in throttling messages when the request has none (v1 paths).
 const DEFAULT_API_VERSION: &str = "2024-10-21";
@@ -40,7 +40,7 @@ pub(crate) struct Shared {
     profile: Mutex<Arc<Profile>>,
     pub(crate) stats: MockStats,
     pub(crate) responses: ResponseStore,
-    pub(crate) tokens: TokenWindow,
+    pub(crate) tokens: TokenWindows,
 }
 
 impl Shared {
@@ -49,7 +49,7 @@ impl Shared {
             profile: Mutex::new(Arc::new(Profile::new(options))),
             stats: MockStats::default(),
             responses: ResponseStore::default(),
-            tokens: TokenWindow::default(),
+            tokens: TokenWindows::default(),
         }
     }
 
@@ -120,6 +120,14 @@ fn respond(
     };
     if route.legacy && api_version.is_none() {
         return reply::missing_api_version();
+    }
+    // A deployment out of quota refuses everything under it (by the body's `model` too, once
+    // the operation has read it).
+    if route
+        .deployment
+        .is_some_and(|deployment| profile.throttles(deployment))
+    {
+        return reply::throttled(&profile.retry_after, operation_name, version_label);
     }
     // Random faults hit valid requests only, as overload does.
     if options.rate_429 > 0.0 || options.rate_5xx > 0.0 {
