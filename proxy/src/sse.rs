@@ -275,7 +275,7 @@ pub fn opening(event: &[u8]) -> Opening {
 /// `usage` an object) that the gateway asked for on the client's behalf. `data` is the event's
 /// data as [`parts`] returns it.
 pub fn is_usage_only_chunk(data: &[u8]) -> bool {
-    if !CHOICES.may_occur(data) {
+    if !CHOICES.may_occur(data) || !USAGE.may_occur(data) {
         return false;
     }
     let json = join_data(data);
@@ -315,7 +315,8 @@ pub fn is_usage_only_chunk(data: &[u8]) -> bool {
 /// `data:` lines is rewritten. Anything else (no such member, a `usage` that is not `null`, a
 /// duplicate `usage` key, not a JSON object) comes back unchanged.
 pub fn strip_null_usage(event: Bytes) -> (Bytes, Option<Bytes>) {
-    if !USAGE.may_occur(&event) {
+    let first = USAGE.find_quoted(&event);
+    if first.is_none() && !USAGE.may_be_escaped(&event) {
         return (event, None);
     }
     let fields = fields(&event);
@@ -323,14 +324,16 @@ pub fn strip_null_usage(event: Bytes) -> (Bytes, Option<Bytes>) {
         return (event, None);
     };
     if fields.data_lines == 1 {
-        let Some(cut) = null_usage(&event[data.clone()]) else {
+        // Where the name first appears, for the walk to know the member it finds is the only one.
+        let first = first.and_then(|at| at.checked_sub(data.start));
+        let Some(cut) = null_usage(&event[data.clone()], first) else {
             return (event, None);
         };
         let tail = event.slice(data.start + cut.end..);
         return (event.slice(..data.start + cut.start), Some(tail));
     }
     let json = join_data(&event[data]);
-    let Some(cut) = null_usage(&json) else {
+    let Some(cut) = null_usage(&json, None) else {
         return (event, None);
     };
     let stripped = [&json[..cut.start], &json[cut.end..]].concat();
@@ -338,8 +341,9 @@ pub fn strip_null_usage(event: Bytes) -> (Bytes, Option<Bytes>) {
 }
 
 /// The span to remove for the top-level `"usage": null` member of `json`, with the comma and
-/// whitespace that separate it from a neighbour.
-fn null_usage(json: &[u8]) -> Option<Range<usize>> {
+/// whitespace that separate it from a neighbour. `first_quoted` is where `"usage"` first
+/// appears in `json`, when known.
+fn null_usage(json: &[u8], first_quoted: Option<usize>) -> Option<Range<usize>> {
     let mut cut = None;
     let mut duplicate = false;
     let mut next_key = None;
@@ -358,7 +362,12 @@ fn null_usage(json: &[u8]) -> Option<Range<usize>> {
                 (None, None) => member.key_start..member.value.end,
             });
             // No other spelling of the key before it: it is the only one.
-            if !USAGE.may_occur(&json[..member.key_start]) {
+            let before = &json[..member.key_start];
+            let quoted_before = match first_quoted {
+                Some(first) => first < member.key_start,
+                None => USAGE.find_quoted(before).is_some(),
+            };
+            if !quoted_before && !USAGE.may_be_escaped(before) {
                 return ControlFlow::Break(());
             }
         }

@@ -31,6 +31,12 @@ fn may_hold(name: &KeyName, text: &[u8]) -> bool {
     text.len() > SEARCH_MAX || name.may_occur(text)
 }
 
+/// Whether `text` may hold a `usage` key with an object value (a chunk's `"usage":null` is
+/// ruled out at once), searched for in small texts only.
+fn may_hold_usage_object(text: &[u8]) -> bool {
+    text.len() > SEARCH_MAX || USAGE.may_occur_with_value(text, |b| b == b'{')
+}
+
 /// Token counts of one request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -45,7 +51,7 @@ pub struct Usage {
 /// there is none, or when one of the counters it reads is not an unsigned integer (a usage that
 /// says `"prompt_tokens": -1` or `1.5` is not trusted).
 pub fn find_usage(json: &[u8]) -> Option<Usage> {
-    if !may_hold(&USAGE, json) {
+    if !may_hold_usage_object(json) {
         return None;
     }
     let mut found = None;
@@ -58,10 +64,9 @@ pub fn find_usage(json: &[u8]) -> Option<Usage> {
 }
 
 /// Whether a JSON text (or SSE text) has a usage object, the cheap check before [`find_usage`]:
-/// for a chunk without a `usage` key, one vectorised search; for one that ends in
-/// `"usage":null`, that member and no more.
+/// for a chunk without a `usage` key, or with `"usage":null`, one vectorised search.
 pub fn mentions_usage_object(json: &[u8]) -> bool {
-    if !may_hold(&USAGE, json) {
+    if !may_hold_usage_object(json) {
         return false;
     }
     let mut found = false;

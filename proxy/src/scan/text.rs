@@ -134,9 +134,41 @@ impl KeyName {
     /// Whether `text` may hold a key (or string) that decodes to the name: never `false` when it
     /// does.
     pub fn may_occur(&self, text: &[u8]) -> bool {
-        if self.quoted.find(text).is_some() {
-            return true;
-        }
+        self.quoted.find(text).is_some() || self.may_be_escaped(text)
+    }
+
+    /// Whether `text` may hold the name as a key whose value starts with a byte `value` accepts
+    /// (`{` for an object): never `false` when it does. Each occurrence of the quoted name is
+    /// looked at only as far as the first byte of its value: after `"usage"`, whitespace, a
+    /// colon and whitespace, a byte that starts a JSON value (`{ [ " n t f -` or a digit) that
+    /// `value` refuses rules that occurrence out; anything else (no colon: a string value, or
+    /// an SSE line break with its `data:` prefix) keeps the text in.
+    pub fn may_occur_with_value(&self, text: &[u8], value: impl Fn(u8) -> bool) -> bool {
+        let name_len = self.letters.len() + 2;
+        let rules_out = |at: usize| {
+            let mut rest = text[at + name_len..].iter().copied();
+            let mut next = rest.find(|&b| !super::is_space(b));
+            if next != Some(b':') {
+                return next.is_some_and(|b| matches!(b, b',' | b'}' | b']'));
+            }
+            next = rest.find(|&b| !super::is_space(b));
+            next.is_some_and(|b| {
+                let starts_value = matches!(b, b'{' | b'[' | b'"' | b'n' | b't' | b'f' | b'-')
+                    || b.is_ascii_digit();
+                starts_value && !value(b)
+            })
+        };
+        self.quoted.find_iter(text).any(|at| !rules_out(at)) || self.may_be_escaped(text)
+    }
+
+    /// Where the name first appears with its quotes, as written.
+    pub fn find_quoted(&self, text: &[u8]) -> Option<usize> {
+        self.quoted.find(text)
+    }
+
+    /// Whether one of the name's letters may be written as a `\u00XX` escape in `text` (the
+    /// other half of [`KeyName::may_occur`]).
+    pub fn may_be_escaped(&self, text: &[u8]) -> bool {
         let Some(backslash) = memchr::memchr(b'\\', text) else {
             return false;
         };
@@ -198,12 +230,30 @@ mod tests {
     }
 
     #[test]
+    fn the_value_prefilter_rules_out_only_what_cannot_be_the_value() {
+        let usage = KeyName::new(b"\"usage\"");
+        let object = |b: u8| b == b'{';
+        assert!(!usage.may_occur_with_value(br#"{"usage":null}"#, object));
+        assert!(!usage.may_occur_with_value(br#"{"usage" : [1], "x": "usage"}"#, object));
+        assert!(usage.may_occur_with_value(br#"{"usage": {"a":1}}"#, object));
+        assert!(usage.may_occur_with_value(b"{\"usage\":\n\t{}}", object));
+        // A line break of a multi-line SSE event: its `data:` prefix is not a value.
+        assert!(usage.may_occur_with_value(b"data:  \"usage\":\ndata: {}", object));
+        assert!(usage.may_occur_with_value(b"{\"usage\"", object));
+        assert!(usage.may_occur_with_value(br#"{"\u0075sage":null}"#, object));
+        assert!(!usage.may_occur_with_value(br#"{"a":1}"#, object));
+    }
+
+    #[test]
     fn the_prefilter_never_misses_an_escaped_spelling() {
         let usage = KeyName::new(b"\"usage\"");
         assert!(usage.may_occur(br#"{"usage":null}"#));
         assert!(usage.may_occur(br#"{"us\u0061ge":null}"#));
         assert!(usage.may_occur(br#"{"\u0075sage":null}"#));
-        assert!(usage.may_occur(br#"{"\u0055":1}"#) == b"usage".contains(&0x55));
+        assert!(
+            !usage.may_occur(br#"{"\u0055":1}"#),
+            "U is not a letter of usage"
+        );
         assert!(!usage.may_occur(br#"{"usages":null,"x":"usage "}"#));
         assert!(!usage.may_occur(br#"{"caf\u00e9":1}"#));
         assert!(!usage.may_occur(br"\u00"));

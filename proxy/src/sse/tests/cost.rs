@@ -39,6 +39,10 @@ fn per_chunk_cost() {
     ));
     let usage_chunk = Bytes::from_static(b"data: {\"id\":\"chatcmpl-0123456789abcdef0123456789abcdef\",\"object\":\"chat.completion.chunk\",\"created\":1733000000,\"model\":\"gpt-4o\",\"system_fingerprint\":\"fp_mock\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":64,\"total_tokens\":76,\"prompt_tokens_details\":{\"cached_tokens\":0,\"audio_tokens\":0},\"completion_tokens_details\":{\"reasoning_tokens\":0,\"audio_tokens\":0,\"accepted_prediction_tokens\":0,\"rejected_prediction_tokens\":0}}}\n\n");
     let responses_delta = Bytes::from_static(b"event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":7,\"item_id\":\"msg_0123456789abcdef0123456789abcdef\",\"output_index\":0,\"content_index\":0,\"delta\":\"tok3 \",\"logprobs\":[]}\n\n");
+    // Python's json.dumps (ensure_ascii: é as \u00e9), and the same chunk pretty-printed over
+    // several data: lines (the one layout that is joined, so allocates).
+    let spaced_chunk = Bytes::from_static(b"data: {\"id\": \"chatcmpl-0123456789abcdef0123456789abcdef\", \"object\": \"chat.completion.chunk\", \"created\": 1733000000, \"model\": \"gpt-4o\", \"choices\": [{\"index\": 0, \"delta\": {\"content\": \"caf\\u00e9 \"}, \"logprobs\": null, \"finish_reason\": null}], \"usage\": null}\n\n");
+    let pretty_chunk = Bytes::from_static(b"data: {\ndata:   \"id\": \"chatcmpl-0123456789abcdef0123456789abcdef\",\ndata:   \"object\": \"chat.completion.chunk\",\ndata:   \"created\": 1733000000,\ndata:   \"model\": \"gpt-4o\",\ndata:   \"choices\": [\ndata:     {\ndata:       \"index\": 0,\ndata:       \"delta\": {\ndata:         \"content\": \"tok3 \"\ndata:       },\ndata:       \"logprobs\": null,\ndata:       \"finish_reason\": null\ndata:     }\ndata:   ],\ndata:   \"usage\": null\ndata: }\n\n");
     let rounds = 400_000;
     for (name, event) in [
         ("mock chunk, usage:null", &mock_chunk),
@@ -46,6 +50,8 @@ fn per_chunk_cost() {
         ("azure chunk, no usage", &plain_chunk),
         ("usage chunk", &usage_chunk),
         ("responses delta", &responses_delta),
+        ("json.dumps chunk, usage: null", &spaced_chunk),
+        ("pretty chunk over 17 data: lines", &pretty_chunk),
     ] {
         println!("-- {name} ({} bytes)", event.len());
         let mut framer = Framer::default();
