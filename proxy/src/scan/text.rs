@@ -115,6 +115,7 @@ static ESCAPE: std::sync::LazyLock<memmem::Finder<'static>> =
 /// name appears with its quotes, or one of its letters is written as a `\u00XX` escape.
 pub struct KeyName {
     quoted: memmem::Finder<'static>,
+    quoted_len: usize,
     letters: &'static [u8],
 }
 
@@ -127,6 +128,7 @@ impl KeyName {
             .unwrap_or(quoted);
         Self {
             quoted: memmem::Finder::new(quoted),
+            quoted_len: quoted.len(),
             letters,
         }
     }
@@ -139,19 +141,19 @@ impl KeyName {
 
     /// Whether `text` may hold the name as a key whose value starts with a byte `value` accepts
     /// (`{` for an object): never `false` when it does. Each occurrence of the quoted name is
-    /// looked at only as far as the first byte of its value: after `"usage"`, whitespace, a
-    /// colon and whitespace, a byte that starts a JSON value (`{ [ " n t f -` or a digit) that
-    /// `value` refuses rules that occurrence out; anything else (no colon: a string value, or
-    /// an SSE line break with its `data:` prefix) keeps the text in.
+    /// looked at only as far as the first byte of its value: after `"usage"`, spaces, a colon
+    /// and spaces, a byte that starts a JSON value (`{ [ " n t f -` or a digit) that `value`
+    /// refuses rules that occurrence out, and so does a `,` `}` `]` in place of the colon (the
+    /// name was a string value). Anything else keeps the text in, a line break above all: in an
+    /// SSE event the next line may be a comment (`: note` is no colon and no `null`).
     pub fn may_occur_with_value(&self, text: &[u8], value: impl Fn(u8) -> bool) -> bool {
-        let name_len = self.letters.len() + 2;
         let rules_out = |at: usize| {
-            let mut rest = text[at + name_len..].iter().copied();
-            let mut next = rest.find(|&b| !super::is_space(b));
+            let mut rest = text[at + self.quoted_len..].iter().copied();
+            let mut next = rest.find(|&b| !matches!(b, b' ' | b'\t'));
             if next != Some(b':') {
                 return next.is_some_and(|b| matches!(b, b',' | b'}' | b']'));
             }
-            next = rest.find(|&b| !super::is_space(b));
+            next = rest.find(|&b| !matches!(b, b' ' | b'\t'));
             next.is_some_and(|b| {
                 let starts_value = matches!(b, b'{' | b'[' | b'"' | b'n' | b't' | b'f' | b'-')
                     || b.is_ascii_digit();
@@ -237,8 +239,11 @@ mod tests {
         assert!(!usage.may_occur_with_value(br#"{"usage" : [1], "x": "usage"}"#, object));
         assert!(usage.may_occur_with_value(br#"{"usage": {"a":1}}"#, object));
         assert!(usage.may_occur_with_value(b"{\"usage\":\n\t{}}", object));
-        // A line break of a multi-line SSE event: its `data:` prefix is not a value.
+        // Across a line break nothing is ruled out: in a multi-line SSE event the next line
+        // may be a `data:` line, or a comment that looks like a colon and a `null`.
         assert!(usage.may_occur_with_value(b"data:  \"usage\":\ndata: {}", object));
+        assert!(usage.may_occur_with_value(b"data: \"usage\"\n: note\ndata:: {}", object));
+        assert!(usage.may_occur_with_value(b"{\"usage\"\r:null}", object));
         assert!(usage.may_occur_with_value(b"{\"usage\"", object));
         assert!(usage.may_occur_with_value(br#"{"\u0075sage":null}"#, object));
         assert!(!usage.may_occur_with_value(br#"{"a":1}"#, object));
