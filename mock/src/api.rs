@@ -66,12 +66,17 @@ pub(crate) fn dispatch(call: &mut Call<'_>) -> MockResponse {
 }
 
 impl<'a> Call<'a> {
-    /// Spends `tokens` against the `tpm_limit`, or answers a real 429.
-    fn spend(&mut self, tokens: u64) -> Result<(), Rejection> {
+    /// Spends `tokens` against `model`'s `tpm_limit` (the deployment's: Azure counts quota per
+    /// deployment), or answers a real 429.
+    fn spend(&mut self, model: &str, tokens: u64) -> Result<(), Rejection> {
         let Some(limit) = self.profile.options.tpm_limit else {
             return Ok(());
         };
-        match self.shared.tokens.admit(limit, tokens, Instant::now()) {
+        match self
+            .shared
+            .tokens
+            .admit(model, limit, tokens, Instant::now())
+        {
             Admission::Admitted {
                 remaining_tokens,
                 remaining_requests,
@@ -91,15 +96,23 @@ impl<'a> Call<'a> {
         }
     }
 
-    /// The model: the deployment on legacy deployment paths, else the body's `model`.
+    /// The model: the deployment on legacy deployment paths, else the body's `model`. A
+    /// deployment out of quota (`throttled_deployments`) answers 429 here.
     fn model<'m>(&self, from_body: Option<&'m str>) -> Result<&'m str, Rejection>
     where
         'a: 'm,
     {
-        self.route
+        let model = self
+            .route
             .deployment
             .or(from_body)
-            .ok_or_else(|| Box::new(reply::missing_model()))
+            .ok_or_else(|| Box::new(reply::missing_model()))?;
+        if self.profile.throttles(model) {
+            let name = self.route.operation.azure_name();
+            let retry = &self.profile.retry_after;
+            return Err(Box::new(reply::throttled(retry, name, self.version_label)));
+        }
+        Ok(model)
     }
 
     fn pacing(&self) -> Pacing {

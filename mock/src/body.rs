@@ -16,6 +16,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use crate::stats::MockStats;
+use crate::style::Restyle;
 
 /// The events of one stream kind (chat, completions, responses ...).
 pub(crate) trait StreamScript: Send + 'static {
@@ -70,6 +71,8 @@ pub(crate) struct SseBody {
     /// Pacing timer between deltas, reused for the whole stream.
     timer: Option<Pin<Box<Sleep>>>,
     stats: MockStats,
+    /// The layout each event's JSON is rewritten into, if not the mock's own.
+    restyle: Option<Restyle>,
 }
 
 impl SseBody {
@@ -84,7 +87,13 @@ impl SseBody {
             phase: Phase::Head,
             timer: None,
             stats,
+            restyle: None,
         }
+    }
+
+    /// Writes every event's JSON in `restyle`'s layout.
+    pub(crate) fn restyle(&mut self, restyle: Restyle) {
+        self.restyle = Some(restyle);
     }
 
     /// Waits for the pacing deadline before delta `next`; ready at once for the first delta.
@@ -104,6 +113,14 @@ impl SseBody {
     }
 
     fn next_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        let event = ready!(self.next_event(cx));
+        Poll::Ready(match (event, &self.restyle) {
+            (Some(Ok(event)), Some(restyle)) => Some(Ok(restyle.event(&event))),
+            (event, _) => event,
+        })
+    }
+
+    fn next_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
         loop {
             match self.phase {
                 Phase::Head => match self.queue.pop_front() {

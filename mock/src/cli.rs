@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::{MockOptions, MockServer};
+use crate::{JsonStyle, MockOptions, MockServer};
 
 /// Mock Azure OpenAI backend(s) speaking the real wire protocol.
 #[derive(Clone, Debug, Parser)]
@@ -40,9 +40,12 @@ pub struct Args {
     /// Answer every request with this status.
     #[arg(long)]
     pub status_override: Option<u16>,
-    /// Tokens per sliding minute before answering 429.
+    /// Tokens per sliding minute and deployment before answering 429.
     #[arg(long)]
     pub tpm_limit: Option<u64>,
+    /// Answer every request for this deployment (path or body `model`) with 429; repeatable.
+    #[arg(long = "throttled-deployment", value_name = "DEPLOYMENT")]
+    pub throttled_deployments: Vec<String>,
     /// Make every stream a single in-stream error event with this code.
     #[arg(long)]
     pub stream_error_first: Option<String>,
@@ -55,6 +58,12 @@ pub struct Args {
     /// Require this key in `api-key` or `Authorization: Bearer`.
     #[arg(long)]
     pub api_key: Option<String>,
+    /// Layout of every JSON written (bodies, SSE chunks, errors).
+    #[arg(long, value_enum, default_value_t = JsonStyle::Compact)]
+    pub json_style: JsonStyle,
+    /// Write every object's keys in a random order.
+    #[arg(long)]
+    pub shuffle_keys: bool,
     /// Number of backends, named `<name>-0` .. `<name>-<N-1>` when more than one.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub instances: u16,
@@ -89,10 +98,13 @@ impl Args {
             rate_5xx: self.rate_5xx,
             status_override: self.status_override,
             tpm_limit: self.tpm_limit,
+            throttled_deployments: self.throttled_deployments.clone(),
             stream_error_first: self.stream_error_first.clone(),
             disconnect_after_chunks: self.disconnect_after_chunks,
             ratelimit_headers: !self.no_ratelimit_headers,
             api_key: self.api_key.clone(),
+            json_style: self.json_style,
+            shuffle_keys: self.shuffle_keys,
             // Nothing can read the log of a standalone backend; keep memory flat under load.
             record_requests: false,
         }
@@ -161,12 +173,22 @@ mod tests {
             "--rate-429",
             "0.5",
             "--no-ratelimit-headers",
+            "--json-style",
+            "pretty",
+            "--shuffle-keys",
+            "--throttled-deployment",
+            "gpt-4o",
+            "--throttled-deployment",
+            "o3",
         ])
         .expect("args parse");
         let options = args.options(2);
         assert_eq!(options.name, "eus-2");
         assert_eq!(options.rate_429, 0.5);
         assert!(!options.ratelimit_headers);
+        assert_eq!(options.json_style, JsonStyle::Pretty);
+        assert!(options.shuffle_keys);
+        assert_eq!(options.throttled_deployments, ["gpt-4o", "o3"]);
         assert_eq!(args.listen_addr(2).expect("addr").port(), 9002);
     }
 

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
+use crate::style::{JsonStyle, Restyle};
+
 /// Behaviour of one mock backend. `Default` is an instant, healthy backend named `mock`.
 #[derive(Clone, Debug)]
 pub struct MockOptions {
@@ -24,9 +26,14 @@ pub struct MockOptions {
     pub rate_5xx: f64,
     /// Answer every request with this status and an Azure-shaped error body.
     pub status_override: Option<u16>,
-    /// Tokens per sliding minute; past it requests get a real 429 with the time until enough
-    /// tokens free up.
+    /// Tokens per sliding minute, per deployment (as Azure counts them: the legacy path's
+    /// deployment, else the body's `model`); past it requests get a real 429 with the time
+    /// until enough tokens free up.
     pub tpm_limit: Option<u64>,
+    /// Deployments whose quota is spent: every request for one of them (by the legacy path's
+    /// deployment or the body's `model`) gets a 429 with `retry_after_ms`, while the others
+    /// answer.
+    pub throttled_deployments: Vec<String>,
     /// In a 200 SSE stream, send only `data: {"error":{"code":<this>,...}}` and end the stream.
     pub stream_error_first: Option<String>,
     /// Abort the connection (no terminating chunk, no `[DONE]`) after this many delta events.
@@ -35,6 +42,11 @@ pub struct MockOptions {
     pub ratelimit_headers: bool,
     /// When set, requests must carry `api-key: <key>` or `Authorization: Bearer <key>`.
     pub api_key: Option<String>,
+    /// Layout of every JSON the mock writes: bodies, SSE chunks (a pretty chunk takes one
+    /// `data:` line per JSON line), error bodies.
+    pub json_style: JsonStyle,
+    /// Write every object's keys in a random order.
+    pub shuffle_keys: bool,
     /// Keep every request in [`crate::MockStats::requests_log`] (default true; the binary, which
     /// has no way to read the log, turns it off so that a benchmark does not grow memory).
     pub record_requests: bool,
@@ -52,10 +64,13 @@ impl Default for MockOptions {
             rate_5xx: 0.0,
             status_override: None,
             tpm_limit: None,
+            throttled_deployments: Vec::new(),
             stream_error_first: None,
             disconnect_after_chunks: None,
             ratelimit_headers: true,
             api_key: None,
+            json_style: JsonStyle::Compact,
+            shuffle_keys: false,
             record_requests: true,
         }
     }
@@ -81,6 +96,8 @@ pub(crate) struct Profile {
     pub(crate) completion_text_json: String,
     /// Injected 429s: `retry-after-ms`, and `retry-after` in whole seconds rounded up.
     pub(crate) retry_after: RetryAfter,
+    /// The layout bodies and events are rewritten into, unless it is the mock's own.
+    pub(crate) restyle: Option<Restyle>,
 }
 
 /// The retry hint of a 429, in the units of each header that carries it.
@@ -100,18 +117,28 @@ impl RetryAfter {
 }
 
 impl Profile {
+    /// Whether requests for `deployment` are refused with a 429.
+    pub(crate) fn throttles(&self, deployment: &str) -> bool {
+        self.options
+            .throttled_deployments
+            .iter()
+            .any(|throttled| throttled == deployment)
+    }
+
     pub(crate) fn new(options: MockOptions) -> Self {
         let name_header =
             HeaderValue::from_str(&options.name).unwrap_or(HeaderValue::from_static("mock"));
         let completion_text: String = (0..options.chunk_count).map(delta_text).collect();
         let completion_text_json = json_string(&completion_text);
         let retry_after = RetryAfter::from_millis(options.retry_after_ms);
+        let restyle = Restyle::new(options.json_style, options.shuffle_keys);
         Self {
             options,
             name_header,
             completion_text,
             completion_text_json,
             retry_after,
+            restyle,
         }
     }
 }

@@ -1,11 +1,11 @@
-//! The request path of a mock backend: the stages every request goes through, in order, and the
-//! headers every response carries.
+//! The request path of a mock backend: the stages every request goes through, in order, the
+//! layout its JSON is written in, and the headers every response carries.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use http::header::AUTHORIZATION;
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Request};
 use http_body_util::BodyExt;
@@ -14,11 +14,12 @@ use hyper::body::Incoming;
 
 use crate::api::responses::ResponseStore;
 use crate::api::{self, Call, Quota};
+use crate::body::MockBody;
 use crate::options::{MockOptions, Profile};
 use crate::reply::{self, MockResponse};
 use crate::route;
 use crate::stats::MockStats;
-use crate::throttle::TokenWindow;
+use crate::throttle::TokenWindows;
 
 /// API version named in throttling messages when the request has none (v1 paths).
 const DEFAULT_API_VERSION: &str = "2024-10-21";
@@ -39,7 +40,7 @@ pub(crate) struct Shared {
     profile: Mutex<Arc<Profile>>,
     pub(crate) stats: MockStats,
     pub(crate) responses: ResponseStore,
-    pub(crate) tokens: TokenWindow,
+    pub(crate) tokens: TokenWindows,
 }
 
 impl Shared {
@@ -48,7 +49,7 @@ impl Shared {
             profile: Mutex::new(Arc::new(Profile::new(options))),
             stats: MockStats::default(),
             responses: ResponseStore::default(),
-            tokens: TokenWindow::default(),
+            tokens: TokenWindows::default(),
         }
     }
 
@@ -84,6 +85,7 @@ pub(crate) async fn handle(
     }
     let mut quota = None;
     let mut response = respond(&shared, &profile, &parts, body, &mut quota);
+    restyle(&mut response, &profile);
     decorate(&mut response, &profile, &parts.headers, quota);
     shared.stats.count_status(response.status().as_u16());
     Ok(response)
@@ -119,6 +121,14 @@ fn respond(
     if route.legacy && api_version.is_none() {
         return reply::missing_api_version();
     }
+    // A deployment out of quota refuses everything under it (by the body's `model` too, once
+    // the operation has read it).
+    if route
+        .deployment
+        .is_some_and(|deployment| profile.throttles(deployment))
+    {
+        return reply::throttled(&profile.retry_after, operation_name, version_label);
+    }
     // Random faults hit valid requests only, as overload does.
     if options.rate_429 > 0.0 || options.rate_5xx > 0.0 {
         let draw = fastrand::f64();
@@ -141,6 +151,26 @@ fn respond(
     let response = api::dispatch(&mut call);
     *quota = call.quota;
     response
+}
+
+/// Rewrites a JSON body, or sets an SSE body to rewrite each event, in the configured layout.
+fn restyle(response: &mut MockResponse, profile: &Profile) {
+    let Some(restyle) = profile.restyle else {
+        return;
+    };
+    let is_json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/json"));
+    match response.body_mut() {
+        MockBody::Full(Some(bytes)) if is_json => {
+            if let Some(styled) = restyle.json(bytes) {
+                *bytes = Bytes::from(styled);
+            }
+        }
+        MockBody::Sse(body) => body.restyle(restyle),
+        MockBody::Full(_) => {}
+    }
 }
 
 /// `api-key: <key>` or `Authorization: Bearer <key>`.

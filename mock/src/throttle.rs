@@ -1,7 +1,8 @@
-//! Tokens-per-minute limit over a sliding 60 s window, as an Azure deployment enforces it: a
-//! request that does not fit gets a 429 telling it how long until enough tokens free up.
+//! Tokens-per-minute limit over a sliding 60 s window per deployment, as Azure enforces it (a
+//! quota belongs to a deployment, not to the resource): a request that does not fit gets a 429
+//! telling it how long until enough tokens free up.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -22,10 +23,10 @@ pub(crate) enum Admission {
     },
 }
 
-/// Tokens spent in the last minute.
+/// Tokens spent in the last minute, per deployment.
 #[derive(Debug, Default)]
-pub(crate) struct TokenWindow {
-    inner: Mutex<WindowInner>,
+pub(crate) struct TokenWindows {
+    deployments: Mutex<HashMap<String, WindowInner>>,
 }
 
 #[derive(Debug, Default)]
@@ -46,11 +47,16 @@ impl WindowInner {
     }
 }
 
-impl TokenWindow {
-    /// Spends `cost` tokens if they fit in `limit`. A request larger than the whole limit is let
-    /// through when the window is empty, so that it cannot be refused forever.
-    pub(crate) fn admit(&self, limit: u64, cost: u64, now: Instant) -> Admission {
-        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+impl TokenWindows {
+    /// Spends `cost` tokens of `deployment`'s window if they fit in `limit`. A request larger
+    /// than the whole limit is let through when the window is empty, so that it cannot be
+    /// refused forever.
+    pub(crate) fn admit(&self, deployment: &str, limit: u64, cost: u64, now: Instant) -> Admission {
+        let mut deployments = self
+            .deployments
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let inner = deployments.entry(deployment.to_owned()).or_default();
         inner.expire(now);
         if inner.total == 0 || inner.total.saturating_add(cost) <= limit {
             inner.total = inner.total.saturating_add(cost);
@@ -83,10 +89,10 @@ mod tests {
 
     #[test]
     fn throttles_until_the_oldest_spend_expires() {
-        let window = TokenWindow::default();
+        let window = TokenWindows::default();
         let start = Instant::now();
         assert!(matches!(
-            window.admit(100, 60, start),
+            window.admit("d", 100, 60, start),
             Admission::Admitted {
                 remaining_tokens: 40,
                 ..
@@ -94,7 +100,7 @@ mod tests {
         ));
         let later = start + Duration::from_secs(10);
         assert!(matches!(
-            window.admit(100, 30, later),
+            window.admit("d", 100, 30, later),
             Admission::Admitted {
                 remaining_tokens: 10,
                 ..
@@ -103,14 +109,14 @@ mod tests {
         // 90 spent; 20 more only fits once the first 60 expire, 50 s from `later`.
         let now = later;
         assert_eq!(
-            window.admit(100, 20, now),
+            window.admit("d", 100, 20, now),
             Admission::Throttled {
                 retry_after: Duration::from_secs(50)
             }
         );
         let after_expiry = start + WINDOW;
         assert!(matches!(
-            window.admit(100, 20, after_expiry),
+            window.admit("d", 100, 20, after_expiry),
             Admission::Admitted {
                 remaining_tokens: 50,
                 ..
@@ -119,18 +125,39 @@ mod tests {
     }
 
     #[test]
-    fn oversized_request_passes_an_empty_window() {
-        let window = TokenWindow::default();
+    fn each_deployment_has_its_own_window() {
+        let window = TokenWindows::default();
         let now = Instant::now();
         assert!(matches!(
-            window.admit(10, 50, now),
+            window.admit("a", 100, 100, now),
+            Admission::Admitted { .. }
+        ));
+        assert!(matches!(
+            window.admit("a", 100, 1, now),
+            Admission::Throttled { .. }
+        ));
+        assert!(matches!(
+            window.admit("b", 100, 60, now),
+            Admission::Admitted {
+                remaining_tokens: 40,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn oversized_request_passes_an_empty_window() {
+        let window = TokenWindows::default();
+        let now = Instant::now();
+        assert!(matches!(
+            window.admit("d", 10, 50, now),
             Admission::Admitted {
                 remaining_tokens: 0,
                 ..
             }
         ));
         assert!(matches!(
-            window.admit(10, 1, now),
+            window.admit("d", 10, 1, now),
             Admission::Throttled { .. }
         ));
     }

@@ -1,14 +1,66 @@
 //! A cursor over JSON text that reads only what the gateway needs (usage counters, a few request
-//! fields) and skips everything else without building values: bodies and streamed chunks are
-//! never parsed whole on the request path.
+//! fields, a response id, an error code) and skips everything else without building values:
+//! bodies and streamed chunks are never parsed whole on the request path.
+//!
+//! What it reads it reads as `serde_json` would: any whitespace, any key order, keys compared
+//! after their escapes are decoded, the last of duplicate keys wins, nesting bounded at
+//! [`MAX_DEPTH`] like `serde_json`'s own limit, and never by recursion (a hostile document
+//! nested a million levels costs a counter, not the stack). What it skips it checks less: a
+//! skipped string is found by its quotes (its escapes and control characters are not checked), a
+//! skipped number or literal is any run of `[A-Za-z0-9+.-]`, and the members of a skipped
+//! container are not checked for their commas and colons (only its brackets, which must match).
+//! So a document the scanner accepts may still be one `serde_json` refuses, but a fact it
+//! returns from a document `serde_json` accepts is the fact `serde_json` sees; the differential
+//! tests in `scan/differential.rs` hold it to that.
+//!
+//! [`Scan`] walks forwards. `back` walks an object's members from its end, for facts that sit
+//! at the end of large bodies (the usage of a megabyte of embeddings). `text` decodes strings and
+//! holds the key-name prefilters; `facts` reads the response id and error codes.
+
+mod back;
+mod facts;
+mod text;
+
+#[cfg(test)]
+mod differential;
+#[cfg(test)]
+pub(crate) mod generate;
+
+pub(crate) use back::{Walk, members_rev};
+pub use facts::{created_response_id, error_code, stream_error_code};
+pub(crate) use text::KeyName;
+pub use text::decode;
+
+use std::borrow::Cow;
 
 use memchr::memchr2;
 
-/// A cursor over JSON text that can walk an object's members and skip any value. Lenient where
-/// leniency is harmless (literals and numbers it skips are not checked), strict on structure.
+/// Deepest nesting read, as `serde_json` counts it: 127 arrays or objects inside each other are
+/// accepted, 128 are not.
+pub const MAX_DEPTH: u32 = 127;
+
+/// A cursor over JSON text that can walk an object's members and skip any value.
+#[derive(Clone)]
 pub struct Scan<'a> {
     text: &'a [u8],
     at: usize,
+    /// Objects the cursor is inside (entered by [`Scan::members`]).
+    depth: u32,
+}
+
+const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+const LOWS: u64 = u64::from_ne_bytes([0x7f; 8]);
+const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+
+/// High bit set in each byte of `word` that is zero, and in none other.
+const fn zero_bytes_exact(word: u64) -> u64 {
+    !(((word & LOWS).wrapping_add(LOWS)) | word | LOWS)
+}
+
+/// High bit set in each byte of `word` that is zero (exact up to the first such byte: above
+/// it, a borrow may mark more). Cheaper than [`zero_bytes_exact`]; fine for a forward search.
+const fn zero_bytes(word: u64) -> u64 {
+    word.wrapping_sub(ONES) & !word & HIGHS
 }
 
 /// Where the first `"` or `\` of `text` is. Keys and short values end within a few bytes, and
@@ -16,14 +68,8 @@ pub struct Scan<'a> {
 /// (a word compared at once) find that sooner than setting up the vectorised search, which takes
 /// over after 64 bytes.
 fn string_end(text: &[u8]) -> Option<usize> {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
     const QUOTES: u64 = u64::from_ne_bytes([b'"'; 8]);
     const BACKSLASHES: u64 = u64::from_ne_bytes([b'\\'; 8]);
-    /// High bit set in each byte of `word` that is zero (exact up to the first such byte).
-    fn zero_bytes(word: u64) -> u64 {
-        word.wrapping_sub(ONES) & !word & HIGHS
-    }
     const NEAR: usize = 64;
     let near = &text[..text.len().min(NEAR)];
     let mut words = near.chunks_exact(8);
@@ -49,9 +95,84 @@ fn string_end(text: &[u8]) -> Option<usize> {
     None
 }
 
+/// The bytes that matter when skipping a container: `"` `{` `[` `}` `]`.
+const fn is_structural(byte: u8) -> bool {
+    matches!(byte, b'"' | b'{' | b'[' | b'}' | b']')
+}
+
+/// Marks the structural bytes of a word. `[` `]` are `{` `}` with bit 5 clear, so setting that
+/// bit finds both brackets of a kind with one comparison; nothing else maps onto them.
+fn structural_bytes(word: u64) -> u64 {
+    const QUOTES: u64 = u64::from_ne_bytes([b'"'; 8]);
+    const OPEN: u64 = u64::from_ne_bytes([b'{'; 8]);
+    const CLOSE: u64 = u64::from_ne_bytes([b'}'; 8]);
+    const BIT5: u64 = u64::from_ne_bytes([0x20; 8]);
+    let folded = word | BIT5;
+    zero_bytes_exact(word ^ QUOTES)
+        | zero_bytes_exact(folded ^ OPEN)
+        | zero_bytes_exact(folded ^ CLOSE)
+}
+
+/// Where the first structural byte of `text` is, eight bytes at a time.
+fn next_structural(text: &[u8]) -> Option<usize> {
+    let mut words = text.chunks_exact(8);
+    let mut at = 0;
+    for word in &mut words {
+        let hits = structural_bytes(u64::from_le_bytes(word.try_into().unwrap_or_default()));
+        if hits != 0 {
+            return Some(at + (hits.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    let tail = words.remainder().iter().position(|&b| is_structural(b))?;
+    Some(at + tail)
+}
+
+/// Where the last structural byte of `text` is, eight bytes at a time from the end.
+pub(crate) fn prev_structural(text: &[u8]) -> Option<usize> {
+    let mut words = text.rchunks_exact(8);
+    let mut end = text.len();
+    for word in &mut words {
+        let hits = structural_bytes(u64::from_le_bytes(word.try_into().unwrap_or_default()));
+        end -= 8;
+        if hits != 0 {
+            return Some(end + 7 - (hits.leading_zeros() / 8) as usize);
+        }
+    }
+    words.remainder().iter().rposition(|&b| is_structural(b))
+}
+
+/// JSON whitespace (a form feed or a no-break space is not).
+pub(crate) const fn is_space(byte: u8) -> bool {
+    matches!(byte, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// Whether a number or literal may end before `next`.
+const fn ends_token(next: Option<&u8>) -> bool {
+    match next {
+        None => true,
+        Some(&b) => is_space(b) || matches!(b, b',' | b'}' | b']'),
+    }
+}
+
+/// Bytes of a number or literal, as skipped without being checked.
+pub(crate) const fn is_literal_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'+' | b'-' | b'.')
+}
+
 impl<'a> Scan<'a> {
     pub fn new(text: &'a [u8]) -> Self {
-        Self { text, at: 0 }
+        Self::nested(text, 0)
+    }
+
+    /// A cursor over a value found `depth` objects or arrays deep in a larger document, so that
+    /// the nesting bound counts from the document's top.
+    pub(crate) fn nested(text: &'a [u8], depth: u32) -> Self {
+        Self {
+            text,
+            at: 0,
+            depth: depth.min(MAX_DEPTH),
+        }
     }
 
     /// Whether only whitespace is left.
@@ -60,7 +181,7 @@ impl<'a> Scan<'a> {
         self.at == self.text.len()
     }
 
-    /// `true`, `false` or `null` (read as `None`); anything else is not a flag.
+    /// `true`, `false` or `null` (read as `None`); anything else (`nul`, `trueish`) is not a flag.
     pub fn flag(&mut self) -> Option<Option<bool>> {
         self.space();
         let rest = self.text.get(self.at..)?;
@@ -69,7 +190,7 @@ impl<'a> Scan<'a> {
             (b"false", Some(false)),
             (b"null", None),
         ] {
-            if rest.starts_with(word) {
+            if rest.starts_with(word) && ends_token(rest.get(word.len())) {
                 self.at += word.len();
                 return Some(value);
             }
@@ -78,11 +199,7 @@ impl<'a> Scan<'a> {
     }
 
     fn space(&mut self) {
-        while self
-            .text
-            .get(self.at)
-            .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
-        {
+        while self.text.get(self.at).is_some_and(|&b| is_space(b)) {
             self.at += 1;
         }
     }
@@ -97,7 +214,8 @@ impl<'a> Scan<'a> {
         self.text.get(self.at).copied()
     }
 
-    /// A string's raw contents (escapes left as they are); the cursor moves past it.
+    /// A string's raw contents (escapes left as they are, not checked); the cursor moves past
+    /// it. [`decode`] reads them.
     pub fn string(&mut self) -> Option<&'a [u8]> {
         self.eat(b'"')?;
         let start = self.at;
@@ -114,125 +232,150 @@ impl<'a> Scan<'a> {
         }
     }
 
-    /// An unsigned integer (a fraction or exponent is not a token count).
+    /// A string, decoded and checked as `serde_json` checks it (escapes, control characters,
+    /// UTF-8). Borrowed when it has no escapes.
+    pub fn string_value(&mut self) -> Option<Cow<'a, str>> {
+        decode(self.string()?)
+    }
+
+    /// An unsigned integer that fits in a `u64`, as JSON writes it (no leading zero, no sign):
+    /// a fraction or an exponent is not a token count, even `1.0`.
     pub fn number(&mut self) -> Option<u64> {
-        self.space();
-        let start = self.at;
+        let digits = self.integer_digits()?;
+        if digits.starts_with(b"-") {
+            return None;
+        }
         let mut value: u64 = 0;
-        while let Some(digit) = self.text.get(self.at).filter(|b| b.is_ascii_digit()) {
+        for &digit in digits {
             value = value
                 .checked_mul(10)?
                 .checked_add(u64::from(digit - b'0'))?;
-            self.at += 1;
         }
-        match self.text.get(self.at) {
-            _ if self.at == start => None,
-            Some(b'.' | b'e' | b'E') => None,
-            _ => Some(value),
-        }
+        Some(value)
     }
 
-    /// Calls `member` with each key of the object under the cursor; `member` must consume the
-    /// value.
+    /// An integer as written (`-12`, `429`), if it is one `serde_json` reads as an integer:
+    /// within `i64`/`u64`, and not `-0` (which it reads as a float).
+    pub fn integer(&mut self) -> Option<&'a str> {
+        let digits = self.integer_digits()?;
+        let (negative, magnitude) = match digits.strip_prefix(b"-") {
+            Some(magnitude) => (true, magnitude),
+            None => (false, digits),
+        };
+        let mut value: u64 = 0;
+        for &digit in magnitude {
+            value = value
+                .checked_mul(10)?
+                .checked_add(u64::from(digit - b'0'))?;
+        }
+        if negative && (value == 0 || value > i64::MIN.unsigned_abs()) {
+            return None;
+        }
+        std::str::from_utf8(digits).ok()
+    }
+
+    /// The bytes of a JSON integer (`-`? digits, no leading zero) followed by a delimiter; the
+    /// cursor moves past them.
+    fn integer_digits(&mut self) -> Option<&'a [u8]> {
+        self.space();
+        let start = self.at;
+        let sign = usize::from(self.text.get(start) == Some(&b'-'));
+        let first = start + sign;
+        let mut end = first;
+        while self.text.get(end).is_some_and(u8::is_ascii_digit) {
+            end += 1;
+        }
+        let leading_zero = end - first > 1 && self.text[first] == b'0';
+        if end == first || leading_zero || !ends_token(self.text.get(end)) {
+            return None;
+        }
+        self.at = end;
+        Some(&self.text[start..end])
+    }
+
+    /// Calls `member` with each key of the object under the cursor (decoded: `"i\u0064"` is
+    /// `id`); `member` must consume the value. A key whose decoded form is longer than
+    /// [`text::KEY_MAX`] bytes is passed raw, escapes and all: no key the gateway reads is that
+    /// long, and a raw key with a `\` equals none of them.
     pub fn members(
         &mut self,
         mut member: impl FnMut(&mut Self, &[u8]) -> Option<()>,
     ) -> Option<()> {
         self.eat(b'{')?;
-        if self.eat(b'}').is_some() {
-            return Some(());
+        if self.depth >= MAX_DEPTH {
+            return None;
         }
-        loop {
-            let key = self.string()?;
-            // Keys are compared raw: the ones read here never contain escapes.
-            self.eat(b':')?;
-            member(self, key)?;
-            match self.peek()? {
-                b',' => self.at += 1,
-                b'}' => {
-                    self.at += 1;
-                    return Some(());
+        self.depth += 1;
+        if self.eat(b'}').is_none() {
+            loop {
+                let raw = self.string()?;
+                self.eat(b':')?;
+                let mut buffer = [0; text::KEY_MAX];
+                member(self, text::key(raw, &mut buffer)?)?;
+                match self.peek()? {
+                    b',' => self.at += 1,
+                    b'}' => {
+                        self.at += 1;
+                        break;
+                    }
+                    _ => return None,
                 }
-                _ => return None,
             }
         }
+        self.depth -= 1;
+        Some(())
     }
 
-    /// Skips any JSON value.
+    /// Skips any JSON value. Containers are skipped without recursion, from one structural byte
+    /// to the next; their brackets must match, up to [`MAX_DEPTH`] levels.
     pub fn skip_value(&mut self) -> Option<()> {
         match self.peek()? {
-            b'"' => self.string().map(|_| ()),
-            b'{' | b'[' => {
-                // Nesting is counted; strings are skipped whole so their brackets do not count.
-                // Only structural bytes matter here: the cursor jumps from one to the next.
-                let mut depth = 0usize;
-                loop {
-                    let rest = self.text.get(self.at..)?;
-                    self.at += rest
-                        .iter()
-                        .position(|b| matches!(b, b'"' | b'{' | b'[' | b'}' | b']'))?;
-                    match self.text[self.at] {
-                        b'"' => {
-                            self.string()?;
-                            continue;
-                        }
-                        b'{' | b'[' => depth += 1,
-                        _ => depth -= 1,
-                    }
-                    self.at += 1;
-                    if depth == 0 {
-                        return Some(());
-                    }
-                }
-            }
+            b'"' => self.string().map(drop),
+            b'{' | b'[' => self.skip_container(),
             _ => {
-                // Number or literal: up to the next delimiter.
                 let start = self.at;
-                while self.text.get(self.at).is_some_and(|b| {
-                    !matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n')
-                }) {
+                while self.text.get(self.at).is_some_and(|&b| is_literal_byte(b)) {
                     self.at += 1;
                 }
                 (self.at > start).then_some(())
             }
         }
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn string_end_finds_the_first_quote_or_backslash_at_any_position() {
-        // Every position in and around the word-sized steps and the vectorised tail, with the
-        // byte that stops it alone, after the other one, and after near-misses (bytes one off).
-        for len in 0..150 {
-            for stop in [b'"', b'\\'] {
-                for at in 0..len {
-                    let mut text = vec![b'a'; len];
-                    for (i, b) in text.iter_mut().enumerate() {
-                        *b = [b'!', b'#', b'[', b']', b'a', 0x80 | b'"', 0xff][i % 7];
-                    }
-                    text[at] = stop;
-                    if at + 1 < len {
-                        text[at + 1] = if stop == b'"' { b'\\' } else { b'"' };
-                    }
-                    assert_eq!(string_end(&text), Some(at), "len {len}, at {at}");
+    fn skip_container(&mut self) -> Option<()> {
+        let room = MAX_DEPTH - self.depth;
+        // One bit per open level, innermost lowest: 1 for an object, 0 for an array.
+        let mut kinds: u128 = 0;
+        let mut depth = 0;
+        loop {
+            self.at += next_structural(self.text.get(self.at..)?)?;
+            match self.text[self.at] {
+                b'"' => {
+                    self.string()?;
+                    continue;
                 }
-                let none = vec![b'!'; len];
-                assert_eq!(string_end(&none), None, "len {len}");
+                open @ (b'{' | b'[') => {
+                    if depth == room {
+                        return None;
+                    }
+                    kinds = (kinds << 1) | u128::from(open == b'{');
+                    depth += 1;
+                }
+                close => {
+                    if (kinds & 1 == 1) != (close == b'}') {
+                        return None;
+                    }
+                    kinds >>= 1;
+                    depth -= 1;
+                }
+            }
+            self.at += 1;
+            if depth == 0 {
+                return Some(());
             }
         }
     }
-
-    #[test]
-    fn strings_with_escapes_are_read_whole() {
-        let text = br#""a\"b\\\\" , "c""#;
-        let mut scan = Scan::new(text);
-        assert_eq!(scan.string(), Some(&br#"a\"b\\\\"#[..]));
-        assert_eq!(scan.eat(b','), Some(()));
-        assert_eq!(scan.string(), Some(&b"c"[..]));
-        assert_eq!(Scan::new(br#""unterminated\""#).string(), None);
-    }
 }
+
+#[cfg(test)]
+mod tests;

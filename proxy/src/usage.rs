@@ -1,27 +1,41 @@
-//! Token usage found in backend responses: the `usage` object of chat/completions/embeddings,
-//! the final usage chunk of a stream, or `response.usage` of the Responses API.
+//! Token usage found in backend responses: the top-level `usage` object of chat, completions and
+//! embeddings bodies and chunks (and of a Responses object), or `response.usage` of a Responses
+//! event (`response.completed`).
 //!
-//! Only the `usage` object is parsed, located by a byte search, so large bodies (embeddings) and
-//! streamed chunks are never parsed whole.
+//! Bodies and chunks are never parsed whole. A key-name prefilter ([`KeyName`]: one vectorised
+//! search) turns away text that cannot hold a `usage` key; the top-level members are then walked
+//! from the end ([`members_rev`]), where the usage is (after a megabyte of embeddings, or as the
+//! last member of a chunk), so a large body costs what its last members cost. Only the usage
+//! object itself is read, by the forward scanner. A `usage` key anywhere else (inside a string,
+//! in nested content) is not the usage.
+//!
+//! Both functions take a JSON text or SSE text (an event as the relay frames it, or a whole
+//! buffered stream): text that does not start with `{` is read as SSE, each event's `data`
+//! being one document.
 
+use std::ops::{ControlFlow, Range};
 use std::sync::LazyLock;
 
-use memchr::memmem;
+use crate::scan::{KeyName, Scan, Walk, members_rev};
 
-use crate::scan::Scan;
+/// The key names looked for before any walk, built once (they run on every streamed event).
+static USAGE: LazyLock<KeyName> = LazyLock::new(|| KeyName::new(b"\"usage\""));
+static RESPONSE: LazyLock<KeyName> = LazyLock::new(|| KeyName::new(b"\"response\""));
 
-/// Searchers built once: `memmem::find` would rebuild one for every streamed event.
-static USAGE_KEY: LazyLock<memmem::Finder<'static>> =
-    LazyLock::new(|| memmem::Finder::new(b"\"usage\":"));
-/// Bodies up to this size are searched forward for the usage key (vectorised, unlike the reverse
-/// searcher, which walks byte by byte); larger ones from their end, where the usage is.
-const FORWARD_SEARCH_MAX: usize = 16 * 1024;
+/// Texts longer than this skip the key-name search: it would cross the whole text, where the
+/// walk from the end stops after the last members.
+const SEARCH_MAX: usize = 16 * 1024;
 
-/// The key without its colon (whitespace may come first), forwards and backwards.
-static USAGE_NAME: LazyLock<memmem::Finder<'static>> =
-    LazyLock::new(|| memmem::Finder::new(b"\"usage\""));
-static USAGE_NAME_REV: LazyLock<memmem::FinderRev<'static>> =
-    LazyLock::new(|| memmem::FinderRev::new(b"\"usage\""));
+/// Whether `text` may hold the key `name`, searched for in small texts only.
+fn may_hold(name: &KeyName, text: &[u8]) -> bool {
+    text.len() > SEARCH_MAX || name.may_occur(text)
+}
+
+/// Whether `text` may hold a `usage` key with an object value (a chunk's `"usage":null` is
+/// ruled out at once), searched for in small texts only.
+fn may_hold_usage_object(text: &[u8]) -> bool {
+    text.len() > SEARCH_MAX || USAGE.may_occur_with_value(text, |b| b == b'{')
+}
 
 /// Token counts of one request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -33,180 +47,211 @@ pub struct Usage {
     pub reasoning: u64,
 }
 
-/// Finds the last `"usage":{...}` object in a JSON text and reads it.
+/// Reads the usage object of a JSON text, or the last one of an SSE text's events. `None` when
+/// there is none, or when one of the counters it reads is not an unsigned integer (a usage that
+/// says `"prompt_tokens": -1` or `1.5` is not trusted).
 pub fn find_usage(json: &[u8]) -> Option<Usage> {
-    // Usually the last mention is the object. In a small body the vectorised forward search
-    // finds it soonest; a large one (an embeddings answer runs to megabytes) is searched from
-    // its end, where the usage is. Either way, walk back from there only if it is not.
-    let last = if json.len() <= FORWARD_SEARCH_MAX {
-        USAGE_NAME.find_iter(json).last()?
-    } else {
-        USAGE_NAME_REV.rfind(json)?
-    };
-    if let Some(usage) = usage_at(json, last) {
-        return Some(usage);
-    }
-    let mut end = last;
-    while let Some(at) = USAGE_NAME_REV.rfind(&json[..end]) {
-        if let Some(usage) = usage_at(json, at) {
-            return Some(usage);
-        }
-        end = at;
-    }
-    None
-}
-
-/// The usage object whose key starts at `at`, if that key has one.
-fn usage_at(json: &[u8], at: usize) -> Option<Usage> {
-    let after = &json[at + 7..];
-    let skip = after
-        .iter()
-        .position(|&b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b':'))?;
-    let value = &after[skip..];
-    if value.first() != Some(&b'{') {
+    if !may_hold_usage_object(json) {
         return None;
     }
-    read_usage(value)
+    let mut found = None;
+    documents(json, |document| {
+        if let Some(usage) = locate(document).and_then(|(object, depth)| read(object, depth)) {
+            found = Some(usage);
+        }
+    });
+    found
 }
 
-/// Reads a usage object (`{` first) with a small scanner instead of a JSON parser: only the
-/// counters are read, everything else is skipped. `None` if it is not well-formed JSON.
-fn read_usage(object: &[u8]) -> Option<Usage> {
-    let mut scan = Scan::new(object);
-    let mut usage = Usage::default();
-    let mut total = None;
-    scan.members(|scan, key| {
-        match key {
-            b"prompt_tokens" | b"input_tokens" => usage.prompt = scan.number()?,
-            b"completion_tokens" | b"output_tokens" => usage.completion = scan.number()?,
-            b"total_tokens" => total = Some(scan.number()?),
-            b"prompt_tokens_details" | b"input_tokens_details" => {
-                details(scan, b"cached_tokens", &mut usage.cached)?;
+/// Whether a JSON text (or SSE text) has a usage object, the cheap check before [`find_usage`]:
+/// for a chunk without a `usage` key, or with `"usage":null`, one vectorised search.
+pub fn mentions_usage_object(json: &[u8]) -> bool {
+    if !may_hold_usage_object(json) {
+        return false;
+    }
+    let mut found = false;
+    documents(json, |document| found |= locate(document).is_some());
+    found
+}
+
+/// Calls `each` with every JSON document of `text`: the text itself when its first non-space
+/// byte is `{`, else the data of each SSE event in it.
+fn documents(text: &[u8], mut each: impl FnMut(&[u8])) {
+    match text.iter().find(|&&b| !crate::scan::is_space(b)) {
+        Some(b'{') => each(text),
+        Some(_) => crate::sse::each_data(text, |data| each(data)),
+        None => {}
+    }
+}
+
+/// The usage object of a document (its bytes) and how many containers it is inside: the
+/// top-level `usage` when it is an object, else `response.usage` when that is one.
+fn locate(document: &[u8]) -> Option<(&[u8], u32)> {
+    // Asked only when the top-level usage is not an object (a chunk's `"usage":null`).
+    let mut may_hold_response = None;
+    // Walking from the end, the first of duplicate keys met is the one a parse keeps.
+    let (mut usage, mut response): (Option<Range<usize>>, Option<Range<usize>>) = (None, None);
+    let is_object = |value: &Range<usize>| document[value.start] == b'{';
+    let walk = members_rev(document, document.len(), 0, |member| {
+        match member.key {
+            b"usage" if usage.is_none() => usage = Some(member.value),
+            b"response" if response.is_none() => response = Some(member.value),
+            _ => {}
+        }
+        let done = match &usage {
+            Some(value) => {
+                is_object(value)
+                    || response.is_some()
+                    || !*may_hold_response.get_or_insert_with(|| may_hold(&RESPONSE, document))
             }
-            b"completion_tokens_details" | b"output_tokens_details" => {
-                details(scan, b"reasoning_tokens", &mut usage.reasoning)?;
+            None => false,
+        };
+        if done {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
+    if let Walk::Finished { open } = walk
+        && !document[..open].iter().all(|&b| crate::scan::is_space(b))
+    {
+        return None;
+    }
+    if let Some(value) = usage.filter(is_object) {
+        return Some((&document[value], 1));
+    }
+    let response = response.filter(is_object)?;
+    let mut inner = None;
+    let walk = members_rev(document, response.end, 1, |member| {
+        if member.key == b"usage" {
+            inner = Some(member.value);
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
+    if matches!(walk, Walk::Finished { open } if open != response.start) {
+        return None;
+    }
+    let value = inner.filter(is_object)?;
+    Some((&document[value], 2))
+}
+
+/// A counter as read: absent (`None`), not an unsigned integer (`Some(None)`), or its value.
+type Counter = Option<Option<u64>>;
+
+/// The counters of a usage object, each as its last occurrence says.
+#[derive(Default)]
+struct Counters {
+    prompt: Counter,
+    input: Counter,
+    completion: Counter,
+    output: Counter,
+    total: Counter,
+    prompt_details: Counter,
+    input_details: Counter,
+    completion_details: Counter,
+    output_details: Counter,
+}
+
+/// Reads a usage object (`{` first) `depth` containers deep: only the counters are read,
+/// everything else is skipped. Chat names win over Responses names when both are there.
+fn read(object: &[u8], depth: u32) -> Option<Usage> {
+    let mut scan = Scan::nested(object, depth);
+    let mut counters = Counters::default();
+    scan.members(|scan, key| {
+        let c = &mut counters;
+        match key {
+            b"prompt_tokens" => c.prompt = Some(counter(scan)?),
+            b"input_tokens" => c.input = Some(counter(scan)?),
+            b"completion_tokens" => c.completion = Some(counter(scan)?),
+            b"output_tokens" => c.output = Some(counter(scan)?),
+            b"total_tokens" => c.total = Some(counter(scan)?),
+            b"prompt_tokens_details" => c.prompt_details = Some(details(scan, b"cached_tokens")?),
+            b"input_tokens_details" => c.input_details = Some(details(scan, b"cached_tokens")?),
+            b"completion_tokens_details" => {
+                c.completion_details = Some(details(scan, b"reasoning_tokens")?);
+            }
+            b"output_tokens_details" => {
+                c.output_details = Some(details(scan, b"reasoning_tokens")?);
             }
             _ => scan.skip_value()?,
         }
         Some(())
     })?;
-    usage.total = total.unwrap_or(usage.prompt + usage.completion);
-    Some(usage)
+    if !scan.at_end() {
+        return None;
+    }
+    let c = counters;
+    let either = |first: Counter, second: Counter| -> Option<u64> {
+        match first.or(second) {
+            None => Some(0),
+            Some(value) => value,
+        }
+    };
+    let all = [c.prompt, c.input, c.completion, c.output, c.total];
+    let details = [
+        c.prompt_details,
+        c.input_details,
+        c.completion_details,
+        c.output_details,
+    ];
+    if all
+        .iter()
+        .chain(&details)
+        .any(|counter| *counter == Some(None))
+    {
+        return None;
+    }
+    let prompt = either(c.prompt, c.input)?;
+    let completion = either(c.completion, c.output)?;
+    Some(Usage {
+        prompt,
+        completion,
+        total: c
+            .total
+            .flatten()
+            .unwrap_or(prompt.saturating_add(completion)),
+        cached: either(c.prompt_details, c.input_details)?,
+        reasoning: either(c.completion_details, c.output_details)?,
+    })
 }
 
-/// Reads one counter out of a details object (`null` or absent leaves it at 0).
-fn details(scan: &mut Scan<'_>, wanted: &[u8], into: &mut u64) -> Option<()> {
-    if scan.peek()? == b'n' {
-        return scan.skip_value();
+/// A counter's value: `Some(None)` when it is not an unsigned integer (skipped), `None` when the
+/// document is broken.
+fn counter(scan: &mut Scan<'_>) -> Option<Option<u64>> {
+    let mut number = scan.clone();
+    if let Some(value) = number.number() {
+        *scan = number;
+        return Some(Some(value));
     }
+    scan.skip_value()?;
+    Some(None)
+}
+
+/// One counter of a details object; `null` (or the counter absent) is 0, any other value than
+/// an object or `null` is not a count.
+fn details(scan: &mut Scan<'_>, wanted: &[u8]) -> Option<Option<u64>> {
+    if scan.peek()? != b'{' {
+        let mut literal = scan.clone();
+        if literal.flag() == Some(None) {
+            *scan = literal;
+            return Some(Some(0));
+        }
+        scan.skip_value()?;
+        return Some(None);
+    }
+    let mut found = None;
     scan.members(|scan, key| {
         if key == wanted {
-            *into = scan.number()?;
+            found = Some(counter(scan)?);
             Some(())
         } else {
             scan.skip_value()
         }
-    })
-}
-
-/// Whether a JSON text contains a usage object (cheap pre-check before [`find_usage`]): one
-/// pass for `"usage":`, then a look at what follows (`{`, not `null`).
-pub fn mentions_usage_object(json: &[u8]) -> bool {
-    let mut rest = json;
-    while let Some(at) = USAGE_KEY.find(rest) {
-        rest = &rest[at + b"\"usage\":".len()..];
-        let value = rest
-            .iter()
-            .find(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'));
-        if value == Some(&b'{') {
-            return true;
-        }
-    }
-    false
+    })?;
+    Some(found.unwrap_or(Some(0)))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_chat_and_responses_usage() {
-        let chat = br#"{"id":"x","usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8,"prompt_tokens_details":{"cached_tokens":1},"completion_tokens_details":{"reasoning_tokens":2}}}"#;
-        assert_eq!(
-            find_usage(chat),
-            Some(Usage {
-                prompt: 3,
-                completion: 5,
-                total: 8,
-                cached: 1,
-                reasoning: 2
-            })
-        );
-        let responses = br#"{"type":"response.completed","response":{"id":"r","usage":{"input_tokens":4,"output_tokens":6,"total_tokens":10,"output_tokens_details":{"reasoning_tokens":1}}}}"#;
-        assert_eq!(
-            find_usage(responses),
-            Some(Usage {
-                prompt: 4,
-                completion: 6,
-                total: 10,
-                cached: 0,
-                reasoning: 1
-            })
-        );
-        assert_eq!(find_usage(br#"{"usage":null}"#), None);
-        assert!(!mentions_usage_object(br#"{"usage":null}"#));
-        assert!(mentions_usage_object(
-            br#"{"a":1,"usage": {"total_tokens":2}}"#
-        ));
-        assert!(mentions_usage_object(
-            br#"{"usage":null,"x":{"usage":{"total_tokens":2}}}"#
-        ));
-        assert!(!mentions_usage_object(br#"{"usage":"#));
-    }
-
-    #[test]
-    fn the_scanner_skips_what_it_does_not_read_and_refuses_broken_json() {
-        let odd = br#"{"usage": { "note": "a \"}\" b", "x": [1, {"y": [2]}], "prompt_tokens" : 7 ,
-            "prompt_tokens_details": null, "flag": true, "completion_tokens": 1,
-            "completion_tokens_details": {"audio_tokens": 0, "reasoning_tokens": 4}}}"#;
-        assert_eq!(
-            find_usage(odd),
-            Some(Usage {
-                prompt: 7,
-                completion: 1,
-                total: 8,
-                cached: 0,
-                reasoning: 4
-            })
-        );
-        // The last usage object wins; a broken one is passed over for an earlier good one.
-        let two = br#"{"usage":{"total_tokens":1}} {"usage":{"total_tokens":2}}"#;
-        assert_eq!(find_usage(two).map(|u| u.total), Some(2));
-        let broken = br#"{"usage":{"total_tokens":1}} {"usage":{"total_tokens":2"#;
-        assert_eq!(find_usage(broken).map(|u| u.total), Some(1));
-        // A later mention that is not an object (a string value) does not hide the object.
-        let later = br#"{"usage":{"total_tokens":3},"kind":"usage","x":{"usage" :null}}"#;
-        assert_eq!(find_usage(later).map(|u| u.total), Some(3));
-        // Large bodies are searched from their end: the same answers, either way round.
-        let padding = format!(r#""data":"{}","#, "x".repeat(FORWARD_SEARCH_MAX));
-        let large_last = format!(r#"{{{padding}"usage":{{"total_tokens":5}}}}"#);
-        assert_eq!(find_usage(large_last.as_bytes()).map(|u| u.total), Some(5));
-        let large_earlier = format!(
-            r#"{{"usage":{{"total_tokens":7}},{padding}"kind":"usage","x":{{"usage":null}}}}"#
-        );
-        assert_eq!(
-            find_usage(large_earlier.as_bytes()).map(|u| u.total),
-            Some(7)
-        );
-        for bad in [
-            &br#"{"usage":{"prompt_tokens":1.5}}"#[..],
-            br#"{"usage":{"prompt_tokens":-1}}"#,
-            br#"{"usage":{"prompt_tokens":18446744073709551616}}"#,
-            br#"{"usage":{"prompt_tokens" 1}}"#,
-            br#"{"usage":{"a":"unterminated}}"#,
-            br#"{"usage":{"a":"ends in a backslash\"#,
-        ] {
-            assert_eq!(find_usage(bad), None, "{}", String::from_utf8_lossy(bad));
-        }
-    }
-}
+mod tests;

@@ -30,24 +30,39 @@ def exercise(name, client, model):
         check(chat.choices[0].message.content, f"{name}: empty chat answer")
         check(chat.usage.prompt_tokens > 0, f"{name}: chat usage missing")
 
+        # Without include_usage the client gets exactly what it asked for, although the gateway
+        # asks the backend for usage on its behalf: no usage-only chunk (empty choices), and no
+        # "usage" member at all (the SDK's model_fields_set lists the keys the JSON had, so a
+        # leaked "usage": null shows even though chunk.usage reads None either way).
         pieces = []
         stream = client.chat.completions.create(
             model=model, messages=[{"role": "user", "content": "stream please"}], stream=True
         )
         for chunk in stream:
             check(chunk.usage is None, f"{name}: usage chunk leaked to a client that did not ask")
-            if chunk.choices and chunk.choices[0].delta.content:
+            check(chunk.choices, f"{name}: a chunk without choices (the usage-only chunk) leaked")
+            check(
+                "usage" not in chunk.model_fields_set,
+                f"{name}: a 'usage' member leaked to a client that did not ask: {chunk.to_json()}",
+            )
+            if chunk.choices[0].delta.content:
                 pieces.append(chunk.choices[0].delta.content)
         check(pieces, f"{name}: streaming chat produced no text")
 
-        with_usage = client.chat.completions.create(
-            model=model,
-            messages=[{"role": "user", "content": "count me"}],
-            stream=True,
-            stream_options={"include_usage": True},
+        chunks = list(
+            client.chat.completions.create(
+                model=model,
+                messages=[{"role": "user", "content": "count me"}],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
         )
-        usage = [c.usage for c in with_usage if c.usage is not None]
-        check(len(usage) == 1 and usage[0].total_tokens > 0, f"{name}: asked-for usage chunk missing")
+        usage = [c for c in chunks if c.usage is not None]
+        check(
+            len(usage) == 1 and usage[0].usage.total_tokens > 0 and usage[0].choices == [],
+            f"{name}: asked-for usage chunk missing",
+        )
+        check(chunks[-1] is usage[0], f"{name}: the usage chunk is not the last one")
 
         emb = client.embeddings.create(model=model, input=["one", "two words"])
         check(len(emb.data) == 2 and len(emb.data[0].embedding) > 0, f"{name}: embeddings")
@@ -71,7 +86,12 @@ def exercise(name, client, model):
                 events.append(event.type)
             final = rs.get_final_response()
         check("response.output_text.delta" in events, f"{name}: no text deltas in {events}")
+        check(events[-1] == "response.completed", f"{name}: the stream did not complete: {events}")
         check(final.usage is not None and final.usage.output_tokens > 0, f"{name}: streamed response usage")
+        check(final.output_text, f"{name}: streamed response text")
+        # The streamed response is remembered too: a follow-up on it reaches its backend.
+        follow = client.responses.create(model=model, input="and then", previous_response_id=final.id)
+        check(follow.output_text, f"{name}: a follow-up on a streamed response")
     print(f"{name}: ok ({rounds} rounds)")
 
 

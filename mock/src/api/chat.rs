@@ -48,7 +48,7 @@ pub(super) fn create(call: &mut Call<'_>) -> Result<MockResponse, Rejection> {
     };
     let prompt_tokens = messages.tokens();
     let completion_tokens = call.profile.options.chunk_count as u64;
-    call.spend(prompt_tokens.saturating_add(completion_tokens))?;
+    call.spend(model, prompt_tokens.saturating_add(completion_tokens))?;
 
     let id = random_id("chatcmpl-");
     let created = unix_now();

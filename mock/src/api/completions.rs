@@ -30,7 +30,7 @@ pub(super) fn create(call: &mut Call<'_>) -> Result<MockResponse, Rejection> {
     let model = call.model(request.model.as_deref())?;
     let prompt_tokens = request.prompt.tokens();
     let completion_tokens = call.profile.options.chunk_count as u64;
-    call.spend(prompt_tokens.saturating_add(completion_tokens))?;
+    call.spend(model, prompt_tokens.saturating_add(completion_tokens))?;
 
     let id = random_id("cmpl-");
     let created = unix_now();

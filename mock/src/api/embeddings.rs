@@ -49,7 +49,7 @@ pub(super) fn create(call: &mut Call<'_>) -> Result<MockResponse, Rejection> {
         .clamp(1, MAX_DIMENSIONS);
     let base64 = request.encoding_format.as_deref() == Some("base64");
     let prompt_tokens: u64 = inputs.iter().map(|input| input.tokens).sum();
-    call.spend(prompt_tokens)?;
+    call.spend(&model, prompt_tokens)?;
 
     let data: Vec<Value> = inputs
         .iter()

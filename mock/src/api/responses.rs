@@ -59,7 +59,7 @@ pub(super) fn create(call: &mut Call<'_>) -> Result<MockResponse, Rejection> {
         .map_or(0, |text| text.split_whitespace().count() as u64);
     let input_tokens = WordCount(request.input.0 + instruction_words).tokens();
     let output_tokens = call.profile.options.chunk_count as u64;
-    call.spend(input_tokens.saturating_add(output_tokens))?;
+    call.spend(&model, input_tokens.saturating_add(output_tokens))?;
 
     let store = request.store != Some(false);
     let draft = Draft {

@@ -8,6 +8,8 @@ mod chat;
 mod embeddings;
 mod faults;
 mod keyvault;
+mod quotas;
 mod responses;
 mod streams;
+mod styles;
 mod support;

@@ -107,25 +107,47 @@ pub fn sse_data(body: &str) -> Vec<String> {
     sse_events(body).into_iter().map(|(_, data)| data).collect()
 }
 
-/// `(event, data)` of each SSE event; `event` is empty when the event has no `event:` line.
+/// `(event, data)` of each SSE event; `event` is empty when the event has no `event:` line, and
+/// the data of several `data:` lines is joined with `\n` (a pretty-printed chunk).
 pub fn sse_events(body: &str) -> Vec<(String, String)> {
     body.split("\n\n")
         .filter(|block| !block.trim().is_empty())
         .map(|block| {
             let mut kind = String::new();
-            let mut data = String::new();
+            let mut data: Vec<&str> = Vec::new();
             for line in block.lines() {
                 if let Some(value) = line.strip_prefix("event: ") {
                     kind = value.to_owned();
                 } else if let Some(value) = line.strip_prefix("data: ") {
-                    data = value.to_owned();
+                    data.push(value);
                 } else {
                     panic!("unexpected SSE line {line:?}");
                 }
             }
-            (kind, data)
+            (kind, data.join("\n"))
         })
         .collect()
+}
+
+/// `value` with what differs from one answer to the next (ids, timestamps) blanked out.
+pub fn stable(value: &Value) -> Value {
+    match value {
+        Value::Object(members) => Value::Object(
+            members
+                .iter()
+                .map(|(key, value)| {
+                    let volatile = matches!(
+                        key.as_str(),
+                        "id" | "item_id" | "created" | "created_at" | "system_fingerprint"
+                    );
+                    let value = if volatile { Value::Null } else { stable(value) };
+                    (key.clone(), value)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(stable).collect()),
+        other => other.clone(),
+    }
 }
 
 pub fn parse(data: &str) -> Value {

@@ -2,11 +2,16 @@
 //! gateway to two mock backends, one of which throttles every request
 //! (with a short retry-after, so the gateway keeps trying it and failing over). The SDK runs
 //! with its own retries off: every call must succeed on the first try.
+//!
+//! Once with backends writing JSON as Azure does, and once each with backends writing it as
+//! Python's `json.dumps` does (`"choices": []`) and pretty-printed with shuffled keys (an SSE
+//! chunk over several `data:` lines): the gateway must read usage, hide what the client did not
+//! ask for and keep Responses working whatever the layout.
 
 use std::path::PathBuf;
 use std::process::Command;
 
-use mock::MockOptions;
+use mock::{JsonStyle, MockOptions};
 
 use crate::harness::*;
 
@@ -22,15 +27,21 @@ fn python() -> PathBuf {
     venv
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn official_openai_sdk_through_the_gateway() {
-    let throttling = mock_with(MockOptions {
+/// Runs the SDK script `rounds` times over through a gateway to backends writing JSON in
+/// `json_style` (keys shuffled when `shuffle_keys`).
+async fn run_sdk(json_style: JsonStyle, shuffle_keys: bool, rounds: u32) {
+    let layout = |options: MockOptions| MockOptions {
+        json_style,
+        shuffle_keys,
+        ..options
+    };
+    let throttling = mock_with(layout(MockOptions {
         status_override: Some(429),
         retry_after_ms: 50,
         ..opts("throttling")
-    })
+    }))
     .await;
-    let healthy = mock("healthy").await;
+    let healthy = mock_with(layout(opts("healthy"))).await;
     let gw = gateway(&config_yaml(
         &[
             b("throttling", throttling.url()),
@@ -46,6 +57,7 @@ async fn official_openai_sdk_through_the_gateway() {
             .arg(script)
             .env("GATEWAY_URL", url)
             .env("GATEWAY_KEY", "sdk-client-key")
+            .env("SDK_ROUNDS", rounds.to_string())
             .output()
     })
     .await
@@ -55,7 +67,7 @@ async fn official_openai_sdk_through_the_gateway() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "SDK run failed:\n{stdout}\n{stderr}"
+        "SDK run failed ({json_style:?}, shuffled keys: {shuffle_keys}):\n{stdout}\n{stderr}"
     );
     assert!(
         stdout.contains("AzureOpenAI (legacy deployments): ok")
@@ -72,4 +84,51 @@ async fn official_openai_sdk_through_the_gateway() {
             &["from_backend=\"throttling\""]
         ) > 0.0
     );
+    usage_is_counted_and_hidden(&gw).await;
+}
+
+/// A chat stream whose client did not ask for usage: the gateway asked on its behalf, read the
+/// usage from the last chunk (whatever its layout) and hid that chunk and the `usage` members.
+async fn usage_is_counted_and_hidden(gw: &proxy::RunningGateway) {
+    let completion = async || {
+        let m = metrics(gw).await;
+        metric_sum(&m, "gateway_tokens_total", &["kind=\"completion\""])
+    };
+    let before = completion().await;
+    let headers = [
+        ("content-type", "application/json"),
+        ("api-key", "sdk-client-key"),
+    ];
+    let reply = send(request(
+        http::Method::POST,
+        gw.addr,
+        CHAT,
+        &headers,
+        STREAM_BODY,
+    ))
+    .await;
+    let text = reply.text();
+    assert!(text.contains("tok7"), "{text}");
+    assert!(
+        !text.contains("\"usage\""),
+        "usage the client did not ask for: {text}"
+    );
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    // The mock's completion is eight tokens.
+    assert_eq!(completion().await - before, 8.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn official_openai_sdk_through_the_gateway() {
+    run_sdk(JsonStyle::Compact, false, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn official_openai_sdk_with_backends_writing_json_dumps_spacing() {
+    run_sdk(JsonStyle::Spaced, false, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn official_openai_sdk_with_backends_writing_pretty_json_with_shuffled_keys() {
+    run_sdk(JsonStyle::Pretty, true, 1).await;
 }
