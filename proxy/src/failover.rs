@@ -17,7 +17,7 @@ use crate::gateway::Gateway;
 use crate::http1::{Joined, poll_once};
 use crate::sse::{self, Framer, Opening};
 use crate::stages::body::RequestBody;
-use crate::stages::route::{Route, write_upstream_path_and_query};
+use crate::stages::route::{Operation, Route, write_upstream_path_and_query};
 use crate::upstream::{
     BackendHead, REMAINING_REQUESTS, REMAINING_TOKENS, SendError, UpstreamBody,
     forward_request_headers, header_i64, retry_hint,
@@ -514,9 +514,20 @@ async fn try_backend(
             outcome,
             detail: "response body broke before it was complete",
         })?;
+    // A created response must be read (for affinity): one that cannot be (not a Responses
+    // object, or nested past the scanner's depth) is this attempt's failure, not the client's.
+    if req.route.operation == Operation::ResponsesCreate
+        && head.status.is_success()
+        && crate::scan::created_response_id(&bytes).is_none()
+    {
+        return Err(Failure::Transport {
+            outcome: Outcome::StreamError,
+            detail: "unreadable answer: not a Responses object",
+        });
+    }
     if req.ctx.pinned == Some(index)
         && status == 400
-        && memchr::memmem::find(&bytes, b"invalid_encrypted_content").is_some()
+        && crate::scan::error_code(&bytes).as_deref() == Some("invalid_encrypted_content")
     {
         return Err(Failure::Status {
             outcome: Outcome::Http4xx,

@@ -100,9 +100,14 @@ fn respond(gw: &Gateway, ctx: &mut RequestCtx, winner: Winner) -> Reply {
         outcome.region = head.fields.get("x-ms-region").and_then(header_value_of);
     }
     let hide_usage_chunk = ctx.body.take().is_some_and(|body| body.injected_usage);
+    // Retrieving a response repeats the usage counted when it was created.
+    let count_usage = ctx.route.is_some_and(|r| r.operation.spends_tokens());
     let body = match winner.body {
         // `content-length` is written from the body's exact size by the connection.
-        WinnerBody::Buffered(data) => Pending::Whole { data, usage: true },
+        WinnerBody::Buffered(data) => Pending::Whole {
+            data,
+            usage: count_usage,
+        },
         WinnerBody::Sse {
             prefetched,
             framer,
@@ -112,6 +117,7 @@ fn respond(gw: &Gateway, ctx: &mut RequestCtx, winner: Winner) -> Reply {
             framer,
             upstream,
             hide_usage_chunk,
+            count_usage,
             gauge: gw.backend_metrics[winner.backend].active_streams.clone(),
             in_flight: backend.state.track(),
         },

@@ -19,12 +19,12 @@ use crate::ctx::RequestCtx;
 use crate::error::{BoxError, ResponseBody};
 use crate::sse::{self, Framer};
 use crate::upstream::UpstreamBody;
-use crate::usage::{Usage, find_usage, mentions_usage_object};
+use crate::usage::{find_usage, mentions_usage_object};
 
 /// A committed answer's body before it takes the request's context.
 pub enum Pending {
-    /// A whole body: a backend's buffered answer (`usage`: read its token usage once it has
-    /// been written), or one the gateway made.
+    /// A whole body: a backend's buffered answer (`usage`: read the tokens it spent once it
+    /// has been written), or one the gateway made.
     Whole { data: Bytes, usage: bool },
     /// A backend's event stream: events already read while checking its opening, then the rest.
     Sse {
@@ -33,6 +33,9 @@ pub enum Pending {
         upstream: UpstreamBody,
         /// The gateway asked for the usage chunk; the client did not.
         hide_usage_chunk: bool,
+        /// The operation spends tokens (a retrieved response's stream repeats usage already
+        /// counted when it was created).
+        count_usage: bool,
         /// `gateway_active_streams{backend}`.
         gauge: Gauge,
         /// Counts the stream in its backend's in-flight load until it ends.
@@ -70,13 +73,14 @@ impl Pending {
                 framer,
                 upstream,
                 hide_usage_chunk,
+                count_usage,
                 gauge,
                 in_flight,
             } => Relay::sse(
                 prefetched,
                 framer,
                 upstream,
-                hide_usage_chunk,
+                (hide_usage_chunk, count_usage),
                 idle,
                 ctx,
                 (gauge, in_flight),
@@ -128,15 +132,9 @@ impl Drop for Whole {
         if let Some(ctx) = self.ctx.as_mut()
             && self.usage
         {
-            ctx.outcome.usage = usage_of(&self.data);
+            ctx.outcome.usage = find_usage(&self.data);
         }
     }
-}
-
-/// Scans a JSON body for usage (buffered responses). [`find_usage`] locates the object by a
-/// byte search itself, so no separate pre-check pass over the body is needed.
-pub fn usage_of(body: &[u8]) -> Option<Usage> {
-    find_usage(body)
 }
 
 /// When a frame arrived, to within a few milliseconds (the idle limit is seconds long; a precise
@@ -164,6 +162,7 @@ pub struct Relay {
 struct SseFilter {
     framer: Framer,
     hide_usage_chunk: bool,
+    count_usage: bool,
     events: Vec<Bytes>,
 }
 
@@ -182,7 +181,7 @@ impl Relay {
         prefetched: Vec<Bytes>,
         framer: Framer,
         upstream: UpstreamBody,
-        hide_usage_chunk: bool,
+        (hide_usage_chunk, count_usage): (bool, bool),
         idle: Duration,
         ctx: Box<RequestCtx>,
         (gauge, in_flight): (Gauge, InFlight),
@@ -194,6 +193,7 @@ impl Relay {
             sse: Some(SseFilter {
                 framer,
                 hide_usage_chunk,
+                count_usage,
                 events: Vec::new(),
             }),
             idle,
@@ -226,9 +226,10 @@ impl Relay {
     /// that is ready in one go, so events of one read still leave in one write.
     fn filter(&mut self, events: &mut Vec<Bytes>) {
         let hide = self.sse.as_ref().is_some_and(|s| s.hide_usage_chunk);
+        let count = self.sse.as_ref().is_some_and(|s| s.count_usage);
         for event in events.drain(..) {
             if mentions_usage_object(&event) {
-                if let Some(usage) = find_usage(&event) {
+                if count && let Some(usage) = find_usage(&event) {
                     self.ctx.outcome.usage = Some(usage);
                 }
                 if hide

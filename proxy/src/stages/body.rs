@@ -130,17 +130,12 @@ impl Probe {
     }
 }
 
-/// A string member's value (`null` is none); escapes are decoded, which keys never need.
+/// A string member's value (`null` is none), escapes decoded.
 fn text(scan: &mut Scan<'_>) -> Option<Option<String>> {
     if scan.peek()? == b'n' {
         return scan.flag()?.map_or(Some(None), |_| None);
     }
-    let raw = scan.string()?;
-    if raw.contains(&b'\\') {
-        let quoted = [&b"\""[..], raw, b"\""].concat();
-        return serde_json::from_slice::<String>(&quoted).ok().map(Some);
-    }
-    std::str::from_utf8(raw).ok().map(|t| Some(t.to_owned()))
+    scan.string_value().map(|text| Some(text.into_owned()))
 }
 
 /// The request body and what the gateway learned from it.

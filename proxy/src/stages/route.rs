@@ -149,6 +149,18 @@ impl Operation {
         )
     }
 
+    /// Operations that spend tokens, whose usage is counted (retrieving or cancelling a
+    /// response repeats the usage counted when it was created).
+    pub fn spends_tokens(self) -> bool {
+        matches!(
+            self,
+            Operation::ChatCompletions
+                | Operation::Completions
+                | Operation::Embeddings
+                | Operation::ResponsesCreate
+        )
+    }
+
     /// Operations whose responses are JSON small enough to buffer (and so to fail over on a
     /// broken body). Anything else (audio, files, images) is streamed through untouched.
     pub fn buffers_response(self) -> bool {

@@ -10,6 +10,7 @@ mod ending;
 mod failover;
 mod hangup;
 mod health;
+mod hostile;
 mod http1;
 mod process;
 mod reload;
