@@ -75,6 +75,9 @@ fn deep_responses_object(depth: usize) -> Vec<u8> {
     body
 }
 
+/// Writes an answer: status, extra fields, body.
+type Framing = fn(&str, &str, &[u8]) -> Vec<u8>;
+
 fn whole(status: &str, fields: &str, body: &[u8]) -> Vec<u8> {
     let mut out = format!(
         "HTTP/1.1 {status}\r\n{fields}content-length: {}\r\n\r\n",
@@ -191,7 +194,7 @@ async fn no_answer_from_a_backend_can_panic_a_request() {
         [b"data: ".as_slice(), &vec![b'x'; 200_000]].concat(),
         vec![0xff; 1000],
     ];
-    let framings: [fn(&str, &str, &[u8]) -> Vec<u8>; 5] = [
+    let framings: [Framing; 5] = [
         whole,
         // Chunked, one chunk, terminated.
         |s, f, b| {
