@@ -36,13 +36,13 @@ impl Drop for RequestCtx {
             // No answer was made: the client went away while the request waited (for its
             // body, a backend), or a shutdown dropped it.
             self.outcome.status = CLIENT_CLOSED;
-            self.outcome.error = Some(if self.gateway.run.cut() {
+            self.outcome.error = Some(if self.gateway.run.is_cut() {
                 "shutdown"
             } else {
                 "client_closed"
             });
         } else if !self.outcome.completed && self.outcome.broken.is_none() {
-            self.outcome.broken = Some(if self.gateway.run.cut() {
+            self.outcome.broken = Some(if self.gateway.run.is_cut() {
                 "shutdown"
             } else {
                 "client_closed"
@@ -221,14 +221,14 @@ mod tests {
     #[test]
     fn a_cut_request_is_settled_as_shutdown() {
         let (ctx, settled) = ctx_with_probe();
-        ctx.gateway.run.mark_cut();
+        ctx.gateway.run.cut();
         drop(ctx);
         assert_eq!(
             *settled.lock().unwrap(),
             [(CLIENT_CLOSED, Some("shutdown"), false, None)]
         );
         let (mut ctx, settled) = ctx_with_probe();
-        ctx.gateway.run.mark_cut();
+        ctx.gateway.run.cut();
         ctx.outcome.status = 200;
         drop(ctx);
         assert_eq!(

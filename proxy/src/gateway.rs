@@ -5,30 +5,37 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::backend::{self, Backend};
 use crate::balancer::Balancer;
 use crate::config::GatewayConfig;
 use crate::health::HealthChecks;
 use crate::metrics::{BackendMetrics, Metrics};
+use crate::server::drain::{Drain, DrainWatch};
 use crate::stages::Stages;
 
 /// State of the running process that every config generation shares.
 #[derive(Debug, Default)]
 pub struct RunState {
-    /// The drain deadline passed: what is still running is being cut.
-    cut: AtomicBool,
+    /// Begun when the drain deadline passed: what is still running is cut. Streams watch it.
+    cut: Arc<Drain>,
 }
 
 impl RunState {
-    pub fn cut(&self) -> bool {
-        self.cut.load(Ordering::Relaxed)
+    /// Whether the drain deadline passed and requests still running are being cut.
+    pub fn is_cut(&self) -> bool {
+        self.cut.is_begun()
     }
 
-    /// Marks that the drain deadline passed with requests still running.
-    pub fn mark_cut(&self) {
-        self.cut.store(true, Ordering::Relaxed);
+    /// Cuts what is still running (the drain deadline passed): streams waiting for their next
+    /// piece are woken and end with an error event.
+    pub fn cut(&self) {
+        self.cut.begin();
+    }
+
+    /// A stream's watch on the cut.
+    pub fn watch_cut(&self) -> DrainWatch {
+        DrainWatch::new(self.cut.clone())
     }
 }
 

@@ -17,6 +17,7 @@ use tokio::time::Sleep;
 use crate::backend::InFlight;
 use crate::ctx::RequestCtx;
 use crate::error::{BoxError, ResponseBody};
+use crate::server::drain::DrainWatch;
 use crate::sse::{self, Framer};
 use crate::upstream::UpstreamBody;
 use crate::usage::{find_usage, mentions_usage_object};
@@ -153,6 +154,8 @@ pub struct Relay {
     sleep: Pin<Box<Sleep>>,
     last_frame: tokio::time::Instant,
     ctx: Box<RequestCtx>,
+    /// The cut at the drain deadline: a stream still running then ends with an error event.
+    cut: DrainWatch,
     _stream: Option<(StreamGauge, InFlight)>,
     /// Last field: dropped after the context (the end of the request) and the in-flight count, so both are done before the
     /// backend sees the connection close.
@@ -199,6 +202,7 @@ impl Relay {
             idle,
             sleep: Box::pin(tokio::time::sleep(idle)),
             last_frame: coarse_now(),
+            cut: ctx.gateway.run.watch_cut(),
             ctx,
             _stream: Some((StreamGauge(gauge), in_flight)),
         };
@@ -216,6 +220,7 @@ impl Relay {
             idle,
             sleep: Box::pin(tokio::time::sleep(idle)),
             last_frame: coarse_now(),
+            cut: ctx.gateway.run.watch_cut(),
             ctx,
             _stream: None,
         }
@@ -330,6 +335,12 @@ impl Body for Relay {
                     };
                 }
                 Poll::Pending => loop {
+                    if this.cut.poll(cx).is_ready() {
+                        return this.broken(
+                            "shutdown",
+                            "The gateway is shutting down: the stream was cut at its drain deadline.",
+                        );
+                    }
                     ready!(this.sleep.as_mut().poll(cx));
                     let idle_until = this.last_frame + this.idle;
                     if idle_until > tokio::time::Instant::now() {

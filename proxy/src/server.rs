@@ -24,7 +24,7 @@ use crate::gateway::Gateway;
 use crate::metrics::Metrics;
 use crate::worker;
 
-mod drain;
+pub(crate) mod drain;
 mod h1;
 mod h2;
 
@@ -190,11 +190,25 @@ async fn serve_api(
         .await
         .is_err()
     {
-        // What still runs is cut when the runtime ends; each such request ends as `shutdown`.
-        current.load().run.mark_cut();
-        tracing::warn!(?drain, "drain timeout passed with requests still in flight");
+        // Streams still running end now, each with a final SSE error event (a cut the client
+        // can tell from an end), and get a moment to write it; what still runs after that is
+        // dropped with the runtime. Either way each such request ends as `shutdown`.
+        let running = connections.len();
+        current.load().run.cut();
+        let ended = tokio::time::timeout(CUT_GRACE, connections.wait())
+            .await
+            .is_ok();
+        tracing::warn!(
+            ?drain,
+            connections = running,
+            all_ended = ended,
+            "drain timed out: requests still in flight were cut (streams end with an error event)"
+        );
     }
 }
+
+/// How long connections cut at the drain deadline get to write their last bytes.
+const CUT_GRACE: Duration = Duration::from_secs(1);
 
 /// How long a listener stops accepting after running out of file descriptors or memory.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);

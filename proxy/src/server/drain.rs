@@ -1,4 +1,5 @@
-//! The drain signal as one API loop's connections wait for it.
+//! A one-way signal many tasks wait for: the drain as one API loop's connections wait for it, and
+//! the cut at the drain deadline as the streams still running wait for it.
 //!
 //! A connection waits for its next request most of its life, and every such wait must end when
 //! a drain begins. A channel receiver (`watch`, `Notify`) registers and unregisters the waiting
@@ -12,7 +13,7 @@ use std::task::{Context, Poll, Waker};
 use slab::Slab;
 
 /// One API loop's drain: begun once, seen by each of its connections.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Drain {
     begun: AtomicBool,
     /// The tasks of the connections that wait for it (one slot per connection).
@@ -26,6 +27,11 @@ impl Drain {
         for (_, waker) in self.lock().iter() {
             waker.wake_by_ref();
         }
+    }
+
+    /// Whether it has begun.
+    pub fn is_begun(&self) -> bool {
+        self.begun.load(Ordering::SeqCst)
     }
 
     fn lock(&self) -> MutexGuard<'_, Slab<Waker>> {

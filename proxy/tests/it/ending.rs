@@ -221,7 +221,19 @@ async fn every_request_ends_exactly_once_whichever_way_it_ended() {
     let mut body = response.into_body();
     assert!(next_chunk(&mut body).await.is_some());
     sigterm(&child.0);
-    while let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::from_secs(10), body.frame()).await {}
+    let mut tail = String::new();
+    while let Ok(Some(Ok(frame))) =
+        tokio::time::timeout(Duration::from_secs(10), body.frame()).await
+    {
+        if let Ok(data) = frame.into_data() {
+            tail.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    // Not a silent cut: the stream ends with an error event saying why.
+    assert!(
+        tail.contains("event: error") && tail.contains("\"shutdown\""),
+        "{tail}"
+    );
     let exit = tokio::task::spawn_blocking(move || child.0.wait())
         .await
         .unwrap()
@@ -229,7 +241,12 @@ async fn every_request_ends_exactly_once_whichever_way_it_ended() {
     assert_eq!(exit.code(), Some(0));
     made += 1;
 
-    let records = access_records(&log.join().unwrap());
+    let log = log.join().unwrap();
+    assert!(
+        log.iter().any(|line| line.contains("drain timed out")),
+        "the log does not say the drain timed out"
+    );
+    let records = access_records(&log);
     assert_eq!(records.len() as u32, made, "{records:#?}");
     // One schema: every record has the same fields.
     let schema: BTreeSet<&String> = records[0].keys().collect();
