@@ -87,6 +87,8 @@ pub struct Outcome {
     pub backend: Option<usize>,
     /// Backend attempts made.
     pub attempts: u32,
+    /// The committed attempt is a stream whose outcome is counted when it ends.
+    pub attempt_open: bool,
     /// Time to the committed attempt's response head, from its start.
     pub ttfb: Option<Duration>,
     /// `x-ms-region` of the committed answer.

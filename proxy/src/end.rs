@@ -12,7 +12,8 @@
 use std::sync::Arc;
 use std::sync::LazyLock;
 
-use crate::ctx::RequestCtx;
+use crate::ctx::{Outcome as RequestOutcome, RequestCtx};
+use crate::error::Outcome;
 use crate::metrics::RequestLabels;
 
 /// Consumer label of requests without a known key (one shared allocation).
@@ -49,9 +50,19 @@ impl Drop for RequestCtx {
             });
         }
         let labels = labels(self);
-        self.gateway
+        let gateway = &self.gateway;
+        gateway
             .metrics
             .request(&labels, self.outcome.usage.as_ref());
+        if let (true, Some(backend)) = (self.outcome.attempt_open, self.outcome.backend) {
+            // A committed stream's attempt: `ok` unless the backend broke it.
+            let outcome = match self.outcome.broken {
+                Some("stream_error") => Outcome::StreamError,
+                Some("timeout") => Outcome::Timeout,
+                _ => Outcome::Ok,
+            };
+            gateway.backend_metrics[backend].attempt(outcome);
+        }
         if self.gateway.config.log.access {
             access_record(self, &labels);
         }
@@ -79,8 +90,21 @@ fn labels(ctx: &RequestCtx) -> RequestLabels {
             || EMPTY_LABEL.clone(),
             |i| ctx.gateway.backends[i].config.name.clone(),
         ),
-        status: ctx.outcome.status,
+        status: counted_status(&ctx.outcome),
         stream: ctx.stream,
+    }
+}
+
+/// The status a request counts under: the answer's, unless its body broke after the head went
+/// out (the client saw 200, then an error event or a cut): then the status of what broke it, so
+/// a broken stream never counts as a success.
+fn counted_status(outcome: &RequestOutcome) -> u16 {
+    match outcome.broken {
+        None => outcome.status,
+        Some("stream_error") => 502,
+        Some("timeout") => 504,
+        Some("shutdown") => 503,
+        Some(_) => CLIENT_CLOSED,
     }
 }
 

@@ -76,6 +76,8 @@ pub enum WinnerBody {
 pub struct Winner {
     pub backend: usize,
     pub attempts: u32,
+    /// The committed attempt's outcome is counted when its stream ends.
+    pub attempt_open: bool,
     pub head: BackendHead,
     pub body: WinnerBody,
     pub ttfb: Duration,
@@ -192,6 +194,9 @@ pub async fn attempt(gw: &Gateway, ctx: &RequestCtx) -> Result<Winner, GatewayEr
         let result = try_backend(gw, index, req, now, budget).await;
         let failure = match result {
             Ok((head, body)) => {
+                // A streamed answer's attempt is counted when the stream ends (`ok`, or
+                // `stream_error` if it broke): committing is not succeeding.
+                let streamed = !matches!(body, WinnerBody::Buffered(_));
                 if head.status.is_server_error() {
                     // Passed on because 5xx failover is off: a failure all the same, which must
                     // not lift an unhealthy mark (and, no other backend having answered, is not
@@ -199,7 +204,9 @@ pub async fn attempt(gw: &Gateway, ctx: &RequestCtx) -> Result<Winner, GatewayEr
                     metrics.attempt(Outcome::Http5xx);
                 } else {
                     backend.state.record_success(backend.name());
-                    metrics.attempt(Outcome::Ok);
+                    if !streamed {
+                        metrics.attempt(Outcome::Ok);
+                    }
                     // Another backend answered this request: the 5xx of the ones before were
                     // theirs, not the request's.
                     for &earlier in &answered_5xx {
@@ -215,6 +222,7 @@ pub async fn attempt(gw: &Gateway, ctx: &RequestCtx) -> Result<Winner, GatewayEr
                 return Ok(Winner {
                     backend: index,
                     attempts,
+                    attempt_open: streamed && !head.status.is_server_error(),
                     head,
                     body,
                     ttfb: now.elapsed(),

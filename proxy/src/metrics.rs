@@ -121,16 +121,16 @@ const MODEL_LABELS: usize = 64;
 /// The `model` label of models beyond the first [`MODEL_LABELS`].
 static OTHER_MODEL: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("other"));
 
-/// The `model` label: the body's model, else the deployment in the path. Both come from
-/// clients, and every distinct value becomes time series kept for the life of the process, so
-/// a worker gives its first [`MODEL_LABELS`] models a label each (kept, so the usual few cost no
-/// allocation per request) and counts any further one as `other`.
-pub fn model_label(model: Option<&str>, deployment: Option<&str>) -> Arc<str> {
+/// The `model` label of a model or deployment name. Names come from clients, and every distinct
+/// value becomes time series kept for the life of the process, so a worker gives its first
+/// [`MODEL_LABELS`] names a label each (kept, so the usual few cost no allocation per request)
+/// and counts any further one as `other`.
+pub fn model_label(name: Option<&str>) -> Arc<str> {
     thread_local! {
         static MODELS: std::cell::RefCell<Vec<Arc<str>>> = const { std::cell::RefCell::new(Vec::new()) };
     }
     static EMPTY: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
-    let Some(model) = model.or(deployment) else {
+    let Some(model) = name else {
         return EMPTY.clone();
     };
     MODELS.with_borrow_mut(|kept| {

@@ -94,6 +94,7 @@ fn respond(gw: &Gateway, ctx: &mut RequestCtx, winner: Winner) -> Reply {
     outcome.status = head.status.as_u16();
     outcome.backend = Some(winner.backend);
     outcome.attempts = winner.attempts;
+    outcome.attempt_open = winner.attempt_open;
     outcome.ttfb = Some(winner.ttfb);
     if gw.config.log.access {
         // Only the access record reads it (a copy of the value).

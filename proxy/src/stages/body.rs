@@ -44,11 +44,11 @@ impl BodyStage {
         let bytes = read_body(body, &ctx.head.fields, self.limit).await?;
         let operation = ctx.route.map_or(Operation::Other, |r| r.operation);
         let body = RequestBody::new(bytes, operation, self.stream_usage);
+        // The `model` label: on legacy routes the deployment in the path (what Azure serves,
+        // whatever the body says); elsewhere the body's model (the deployment on v1).
         let deployment = ctx.route.and_then(|r| r.deployment(ctx.head.uri.path()));
-        ctx.model = Some(crate::metrics::model_label(
-            body.model.as_deref(),
-            deployment,
-        ));
+        let named = deployment.or(body.model.as_deref());
+        ctx.model = Some(crate::metrics::model_label(named));
         ctx.stream = body.stream;
         ctx.body = Some(body);
         Ok(())

@@ -13,6 +13,7 @@ mod health;
 mod hostile;
 mod http1;
 mod process;
+mod quotas;
 mod reload;
 mod routing;
 mod sdk;
