@@ -103,6 +103,7 @@ impl Args {
             disconnect_after_chunks: self.disconnect_after_chunks,
             ratelimit_headers: !self.no_ratelimit_headers,
             api_key: self.api_key.clone(),
+            secondary_api_key: None,
             json_style: self.json_style,
             shuffle_keys: self.shuffle_keys,
             // Nothing can read the log of a standalone backend; keep memory flat under load.

@@ -42,6 +42,9 @@ pub struct MockOptions {
     pub ratelimit_headers: bool,
     /// When set, requests must carry `api-key: <key>` or `Authorization: Bearer <key>`.
     pub api_key: Option<String>,
+    /// A second key accepted as well, as an Azure resource's key 2: a key rotation moves
+    /// clients to one key while the other stays valid.
+    pub secondary_api_key: Option<String>,
     /// Layout of every JSON the mock writes: bodies, SSE chunks (a pretty chunk takes one
     /// `data:` line per JSON line), error bodies.
     pub json_style: JsonStyle,
@@ -69,6 +72,7 @@ impl Default for MockOptions {
             disconnect_after_chunks: None,
             ratelimit_headers: true,
             api_key: None,
+            secondary_api_key: None,
             json_style: JsonStyle::Compact,
             shuffle_keys: false,
             record_requests: true,

@@ -108,6 +108,10 @@ fn respond(
     // Authentication first: a wrong key is rejected before anything else is looked at.
     if let Some(key) = &options.api_key
         && !authorized(&parts.headers, key)
+        && !options
+            .secondary_api_key
+            .as_deref()
+            .is_some_and(|second| authorized(&parts.headers, second))
     {
         return reply::unauthorized();
     }

@@ -47,8 +47,12 @@ pub fn watch(
                 }
                 else => return,
             };
+            // The file as last applied (or refused) is not loaded again, whatever the trigger:
+            // hydrenv's release swap is seen by the watch and followed by its SIGHUP, and one
+            // release must not rebuild the gateway twice.
             let contents = std::fs::read(&path).ok();
-            if matches!(trigger, Trigger::FileChanged) && contents == last {
+            if contents == last {
+                tracing::debug!(?trigger, "config unchanged; nothing to reload");
                 continue;
             }
             // Parsing runs off the worker thread, which keeps serving requests meanwhile.

@@ -10,4 +10,5 @@ mod keyvault;
 mod release;
 mod render;
 mod secrets;
+mod soak;
 mod supervise;

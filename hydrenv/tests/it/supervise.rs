@@ -19,13 +19,13 @@ fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
 }
 
 /// Everything a child writes to a pipe, collected by a thread as it arrives.
-struct Collected {
+pub(crate) struct Collected {
     text: Arc<Mutex<String>>,
     reader: std::thread::JoinHandle<()>,
 }
 
 impl Collected {
-    fn from(pipe: impl std::io::Read + Send + 'static) -> Self {
+    pub(crate) fn from(pipe: impl std::io::Read + Send + 'static) -> Self {
         let text = Arc::new(Mutex::new(String::new()));
         let sink = text.clone();
         let reader = std::thread::spawn(move || {
@@ -39,19 +39,19 @@ impl Collected {
         Self { text, reader }
     }
 
-    fn count(&self, needle: &str) -> usize {
+    pub(crate) fn count(&self, needle: &str) -> usize {
         self.text.lock().unwrap().matches(needle).count()
     }
 
     /// Everything, once the pipe closed (the child exited).
-    fn finish(self) -> String {
+    pub(crate) fn finish(self) -> String {
         self.reader.join().unwrap();
         Arc::try_unwrap(self.text).unwrap().into_inner().unwrap()
     }
 }
 
 /// Children of `pid`: (state, command line).
-fn children_of(pid: u32) -> Vec<(String, String)> {
+pub(crate) fn children_of(pid: u32) -> Vec<(String, String)> {
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| {

@@ -114,7 +114,9 @@ async fn usage_is_counted_and_hidden(gw: &proxy::RunningGateway) {
         "usage the client did not ask for: {text}"
     );
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
-    // The mock's completion is eight tokens.
+    // The mock's completion is eight tokens. They are counted when the connection is done with
+    // the answer, which may be a moment after the client read its last byte.
+    wait_until(async || completion().await - before >= 8.0).await;
     assert_eq!(completion().await - before, 8.0);
 }
 
