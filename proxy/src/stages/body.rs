@@ -99,6 +99,8 @@ struct Probe {
     model: Option<String>,
     previous_response_id: Option<String>,
     include_usage: bool,
+    /// A top-level `stream_options` member is there (in any spelling of its key).
+    stream_options: bool,
 }
 
 impl Probe {
@@ -113,15 +115,21 @@ impl Probe {
                 b"stream" => probe.stream = scan.flag()?.unwrap_or(false),
                 b"model" => probe.model = text(scan)?,
                 b"previous_response_id" => probe.previous_response_id = text(scan)?,
-                b"stream_options" if scan.peek()? == b'{' => scan.members(|scan, key| {
-                    if key == b"include_usage" {
-                        probe.include_usage = scan.flag()?.unwrap_or(false);
-                        Some(())
-                    } else {
-                        scan.skip_value()
-                    }
-                })?,
-                b"stream_options" => scan.flag()?.map_or(Some(()), |_| None)?,
+                b"stream_options" if scan.peek()? == b'{' => {
+                    probe.stream_options = true;
+                    scan.members(|scan, key| {
+                        if key == b"include_usage" {
+                            probe.include_usage = scan.flag()?.unwrap_or(false);
+                            Some(())
+                        } else {
+                            scan.skip_value()
+                        }
+                    })?
+                }
+                b"stream_options" => {
+                    probe.stream_options = true;
+                    scan.flag()?.map_or(Some(()), |_| None)?
+                }
                 _ => scan.skip_value()?,
             }
             Some(())
@@ -163,6 +171,7 @@ impl RequestBody {
             model,
             previous_response_id,
             include_usage: wants_usage,
+            stream_options,
         } = probe;
         let inject = add_stream_usage
             && stream
@@ -171,7 +180,10 @@ impl RequestBody {
                 operation,
                 Operation::ChatCompletions | Operation::Completions
             );
-        let (bytes, injected_usage) = match inject.then(|| with_include_usage(&bytes)).flatten() {
+        let rewritten = inject
+            .then(|| with_include_usage(&bytes, stream_options))
+            .flatten();
+        let (bytes, injected_usage) = match rewritten {
             Some(rewritten) => (rewritten, true),
             None => (bytes, false),
         };
@@ -197,13 +209,13 @@ impl RequestBody {
     }
 }
 
-/// The body with `stream_options.include_usage: true`. Usual case (no `stream_options` at all):
-/// the member is inserted before the closing brace, leaving every other byte as the client sent
-/// it, at memchr speed (coding assistants stream with prompts of 100 KB and more). Otherwise the
-/// body is parsed and written again.
-fn with_include_usage(bytes: &[u8]) -> Option<Bytes> {
+/// The body with `stream_options.include_usage: true`. Usual case (the probe saw no
+/// `stream_options` member): the member is inserted before the closing brace, leaving every other
+/// byte as the client sent it (coding assistants stream with prompts of 100 KB and more).
+/// Otherwise the body is parsed and written again.
+fn with_include_usage(bytes: &[u8], has_stream_options: bool) -> Option<Bytes> {
     // Only called for bodies that parsed as a JSON object.
-    if memchr::memmem::find(bytes, b"\"stream_options\"").is_none() {
+    if !has_stream_options {
         let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace())?;
         if bytes[end] == b'}' {
             let empty = bytes[..end].iter().rev().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
@@ -298,6 +310,23 @@ mod tests {
             std::str::from_utf8(&null.bytes).unwrap(),
             r#"{"stream":true,"stream_options":{"include_usage":true}}"#
         );
+    }
+
+    #[test]
+    fn a_stream_options_key_spelled_with_escapes_is_still_the_one_member() {
+        let body = RequestBody::new(
+            Bytes::from_static(
+                br#"{"stream":true,"stream\u005foptions":{"include_usage":false,"x":1}}"#,
+            ),
+            Operation::ChatCompletions,
+            true,
+        );
+        assert!(body.injected_usage);
+        let v: serde_json::Value = serde_json::from_slice(&body.bytes).unwrap();
+        let object = v.as_object().unwrap();
+        assert_eq!(object.len(), 2, "{v}");
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(v["stream_options"]["x"], 1);
     }
 
     #[test]
