@@ -501,3 +501,36 @@ async fn ambiguous_paths_are_refused_before_any_backend_sees_them() {
         200
     );
 }
+
+/// A HEAD request's answer carries no body, yet its request is complete: it counts as answered
+/// (its status), not as a client gone mid-answer.
+#[tokio::test]
+async fn a_head_request_counts_as_answered() {
+    let backend = mock("a").await;
+    let gw = gateway(&config_yaml(&[b("a", backend.url())], "")).await;
+    let mut conn = TcpStream::connect(gw.addr).await.unwrap();
+    conn.write_all(b"HEAD /nope HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = BytesMut::new();
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        assert!(read_more(&mut conn, &mut buf).await);
+    }
+    assert!(buf.starts_with(b"HTTP/1.1 404"));
+    wait_until(async || {
+        metric_sum(
+            &metrics(&gw).await,
+            "gateway_requests_total",
+            &["status=\"404\""],
+        ) == 1.0
+    })
+    .await;
+    assert_eq!(
+        metric_sum(
+            &metrics(&gw).await,
+            "gateway_requests_total",
+            &["status=\"499\""]
+        ),
+        0.0
+    );
+}
