@@ -167,6 +167,11 @@ impl<'a> Scan<'a> {
 
     /// A cursor over a value found `depth` objects or arrays deep in a larger document, so that
     /// the nesting bound counts from the document's top.
+    /// Where the cursor is in its text.
+    pub(crate) fn offset(&self) -> usize {
+        self.at
+    }
+
     pub(crate) fn nested(text: &'a [u8], depth: u32) -> Self {
         Self {
             text,

@@ -115,6 +115,7 @@ static ESCAPE: std::sync::LazyLock<memmem::Finder<'static>> =
 /// name appears with its quotes, or one of its letters is written as a `\u00XX` escape.
 pub struct KeyName {
     quoted: memmem::Finder<'static>,
+    quoted_rev: memmem::FinderRev<'static>,
     quoted_len: usize,
     letters: &'static [u8],
 }
@@ -128,6 +129,7 @@ impl KeyName {
             .unwrap_or(quoted);
         Self {
             quoted: memmem::Finder::new(quoted),
+            quoted_rev: memmem::FinderRev::new(quoted),
             quoted_len: quoted.len(),
             letters,
         }
@@ -161,6 +163,11 @@ impl KeyName {
             })
         };
         self.quoted.find_iter(text).any(|at| !rules_out(at)) || self.may_be_escaped(text)
+    }
+
+    /// Where the name last appears with its quotes, as written.
+    pub fn rfind_quoted(&self, text: &[u8]) -> Option<usize> {
+        self.quoted_rev.rfind(text)
     }
 
     /// Where the name first appears with its quotes, as written.

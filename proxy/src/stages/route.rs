@@ -55,6 +55,17 @@ pub fn ambiguity(path: &str, test_mode: bool) -> Option<&'static str> {
     };
     let rest = path.strip_prefix("/openai/")?;
     let rest = rest.strip_suffix('/').unwrap_or(rest);
+    // The usual path has none of the bytes an ambiguity needs (`.` `%` `\\`, or two `/` in a
+    // row): one pass over it decides.
+    let mut previous = b'/';
+    let plain = rest.bytes().all(|b| {
+        let fine = !matches!(b, b'.' | b'%' | b'\\') && !(b == b'/' && previous == b'/');
+        previous = b;
+        fine
+    });
+    if plain {
+        return None;
+    }
     if rest.contains('\\') {
         return Some("it contains a backslash");
     }
