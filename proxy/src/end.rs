@@ -49,6 +49,11 @@ impl Drop for RequestCtx {
                 "client_closed"
             });
         }
+        // Settled first: a reservation sees the whole context. The labels then take over what
+        // they need from it (moved, not cloned: the consumer's name is shared by every worker).
+        for reservation in std::mem::take(&mut self.reservations) {
+            reservation.settle(self);
+        }
         let labels = labels(self);
         let gateway = &self.gateway;
         gateway
@@ -66,15 +71,12 @@ impl Drop for RequestCtx {
         if self.gateway.config.log.access {
             access_record(self, &labels);
         }
-        for reservation in std::mem::take(&mut self.reservations) {
-            reservation.settle(self);
-        }
     }
 }
 
 /// The request's metric labels (low cardinality: route and operation, consumer name, bounded
 /// model label, backend name, status).
-fn labels(ctx: &RequestCtx) -> RequestLabels {
+fn labels(ctx: &mut RequestCtx) -> RequestLabels {
     let (route, operation) = ctx.route.map_or(("none", "none"), |r| {
         (r.family.label(), r.operation.label())
     });
@@ -83,9 +85,9 @@ fn labels(ctx: &RequestCtx) -> RequestLabels {
         operation,
         consumer: ctx
             .consumer
-            .as_ref()
-            .map_or_else(|| ANONYMOUS.clone(), |c| c.name.clone()),
-        model: ctx.model.clone().unwrap_or_else(|| EMPTY_LABEL.clone()),
+            .take()
+            .map_or_else(|| ANONYMOUS.clone(), |c| c.name),
+        model: ctx.model.take().unwrap_or_else(|| EMPTY_LABEL.clone()),
         backend: ctx.outcome.backend.map_or_else(
             || EMPTY_LABEL.clone(),
             |i| ctx.gateway.backends[i].config.name.clone(),

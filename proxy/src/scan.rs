@@ -113,21 +113,6 @@ fn structural_bytes(word: u64) -> u64 {
         | zero_bytes_exact(folded ^ CLOSE)
 }
 
-/// Where the first structural byte of `text` is, eight bytes at a time.
-fn next_structural(text: &[u8]) -> Option<usize> {
-    let mut words = text.chunks_exact(8);
-    let mut at = 0;
-    for word in &mut words {
-        let hits = structural_bytes(u64::from_le_bytes(word.try_into().unwrap_or_default()));
-        if hits != 0 {
-            return Some(at + (hits.trailing_zeros() / 8) as usize);
-        }
-        at += 8;
-    }
-    let tail = words.remainder().iter().position(|&b| is_structural(b))?;
-    Some(at + tail)
-}
-
 /// Where the last structural byte of `text` is, eight bytes at a time from the end.
 pub(crate) fn prev_structural(text: &[u8]) -> Option<usize> {
     let mut words = text.rchunks_exact(8);
@@ -312,10 +297,11 @@ impl<'a> Scan<'a> {
         }
         self.depth += 1;
         if self.eat(b'}').is_none() {
+            // Filled only for a key with escapes; set up once, not per key.
+            let mut buffer = [0; text::KEY_MAX];
             loop {
                 let raw = self.string()?;
                 self.eat(b':')?;
-                let mut buffer = [0; text::KEY_MAX];
                 member(self, text::key(raw, &mut buffer)?)?;
                 match self.peek()? {
                     b',' => self.at += 1,
@@ -347,39 +333,101 @@ impl<'a> Scan<'a> {
         }
     }
 
+    /// Skips the array or object under the cursor, eight bytes at a time: in a word without a
+    /// backslash, the quotes and brackets are found as bit masks, which brackets are inside
+    /// strings follows from the quotes' running parity, and only the brackets outside strings
+    /// are looked at one by one; a word with a backslash (or right after one) is read byte by
+    /// byte. Dense JSON (filter verdicts, tool schemas) has a token every few bytes, which a
+    /// token-by-token walk pays for each.
     fn skip_container(&mut self) -> Option<()> {
         let room = MAX_DEPTH - self.depth;
+        let text = self.text;
         // One bit per open level, innermost lowest: 1 for an object, 0 for an array.
         let mut kinds: u128 = 0;
-        let mut depth = 0;
-        loop {
-            self.at += next_structural(self.text.get(self.at..)?)?;
-            match self.text[self.at] {
-                b'"' => {
-                    self.string()?;
-                    continue;
+        let mut depth: u32 = 0;
+        let mut in_string = false;
+        let mut escaped = false;
+        let mut at = self.at;
+        // A bracket outside strings: `None` to go on, `Some(end)` when the container closed.
+        let mut bracket = |byte: u8, position: usize| -> Option<Option<usize>> {
+            if matches!(byte, b'{' | b'[') {
+                if depth == room {
+                    return None;
                 }
-                open @ (b'{' | b'[') => {
-                    if depth == room {
-                        return None;
-                    }
-                    kinds = (kinds << 1) | u128::from(open == b'{');
-                    depth += 1;
-                }
-                close => {
-                    if (kinds & 1 == 1) != (close == b'}') {
-                        return None;
-                    }
-                    kinds >>= 1;
-                    depth -= 1;
-                }
+                kinds = (kinds << 1) | u128::from(byte == b'{');
+                depth += 1;
+                return Some(None);
             }
-            self.at += 1;
-            if depth == 0 {
-                return Some(());
+            if depth == 0 || (kinds & 1 == 1) != (byte == b'}') {
+                return None;
+            }
+            kinds >>= 1;
+            depth -= 1;
+            Some((depth == 0).then_some(position + 1))
+        };
+        while at < text.len() {
+            let word = text
+                .get(at..at + 8)
+                .map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default()));
+            match word {
+                Some(word) if !escaped && byte_mask(word, b'\\') == 0 => {
+                    let quotes = byte_mask(word, b'"');
+                    let folded = word | u64::from_ne_bytes([0x20; 8]);
+                    let brackets = byte_mask(folded, b'{') | byte_mask(folded, b'}');
+                    // Bit i: inside a string at byte i (an odd count of quotes up to it).
+                    let mut inside = quotes;
+                    inside ^= inside << 1;
+                    inside ^= inside << 2;
+                    inside ^= inside << 4;
+                    if in_string {
+                        inside = !inside;
+                    }
+                    let mut outside = brackets & !inside;
+                    while outside != 0 {
+                        let i = outside.trailing_zeros() as usize;
+                        outside &= outside - 1;
+                        if let Some(end) = bracket(text[at + i], at + i)? {
+                            self.at = end;
+                            return Some(());
+                        }
+                    }
+                    in_string ^= quotes.count_ones() % 2 == 1;
+                    at += 8;
+                }
+                _ => {
+                    // Byte by byte: a word with a backslash, one right after one, or the tail.
+                    let end = (at + 8).min(text.len());
+                    for (position, &byte) in text.iter().enumerate().take(end).skip(at) {
+                        if in_string {
+                            if escaped {
+                                escaped = false;
+                            } else if byte == b'\\' {
+                                escaped = true;
+                            } else if byte == b'"' {
+                                in_string = false;
+                            }
+                        } else if byte == b'"' {
+                            in_string = true;
+                        } else if matches!(byte, b'{' | b'[' | b'}' | b']')
+                            && let Some(end) = bracket(byte, position)?
+                        {
+                            self.at = end;
+                            return Some(());
+                        }
+                    }
+                    at = end;
+                }
             }
         }
+        None
     }
+}
+
+/// One bit per byte of `word` (bit i for byte i, little-endian) that equals `byte`.
+fn byte_mask(word: u64, byte: u8) -> u8 {
+    let hits = zero_bytes_exact(word ^ u64::from_ne_bytes([byte; 8]));
+    // The high bit of each byte, gathered into one byte (no two partial products overlap).
+    ((hits >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56) as u8
 }
 
 #[cfg(test)]

@@ -56,8 +56,11 @@ pub fn find_usage(json: &[u8]) -> Option<Usage> {
     }
     let mut found = None;
     documents(json, |document| {
-        if let Some(usage) = locate(document).and_then(|(object, depth)| read(object, depth)) {
-            found = Some(usage);
+        let usage = last_member_usage(document).or_else(|| {
+            locate_walking_back(document).and_then(|(object, depth)| read(object, depth))
+        });
+        if usage.is_some() {
+            found = usage;
         }
     });
     found
@@ -99,18 +102,18 @@ fn locate(document: &[u8]) -> Option<(&[u8], u32)> {
 /// that is the top-level usage (the last of duplicates, when no later key spells `usage` with
 /// escapes: a key with a backslash sends the search to the walk). `None` means "not shown this
 /// way" (a `response.usage`, an escaped key, a usage nested deeper), and the walk decides.
-fn last_member_object(document: &[u8]) -> Option<&[u8]> {
+/// Returns where the object is, and the cursor after it (for [`last_member_usage`] to read it).
+fn last_member(document: &[u8]) -> Option<(usize, Scan<'_>)> {
     let at = USAGE.rfind_quoted(document)?;
     let after_key = at + b"\"usage\"".len();
     let mut scan = Scan::nested(&document[after_key..], 1);
     scan.eat(b':')?;
-    if scan.peek()? != b'{' {
-        return None;
-    }
-    let start = after_key + scan.offset();
-    scan.skip_value()?;
-    let end = after_key + scan.offset();
-    loop {
+    (scan.peek()? == b'{').then_some((after_key, scan))
+}
+
+/// Whether the members after the cursor close the document: `(, key: value)* }` and nothing.
+fn closes_the_document(mut scan: Scan<'_>) -> bool {
+    let mut close = || loop {
         match scan.peek()? {
             b',' => {
                 scan.eat(b',')?;
@@ -122,11 +125,28 @@ fn last_member_object(document: &[u8]) -> Option<&[u8]> {
             }
             b'}' => {
                 scan.eat(b'}')?;
-                return scan.at_end().then(|| &document[start..end]);
+                return scan.at_end().then_some(());
             }
             _ => return None,
         }
-    }
+    };
+    close().is_some()
+}
+
+/// [`last_member`]'s object, located (for [`mentions_usage_object`]).
+fn last_member_object(document: &[u8]) -> Option<&[u8]> {
+    let (base, mut scan) = last_member(document)?;
+    let start = base + scan.offset();
+    scan.skip_value()?;
+    let end = base + scan.offset();
+    closes_the_document(scan).then(|| &document[start..end])
+}
+
+/// [`last_member`]'s object, read in the same pass (for [`find_usage`]).
+fn last_member_usage(document: &[u8]) -> Option<Usage> {
+    let (_, mut scan) = last_member(document)?;
+    let usage = read_at(&mut scan)?;
+    closes_the_document(scan).then_some(usage)
 }
 
 /// [`locate`] by walking the members from the end.
@@ -202,6 +222,12 @@ struct Counters {
 /// everything else is skipped. Chat names win over Responses names when both are there.
 fn read(object: &[u8], depth: u32) -> Option<Usage> {
     let mut scan = Scan::nested(object, depth);
+    let usage = read_at(&mut scan)?;
+    scan.at_end().then_some(usage)
+}
+
+/// Reads the usage object under the cursor, and moves it past the object.
+fn read_at(scan: &mut Scan<'_>) -> Option<Usage> {
     let mut counters = Counters::default();
     scan.members(|scan, key| {
         let c = &mut counters;
@@ -223,9 +249,6 @@ fn read(object: &[u8], depth: u32) -> Option<Usage> {
         }
         Some(())
     })?;
-    if !scan.at_end() {
-        return None;
-    }
     let c = counters;
     let either = |first: Counter, second: Counter| -> Option<u64> {
         match first.or(second) {

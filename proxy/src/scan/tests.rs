@@ -26,7 +26,31 @@ fn string_end_finds_the_first_quote_or_backslash_at_any_position() {
 }
 
 #[test]
-fn structural_searches_find_the_first_and_last_bracket_or_quote() {
+fn byte_masks_mark_exactly_the_bytes_that_match() {
+    // Near-misses too: bytes one off, and the ones bit 5 folds.
+    let misses = [
+        b'!', b'#', b'Z', b'^', b'z', b'|', b'~', 0x02, 0x3b, 0x3d, 0xfb, 0xdb, b'a', 0x80,
+    ];
+    for needle in [b'"', b'\\', b'{', b'}'] {
+        for bits in 0..=255u8 {
+            let bytes: [u8; 8] = std::array::from_fn(|i| {
+                if bits & (1 << i) != 0 {
+                    needle
+                } else {
+                    misses[(i + usize::from(bits)) % misses.len()]
+                }
+            });
+            assert_eq!(
+                byte_mask(u64::from_le_bytes(bytes), needle),
+                bits,
+                "{bytes:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn structural_searches_find_the_last_bracket_or_quote() {
     // Near-misses: the bytes one off each structural byte, and the ones bit 5 folds.
     let misses = [
         b'!', b'#', b'Z', b'\\', b'^', b'z', b'|', b'~', 0x02, 0x3b, 0x3d, 0xfb, 0xdb, b'a',
@@ -36,17 +60,14 @@ fn structural_searches_find_the_first_and_last_bracket_or_quote() {
             for at in 0..len {
                 let mut text: Vec<u8> = (0..len).map(|i| misses[i % misses.len()]).collect();
                 text[at] = stop;
-                assert_eq!(next_structural(&text), Some(at), "len {len}, at {at}");
                 assert_eq!(prev_structural(&text), Some(at), "len {len}, at {at}");
                 if at + 1 < len {
                     text[at + 1] = b'"';
-                    assert_eq!(next_structural(&text), Some(at));
                     assert_eq!(prev_structural(&text), Some(at + 1));
                 }
             }
         }
         let none: Vec<u8> = (0..len).map(|i| misses[i % misses.len()]).collect();
-        assert_eq!(next_structural(&none), None);
         assert_eq!(prev_structural(&none), None);
     }
 }

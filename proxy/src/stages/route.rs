@@ -59,7 +59,7 @@ pub fn ambiguity(path: &str, test_mode: bool) -> Option<&'static str> {
     // row): one pass over it decides.
     let mut previous = b'/';
     let plain = rest.bytes().all(|b| {
-        let fine = !matches!(b, b'.' | b'%' | b'\\') && !(b == b'/' && previous == b'/');
+        let fine = !(matches!(b, b'.' | b'%' | b'\\') || (b == b'/' && previous == b'/'));
         previous = b;
         fine
     });
