@@ -52,7 +52,7 @@ impl Wanted<'_> {
             .deployment(self.ctx.head.uri.path())
             .or(self.body.model.as_deref());
         match named {
-            Some(name) => backend.deployments.get(name).map_or(name, String::as_str),
+            Some(name) => backend.deployment(name),
             None => "",
         }
     }

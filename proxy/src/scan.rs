@@ -370,21 +370,24 @@ impl<'a> Scan<'a> {
                 .get(at..at + 8)
                 .map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default()));
             match word {
-                Some(word) if !escaped && byte_mask(word, b'\\') == 0 => {
-                    let quotes = byte_mask(word, b'"');
+                Some(word) if !escaped && !has_byte(word, b'\\') => {
+                    // High bit of each byte: a quote there, a bracket there.
+                    let quotes = zero_bytes_exact(word ^ u64::from_ne_bytes([b'"'; 8]));
                     let folded = word | u64::from_ne_bytes([0x20; 8]);
-                    let brackets = byte_mask(folded, b'{') | byte_mask(folded, b'}');
-                    // Bit i: inside a string at byte i (an odd count of quotes up to it).
+                    let brackets = zero_bytes_exact(folded ^ u64::from_ne_bytes([b'{'; 8]))
+                        | zero_bytes_exact(folded ^ u64::from_ne_bytes([b'}'; 8]));
+                    // Inside a string at byte i: an odd count of quotes up to it (prefix XOR of
+                    // the high bits, byte by byte), flipped when the word starts in one.
                     let mut inside = quotes;
-                    inside ^= inside << 1;
-                    inside ^= inside << 2;
-                    inside ^= inside << 4;
+                    inside ^= inside << 8;
+                    inside ^= inside << 16;
+                    inside ^= inside << 32;
                     if in_string {
-                        inside = !inside;
+                        inside ^= HIGHS;
                     }
                     let mut outside = brackets & !inside;
                     while outside != 0 {
-                        let i = outside.trailing_zeros() as usize;
+                        let i = (outside.trailing_zeros() / 8) as usize;
                         outside &= outside - 1;
                         if let Some(end) = bracket(text[at + i], at + i)? {
                             self.at = end;
@@ -423,11 +426,9 @@ impl<'a> Scan<'a> {
     }
 }
 
-/// One bit per byte of `word` (bit i for byte i, little-endian) that equals `byte`.
-fn byte_mask(word: u64, byte: u8) -> u8 {
-    let hits = zero_bytes_exact(word ^ u64::from_ne_bytes([byte; 8]));
-    // The high bit of each byte, gathered into one byte (no two partial products overlap).
-    ((hits >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56) as u8
+/// Whether some byte of `word` is `byte`.
+fn has_byte(word: u64, byte: u8) -> bool {
+    zero_bytes(word ^ u64::from_ne_bytes([byte; 8])) != 0
 }
 
 #[cfg(test)]

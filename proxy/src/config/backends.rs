@@ -68,6 +68,25 @@ pub struct BackendConfig {
     pub api_version: Option<String>,
 }
 
+impl BackendConfig {
+    /// The deployment `name` is on this backend: its alias target, else `name` itself. Most
+    /// backends have no aliases: then nothing is hashed.
+    pub fn deployment<'a>(&'a self, name: &'a str) -> &'a str {
+        if self.deployments.is_empty() {
+            return name;
+        }
+        self.deployments.get(name).map_or(name, String::as_str)
+    }
+
+    /// The alias target of `name`, if this backend has one.
+    pub fn alias(&self, name: &str) -> Option<&str> {
+        if self.deployments.is_empty() {
+            return None;
+        }
+        self.deployments.get(name).map(String::as_str)
+    }
+}
+
 pub(super) fn resolve(raw: Vec<RawBackend>, problems: &mut Problems) -> Vec<BackendConfig> {
     if raw.is_empty() {
         problems.push("backends", "at least one backend is required");

@@ -26,12 +26,12 @@ fn string_end_finds_the_first_quote_or_backslash_at_any_position() {
 }
 
 #[test]
-fn byte_masks_mark_exactly_the_bytes_that_match() {
+fn a_word_holds_a_byte_exactly_when_one_of_its_bytes_is_it() {
     // Near-misses too: bytes one off, and the ones bit 5 folds.
     let misses = [
         b'!', b'#', b'Z', b'^', b'z', b'|', b'~', 0x02, 0x3b, 0x3d, 0xfb, 0xdb, b'a', 0x80,
     ];
-    for needle in [b'"', b'\\', b'{', b'}'] {
+    for needle in [b'"', b'\\'] {
         for bits in 0..=255u8 {
             let bytes: [u8; 8] = std::array::from_fn(|i| {
                 if bits & (1 << i) != 0 {
@@ -41,8 +41,8 @@ fn byte_masks_mark_exactly_the_bytes_that_match() {
                 }
             });
             assert_eq!(
-                byte_mask(u64::from_le_bytes(bytes), needle),
-                bits,
+                has_byte(u64::from_le_bytes(bytes), needle),
+                bits != 0,
                 "{bytes:?}"
             );
         }

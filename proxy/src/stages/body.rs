@@ -198,10 +198,7 @@ impl RequestBody {
 
     /// The body for one backend: `model` rewritten when the backend aliases it.
     pub fn for_backend(&self, backend: &BackendConfig) -> Bytes {
-        let real = self
-            .model
-            .as_deref()
-            .and_then(|m| backend.deployments.get(m));
+        let real = self.model.as_deref().and_then(|m| backend.alias(m));
         match real {
             None => self.bytes.clone(),
             Some(real) => rewrite_model(&self.bytes, real).unwrap_or_else(|| self.bytes.clone()),

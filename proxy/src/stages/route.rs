@@ -340,7 +340,7 @@ pub fn write_upstream_path_and_query(
 ) {
     let path = route.path(request_path);
     match (route.deployment(request_path), route.family) {
-        (Some(deployment), Family::Legacy) => match backend.deployments.get(deployment) {
+        (Some(deployment), Family::Legacy) => match backend.alias(deployment) {
             Some(real) => {
                 out.push_str("/openai/deployments/");
                 out.push_str(real);
