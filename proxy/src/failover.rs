@@ -151,11 +151,13 @@ pub async fn attempt(gw: &Gateway, ctx: &RequestCtx) -> Result<Winner, GatewayEr
             }
             break;
         }
-        let deployment = req.deployment_on(&backend.config);
-        match backend
+        // The deployment's quota slot, looked up once per attempt (before the request goes out:
+        // afterwards the request's bytes are cold).
+        let quota = backend
             .state
-            .availability(deployment, &upstream.passive_health)
-        {
+            .quotas
+            .slot(req.deployment_on(&backend.config));
+        match backend.state.availability(quota, &upstream.passive_health) {
             Ok(()) => {}
             Err(Unavailable::CoolingDown { until_ms }) => {
                 earliest_reopen = Some(earliest_reopen.map_or(until_ms, |e| e.min(until_ms)));
@@ -191,7 +193,7 @@ pub async fn attempt(gw: &Gateway, ctx: &RequestCtx) -> Result<Winner, GatewayEr
         attempts += 1;
         let budget = deadline - now;
         let _in_flight = backend.state.track();
-        let result = try_backend(gw, index, req, now, budget).await;
+        let result = try_backend(gw, index, req, quota, (now, budget)).await;
         let failure = match result {
             Ok((head, body)) => {
                 // A streamed answer's attempt is counted when the stream ends (`ok`, or
@@ -249,12 +251,8 @@ pub async fn attempt(gw: &Gateway, ctx: &RequestCtx) -> Result<Winner, GatewayEr
             answered_5xx.push(index);
         }
         if throttled {
-            let until = now_ms().saturating_add(millis(
-                backend
-                    .state
-                    .quotas
-                    .with(deployment, Quota::cooldown_remaining),
-            ));
+            let until = now_ms()
+                .saturating_add(millis(backend.state.quotas.at(quota).cooldown_remaining()));
             earliest_reopen = Some(earliest_reopen.map_or(until, |e| e.min(until)));
         }
         tracing::debug!(backend = %backend.name(), outcome = outcome.label(), "attempt failed");
@@ -414,8 +412,8 @@ async fn try_backend(
     gw: &Gateway,
     index: usize,
     req: &Wanted<'_>,
-    now: Instant,
-    budget: Duration,
+    quota: usize,
+    (now, budget): (Instant, Duration),
 ) -> Result<(BackendHead, WinnerBody), Failure> {
     let backend = &gw.backends[index];
     let upstream = &gw.config.upstream;
@@ -474,16 +472,14 @@ async fn try_backend(
     };
     let (head, body) = response;
     let status = head.status.as_u16();
-    let deployment = req.deployment_on(&backend.config);
-    backend.state.quotas.with(deployment, |quota| {
-        quota.set_remaining(
-            header_i64(&head.fields, REMAINING_TOKENS),
-            header_i64(&head.fields, REMAINING_REQUESTS),
-        );
-        if status == 429 && triggers.http_429 {
-            quota.cool_down(retry_hint(&head.fields).unwrap_or(upstream.default_cooldown));
-        }
-    });
+    let quota = backend.state.quotas.at(quota);
+    quota.set_remaining(
+        header_i64(&head.fields, REMAINING_TOKENS),
+        header_i64(&head.fields, REMAINING_REQUESTS),
+    );
+    if status == 429 && triggers.http_429 {
+        quota.cool_down(retry_hint(&head.fields).unwrap_or(upstream.default_cooldown));
+    }
     if status == 429 && triggers.http_429 {
         body.release();
         return Err(Failure::Status {
@@ -509,7 +505,7 @@ async fn try_backend(
         .map(|v| v.starts_with(b"text/event-stream"))
         .unwrap_or(req.body.stream);
     if head.status.is_success() && is_sse {
-        return open_stream(body, idle, upstream.default_cooldown, backend, deployment)
+        return open_stream(body, idle, upstream.default_cooldown, quota)
             .await
             .map(|body| (head, body));
     }
@@ -602,8 +598,7 @@ async fn open_stream(
     mut body: UpstreamBody,
     idle: Duration,
     default_cooldown: Duration,
-    backend: &crate::backend::Backend,
-    deployment: &str,
+    quota: &Quota,
 ) -> Result<WinnerBody, Failure> {
     let mut framer = Framer::default();
     let mut prefetched = Vec::new();
@@ -646,10 +641,7 @@ async fn open_stream(
                         "too_many_requests" | "rate_limit_exceeded" | "429"
                     );
                     if throttled {
-                        backend
-                            .state
-                            .quotas
-                            .with(deployment, |quota| quota.cool_down(default_cooldown));
+                        quota.cool_down(default_cooldown);
                     }
                     return Err(Failure::Stream { code, throttled });
                 }

@@ -3,13 +3,16 @@
 //! `x-ratelimit-remaining-*` seen are kept per backend *and* deployment (the real deployment name
 //! on that backend, after alias rewriting).
 //!
-//! Read lock-free on every attempt: a copy-on-write map behind an `ArcSwap`; a deployment seen for
-//! the first time is added once. Deployment names come from clients, so a backend keeps at most
-//! [`MAX_DEPLOYMENTS`]; any further name shares one overflow entry.
+//! A deployment's name is looked up once per attempt, before the request goes out ([`Quotas::slot`]:
+//! a lock-free copy-on-write map behind an `ArcSwap`, read without a lock); what the answer says is
+//! then written through the slot number ([`Quotas::at`]), without hashing the name again (its bytes
+//! are cold by the time the answer is in). Slots are never freed while the backend lives, so a
+//! slot number stays good. Deployment names come from clients, so a backend keeps at most
+//! [`MAX_DEPLOYMENTS`]; any further name shares one overflow slot.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -19,8 +22,8 @@ use crate::clock::now_ms;
 
 /// Deployments tracked per backend at most.
 pub const MAX_DEPLOYMENTS: usize = 256;
-/// The key of the entry the deployments beyond [`MAX_DEPLOYMENTS`] share.
-const OVERFLOW: &str = "\u{0}other";
+/// The slot the deployments beyond [`MAX_DEPLOYMENTS`] share.
+const OVERFLOW: usize = MAX_DEPLOYMENTS;
 
 /// One deployment's quota state.
 #[derive(Debug)]
@@ -97,54 +100,66 @@ impl Quota {
     }
 }
 
-type Map = HashMap<Box<str>, Arc<Quota>, FxBuildHasher>;
+type Names = HashMap<Box<str>, usize, FxBuildHasher>;
 
 /// The quotas of one backend's deployments.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Quotas {
-    map: ArcSwap<Map>,
+    names: ArcSwap<Names>,
+    /// One per name in `names`, plus the overflow slot; filled once, never emptied.
+    slots: Box<[OnceLock<Quota>]>,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Self {
+            names: ArcSwap::default(),
+            slots: (0..=MAX_DEPLOYMENTS).map(|_| OnceLock::new()).collect(),
+        }
+    }
 }
 
 impl Quotas {
-    /// Runs `use_it` on the quota of `deployment`, adding it the first time it is seen.
-    pub fn with<R>(&self, deployment: &str, use_it: impl FnOnce(&Quota) -> R) -> R {
-        let full = |map: &Map| map.len() >= MAX_DEPLOYMENTS && map.contains_key(OVERFLOW);
-        {
-            let map = self.map.load();
-            if let Some(quota) = map.get(deployment) {
-                return use_it(quota);
-            }
-            if full(&map) {
-                return use_it(&map[OVERFLOW]);
-            }
+    /// The slot of `deployment`, given one the first time it is seen.
+    pub fn slot(&self, deployment: &str) -> usize {
+        if let Some(&slot) = self.names.load().get(deployment) {
+            return slot;
         }
-        self.map.rcu(|map| {
-            if map.contains_key(deployment) || full(map) {
-                return Arc::clone(map);
+        let mut given = OVERFLOW;
+        self.names.rcu(|names| {
+            if let Some(&slot) = names.get(deployment) {
+                given = slot;
+                return Arc::clone(names);
             }
-            let mut map = Map::clone(map);
-            let key = if map.len() < MAX_DEPLOYMENTS {
-                deployment
-            } else {
-                OVERFLOW
-            };
-            map.entry(key.into()).or_default();
-            Arc::new(map)
+            if names.len() >= MAX_DEPLOYMENTS {
+                given = OVERFLOW;
+                return Arc::clone(names);
+            }
+            given = names.len();
+            let mut names = Names::clone(names);
+            names.insert(deployment.into(), given);
+            Arc::new(names)
         });
-        let map = self.map.load();
-        let quota = map
-            .get(deployment)
-            .or_else(|| map.get(OVERFLOW))
-            .cloned()
-            .unwrap_or_default();
-        use_it(&quota)
+        given
+    }
+
+    /// The quota in `slot` (from [`Quotas::slot`]).
+    pub fn at(&self, slot: usize) -> &Quota {
+        self.slots[slot.min(OVERFLOW)].get_or_init(Quota::default)
+    }
+
+    /// Runs `use_it` on the quota of `deployment`.
+    pub fn with<R>(&self, deployment: &str, use_it: impl FnOnce(&Quota) -> R) -> R {
+        use_it(self.at(self.slot(deployment)))
     }
 
     /// Every deployment seen, with its quota (for the metrics).
     pub fn each(&self, mut visit: impl FnMut(&str, &Quota)) {
-        for (name, quota) in self.map.load().iter() {
-            let name = if &**name == OVERFLOW { "other" } else { name };
-            visit(name, quota);
+        for (name, &slot) in self.names.load().iter() {
+            visit(name, self.at(slot));
+        }
+        if let Some(overflow) = self.slots[OVERFLOW].get() {
+            visit("other", overflow);
         }
     }
 }
@@ -165,6 +180,9 @@ mod tests {
         quotas.with("large", |q| q.set_remaining(Some(5), None));
         assert_eq!(quotas.with("large", Quota::remaining), (Some(5), None));
         assert_eq!(quotas.with("small", Quota::remaining), (None, None));
+        // A slot number stays the deployment's.
+        let slot = quotas.slot("large");
+        assert_eq!(quotas.at(slot).remaining(), (Some(5), None));
     }
 
     #[test]
@@ -176,7 +194,7 @@ mod tests {
         let mut seen = 0;
         quotas.each(|_, _| seen += 1);
         assert_eq!(seen, MAX_DEPLOYMENTS + 1);
-        // The names beyond the bound share one entry; the first ones keep theirs.
+        // The names beyond the bound share one slot; the first ones keep theirs.
         assert_eq!(quotas.with("d0", Quota::remaining), (Some(0), None));
         let last = (MAX_DEPLOYMENTS + 49) as i64;
         assert_eq!(quotas.with("d999999", Quota::remaining), (Some(last), None));
