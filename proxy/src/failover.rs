@@ -502,7 +502,7 @@ async fn try_backend(
     let is_sse = head
         .fields
         .get("content-type")
-        .map(|v| v.starts_with(b"text/event-stream"))
+        .map(is_event_stream)
         .unwrap_or(req.body.stream);
     if head.status.is_success() && is_sse {
         return open_stream(body, idle, upstream.default_cooldown, quota)
@@ -657,4 +657,11 @@ async fn open_stream(
             }
         }
     }
+}
+
+/// Whether a `content-type` value names an event stream: media types are case-insensitive and
+/// may carry parameters and whitespace (RFC 9110 §8.3.1).
+fn is_event_stream(value: &[u8]) -> bool {
+    let media = value.split(|&b| b == b';').next().unwrap_or_default();
+    media.trim_ascii().eq_ignore_ascii_case(b"text/event-stream")
 }

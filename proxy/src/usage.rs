@@ -105,6 +105,16 @@ fn locate(document: &[u8]) -> Option<(&[u8], u32)> {
 /// Returns where the object is, and the cursor after it (for [`last_member_usage`] to read it).
 fn last_member(document: &[u8]) -> Option<(usize, Scan<'_>)> {
     let at = USAGE.rfind_quoted(document)?;
+    // A quote after an odd run of backslashes is inside a string (`"x\"usage": ...` is the
+    // key `x"usage`): not the start of a key, so the walk decides.
+    let backslashes = document[..at]
+        .iter()
+        .rev()
+        .take_while(|&&b| b == b'\\')
+        .count();
+    if backslashes % 2 == 1 {
+        return None;
+    }
     let after_key = at + b"\"usage\"".len();
     let mut scan = Scan::nested(&document[after_key..], 1);
     scan.eat(b':')?;

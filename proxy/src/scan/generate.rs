@@ -308,7 +308,7 @@ fn key() -> impl Strategy<Value = String> {
             "prompt_tokens", "completion_tokens", "total_tokens", "input_tokens",
             "output_tokens", "prompt_tokens_details", "completion_tokens_details",
             "input_tokens_details", "output_tokens_details", "cached_tokens",
-            "reasoning_tokens", "delta", "content",
+            "reasoning_tokens", "delta", "content", "\"usage", "x\\\"usage", "\\usage",
         ])
         .prop_map(str::to_owned),
         1 => text(),

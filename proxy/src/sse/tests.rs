@@ -307,4 +307,3 @@ fn reference_fields(event: &[u8]) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
     )
 }
 
-mod cost;

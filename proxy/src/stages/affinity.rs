@@ -70,25 +70,22 @@ impl Affinity {
         }
         let backend = &ctx.gateway.backends[winner.backend].config.name;
         match &winner.body {
-            WinnerBody::Buffered(bytes) => self.remember_from(bytes, backend).await,
+            WinnerBody::Buffered(bytes) => self.remember_from(Some(bytes), backend).await,
             WinnerBody::Sse { prefetched, .. } => {
+                // Each event read by its data, however it is framed (`id:`, `retry:` or a
+                // comment may come first).
                 for event in prefetched {
-                    self.remember_from(event, backend).await;
+                    self.remember_from(crate::sse::data(event).as_deref(), backend)
+                        .await;
                 }
             }
             WinnerBody::Raw(_) => {}
         }
     }
 
-    /// `body` is a whole Responses object or one SSE event (`event:`/`data:` lines).
-    async fn remember_from(&self, body: &[u8], backend: &Arc<str>) {
-        let event = body.starts_with(b"event:") || body.starts_with(b"data:");
-        let data = match event {
-            true => crate::sse::data(body),
-            false => Some(std::borrow::Cow::Borrowed(body)),
-        };
-        let id = data
-            .as_deref()
+    /// `document` is a whole Responses object, or the data of one SSE event.
+    async fn remember_from(&self, document: Option<&[u8]>, backend: &Arc<str>) {
+        let id = document
             .and_then(created_response_id)
             .filter(|id| id.starts_with("resp"));
         if let Some(id) = id {

@@ -290,3 +290,62 @@ async fn send_within(req: http::Request<http_body_util::Full<bytes::Bytes>>) -> 
     let _ = tokio::time::timeout(Duration::from_secs(30), response.into_body().collect()).await;
     Some(status)
 }
+
+/// A backend may frame its events any valid way: here an `id:` line and a comment come before
+/// `event:`, and the media type is written in mixed case with a parameter. The stream is still
+/// relayed as a stream, and the response it creates pins the follow-ups to that backend
+/// (before, the affinity read such an event as JSON and never learned the id, and a
+/// `Text/Event-Stream` answer was buffered whole).
+#[tokio::test]
+async fn any_valid_sse_framing_is_a_stream_and_pins_its_response() {
+    let scripted = Scripted::start().await;
+    let other = mock("other").await;
+    let gw = gateway_for(&[b("s", scripted.url.clone()), b("other", other.url())]).await;
+    let events = concat!(
+        ": warming up\n",
+        "id: 1\nevent: response.created\n",
+        r#"data: {"type":"response.created","response":{"id":"resp_framed","object":"response","status":"in_progress"}}"#,
+        "\n\n",
+        "id: 2\nretry: 1000\nevent: response.completed\n",
+        r#"data: {"type":"response.completed","response":{"id":"resp_framed","object":"response","status":"completed","usage":{"input_tokens":1,"output_tokens":1,"total_tokens":2}}}"#,
+        "\n\n",
+    );
+    let stream = whole(
+        "200 OK",
+        "Content-Type: Text/Event-Stream; charset=utf-8\r\n",
+        events.as_bytes(),
+    );
+    // Round robin sends the first creates to either backend: until one lands on `s`.
+    let mut landed = false;
+    for _ in 0..4 {
+        scripted.answer(stream.clone());
+        let first = post(
+            gw.addr,
+            RESPONSES,
+            r#"{"model":"gpt-4o","input":"hi","stream":true}"#,
+        )
+        .await;
+        assert_eq!(first.status, 200, "{}", first.text());
+        if first.header("x-gateway-backend") == "s" {
+            assert!(first.text().contains("resp_framed"));
+            landed = true;
+            break;
+        }
+    }
+    assert!(landed, "no create reached the scripted backend");
+    for _ in 0..4 {
+        scripted.answer(whole(
+            "200 OK",
+            "content-type: application/json\r\n",
+            br#"{"id":"resp_next","object":"response","status":"completed","output":[]}"#,
+        ));
+        let next = post(
+            gw.addr,
+            RESPONSES,
+            r#"{"model":"gpt-4o","input":"more","previous_response_id":"resp_framed"}"#,
+        )
+        .await;
+        assert_eq!(next.status, 200, "{}", next.text());
+        assert_eq!(next.header("x-gateway-backend"), "s");
+    }
+}
