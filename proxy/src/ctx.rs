@@ -201,6 +201,7 @@ impl RequestCtx {
     pub fn refused(&mut self, error: &GatewayError) {
         self.outcome.status = error.status().as_u16();
         self.outcome.error = Some(error.code());
+        self.outcome.attempts = error.attempts_sent();
     }
 }
 

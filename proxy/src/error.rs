@@ -109,6 +109,24 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
+    /// Requests sent to backends before the gateway gave up (backends skipped for a cooldown
+    /// or their health are not attempts).
+    pub fn attempts_sent(&self) -> u32 {
+        let records = match self {
+            GatewayError::AllThrottled { attempts, .. }
+            | GatewayError::Exhausted { attempts, .. }
+            | GatewayError::DeadlineExceeded { attempts } => attempts.as_slice(),
+            _ => &[],
+        };
+        let sent = records.iter().filter(|r| {
+            !matches!(
+                r.outcome,
+                Outcome::SkippedCooldown | Outcome::SkippedUnhealthy
+            )
+        });
+        sent.count() as u32
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::NotFound => StatusCode::NOT_FOUND,

@@ -204,6 +204,10 @@ pub async fn attempt(gw: &Gateway, ctx: &RequestCtx) -> Result<Winner, GatewayEr
                     // not lift an unhealthy mark (and, no other backend having answered, is not
                     // held against this one either: see `answered_5xx`).
                     metrics.attempt(Outcome::Http5xx);
+                } else if head.status == http::StatusCode::TOO_MANY_REQUESTS {
+                    // Passed on because 429 failover is off: throttled, not a success (the
+                    // deployment cools down all the same).
+                    metrics.attempt(Outcome::Http429);
                 } else {
                     backend.state.record_success(backend.name());
                     if !streamed {
@@ -224,7 +228,9 @@ pub async fn attempt(gw: &Gateway, ctx: &RequestCtx) -> Result<Winner, GatewayEr
                 return Ok(Winner {
                     backend: index,
                     attempts,
-                    attempt_open: streamed && !head.status.is_server_error(),
+                    attempt_open: streamed
+                        && !head.status.is_server_error()
+                        && head.status != http::StatusCode::TOO_MANY_REQUESTS,
                     head,
                     body,
                     ttfb: now.elapsed(),
@@ -477,7 +483,9 @@ async fn try_backend(
         header_i64(&head.fields, REMAINING_TOKENS),
         header_i64(&head.fields, REMAINING_REQUESTS),
     );
-    if status == 429 && triggers.http_429 {
+    // A 429 cools the deployment down whether or not it fails over (data-plane spec: a backend
+    // cooling down after a 429 is skipped); passed on, it is still the backend's answer.
+    if status == 429 {
         quota.cool_down(retry_hint(&head.fields).unwrap_or(upstream.default_cooldown));
     }
     if status == 429 && triggers.http_429 {

@@ -293,6 +293,8 @@ async fn every_request_ends_exactly_once_whichever_way_it_ended() {
     assert!(r["completion_tokens"].as_u64().unwrap() > 0, "{r:?}");
     let r = expect("failed-over", 502, "all_backends_failed", true, "");
     assert_eq!(r["backend"], "");
+    // A refusal after failover says how many backends it tried.
+    assert_eq!(r["attempts"], 2, "{r:?}");
     expect("gone-mid-stream", 200, "", false, "client_closed");
     let r = expect("gone-before-answer", 499, "client_closed", false, "");
     assert_eq!(r["operation"], "chat_completions");

@@ -598,6 +598,38 @@ async fn a_5xx_passed_through_does_not_count_as_a_success_nor_against_the_backen
     assert_eq!((attempts("http_5xx"), attempts("ok")), (2.0, 0.0));
 }
 
+/// With 429 failover off the 429 goes to the client, but it is throttling all the same: counted
+/// as `http_429` (never `ok`), and the deployment cools down for the time the backend asked, so
+/// the next request is answered by the gateway (429, `Retry-After`) without reaching it.
+#[tokio::test]
+async fn a_429_passed_through_is_throttling_not_a_success() {
+    let backend = mock_with(MockOptions {
+        rate_429: 1.0,
+        retry_after_ms: 30_000,
+        ..opts("a")
+    })
+    .await;
+    let gw = gateway(&config_yaml(
+        &[b("a", backend.url())],
+        "upstream:\n  failover_on: [http_5xx, connect_error, timeout]\n",
+    ))
+    .await;
+    let first = post(gw.addr, CHAT, CHAT_BODY).await;
+    assert_eq!(first.status, 429);
+    assert_eq!(first.header("x-gateway-backend"), "a");
+    let second = post(gw.addr, CHAT, CHAT_BODY).await;
+    assert_eq!(second.status, 429);
+    assert_eq!(second.json()["error"]["code"], "all_backends_throttled");
+    assert!(second.header("retry-after").parse::<u64>().unwrap() > 0);
+    assert_eq!(backend.stats().requests(), 1);
+    let text = metrics(&gw).await;
+    let attempts = |outcome: &str| {
+        let outcome = format!("outcome=\"{outcome}\"");
+        metric_sum(&text, "gateway_backend_attempts_total", &[&outcome])
+    };
+    assert_eq!((attempts("http_429"), attempts("ok")), (1.0, 0.0));
+}
+
 #[tokio::test]
 async fn active_health_checks_probe_and_recover() {
     let backend = mock_with(MockOptions {
