@@ -16,7 +16,7 @@ use crate::upstream::{Pool, default_tls};
 
 mod quota;
 
-pub use quota::{MAX_DEPLOYMENTS, Quota, Quotas};
+pub use quota::{MAX_DEPLOYMENTS, OVERFLOW_LABEL, Quota, Quotas};
 
 /// Why a backend cannot take an attempt for a deployment right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,13 +135,18 @@ impl BackendState {
         Self::default()
     }
 
-    /// Whether the backend may take an attempt for the deployment in `quota` (its slot) now,
+    /// Whether the backend may take an attempt for the deployment in `quota` (its slot, if it has
+    /// one) now,
     /// and if not why. When a
     /// passive mark's window is over, the first caller gets `Ok` as the half-open trial and the
     /// others keep seeing `Unhealthy` until the trial's outcome is recorded (or another window
     /// has passed, if it never is).
-    pub fn availability(&self, quota: usize, policy: &PassiveHealth) -> Result<(), Unavailable> {
-        if let Some(until_ms) = self.quotas.at(quota).cooling_until() {
+    pub fn availability(
+        &self,
+        quota: Option<usize>,
+        policy: &PassiveHealth,
+    ) -> Result<(), Unavailable> {
+        if let Some(until_ms) = quota.and_then(|slot| self.quotas.at(slot).cooling_until()) {
             return Err(Unavailable::CoolingDown { until_ms });
         }
         if self.active_unhealthy.load(Ordering::Relaxed) {
@@ -292,10 +297,10 @@ mod tests {
         let (small, large) = (state.quotas.slot("small"), state.quotas.slot("large"));
         let until = state.quotas.at(small).cool_down(Duration::from_secs(60));
         assert_eq!(
-            state.availability(small, &policy),
+            state.availability(Some(small), &policy),
             Err(Unavailable::CoolingDown { until_ms: until })
         );
-        assert_eq!(state.availability(large, &policy), Ok(()));
+        assert_eq!(state.availability(Some(large), &policy), Ok(()));
         assert!(state.is_healthy() && state.reachable());
     }
 
@@ -306,9 +311,9 @@ mod tests {
         state.record_failure(&policy, Failure::ServerError, "a");
         state.record_success("a");
         state.record_failure(&policy, Failure::ServerError, "a");
-        assert_eq!(state.availability(0, &policy), Ok(()));
+        assert_eq!(state.availability(None, &policy), Ok(()));
         state.record_failure(&policy, Failure::ServerError, "a");
-        assert_eq!(state.availability(0, &policy), Err(Unavailable::Unhealthy));
+        assert_eq!(state.availability(None, &policy), Err(Unavailable::Unhealthy));
         // 5xx answers say the backend is there: readiness is not touched.
         assert!(!state.is_healthy() && state.reachable());
     }
@@ -319,24 +324,24 @@ mod tests {
         let wait_window = || std::thread::sleep(Duration::from_millis(5));
         let state = BackendState::new();
         state.record_failure(&policy, Failure::Unreachable, "a");
-        assert_eq!(state.availability(0, &policy), Err(Unavailable::Unhealthy));
+        assert_eq!(state.availability(None, &policy), Err(Unavailable::Unhealthy));
         assert!(!state.reachable());
         wait_window();
         // The first request is the trial; the others are still kept away from it.
-        assert_eq!(state.availability(0, &policy), Ok(()));
-        assert_eq!(state.availability(0, &policy), Err(Unavailable::Unhealthy));
+        assert_eq!(state.availability(None, &policy), Ok(()));
+        assert_eq!(state.availability(None, &policy), Err(Unavailable::Unhealthy));
         // A failed trial marks it again at once (one failure, not `failures` in a row).
         state.record_failure(&policy, Failure::Unreachable, "a");
-        assert_eq!(state.availability(0, &policy), Err(Unavailable::Unhealthy));
+        assert_eq!(state.availability(None, &policy), Err(Unavailable::Unhealthy));
         wait_window();
         assert!(
             state.reachable(),
             "a window without a trial counts as reachable again"
         );
-        assert_eq!(state.availability(0, &policy), Ok(()));
+        assert_eq!(state.availability(None, &policy), Ok(()));
         state.record_success("a");
-        assert_eq!(state.availability(0, &policy), Ok(()));
-        assert_eq!(state.availability(0, &policy), Ok(()));
+        assert_eq!(state.availability(None, &policy), Ok(()));
+        assert_eq!(state.availability(None, &policy), Ok(()));
         assert!(state.is_healthy() && state.reachable());
     }
 
@@ -350,6 +355,6 @@ mod tests {
         assert!(!state.reachable());
         state.set_active_healthy(true, "a");
         assert!(state.reachable() && state.is_healthy());
-        assert_eq!(state.availability(0, &policy), Ok(()));
+        assert_eq!(state.availability(None, &policy), Ok(()));
     }
 }

@@ -152,11 +152,11 @@ pub async fn attempt(gw: &Gateway, ctx: &RequestCtx) -> Result<Winner, GatewayEr
             break;
         }
         // The deployment's quota slot, looked up once per attempt (before the request goes out:
-        // afterwards the request's bytes are cold).
+        // afterwards the request's bytes are cold). None: never answered for on this backend.
         let quota = backend
             .state
             .quotas
-            .slot(req.deployment_on(&backend.config));
+            .find(req.deployment_on(&backend.config));
         match backend.state.availability(quota, &upstream.passive_health) {
             Ok(()) => {}
             Err(Unavailable::CoolingDown { until_ms }) => {
@@ -257,8 +257,11 @@ pub async fn attempt(gw: &Gateway, ctx: &RequestCtx) -> Result<Winner, GatewayEr
             answered_5xx.push(index);
         }
         if throttled {
-            let until = now_ms()
-                .saturating_add(millis(backend.state.quotas.at(quota).cooldown_remaining()));
+            // A first answer for the deployment may just have given it its slot.
+            let quotas = &backend.state.quotas;
+            let slot = quota.or_else(|| quotas.find(req.deployment_on(&backend.config)));
+            let remaining = slot.map(|slot| quotas.at(slot).cooldown_remaining());
+            let until = now_ms().saturating_add(millis(remaining.unwrap_or_default()));
             earliest_reopen = Some(earliest_reopen.map_or(until, |e| e.min(until)));
         }
         tracing::debug!(backend = %backend.name(), outcome = outcome.label(), "attempt failed");
@@ -418,7 +421,7 @@ async fn try_backend(
     gw: &Gateway,
     index: usize,
     req: &Wanted<'_>,
-    quota: usize,
+    quota: Option<usize>,
     (now, budget): (Instant, Duration),
 ) -> Result<(BackendHead, WinnerBody), Failure> {
     let backend = &gw.backends[index];
@@ -478,15 +481,26 @@ async fn try_backend(
     };
     let (head, body) = response;
     let status = head.status.as_u16();
-    let quota = backend.state.quotas.at(quota);
-    quota.set_remaining(
-        header_i64(&head.fields, REMAINING_TOKENS),
-        header_i64(&head.fields, REMAINING_REQUESTS),
-    );
-    // A 429 cools the deployment down whether or not it fails over (data-plane spec: a backend
-    // cooling down after a 429 is skipped); passed on, it is still the backend's answer.
-    if status == 429 {
-        quota.cool_down(retry_hint(&head.fields).unwrap_or(upstream.default_cooldown));
+    // A deployment gets its quota slot once its backend answered for it (a success or a 429:
+    // a name the backend does not know never takes one).
+    let quotas = &backend.state.quotas;
+    let slot = match quota {
+        None if head.status.is_success() || status == 429 => {
+            Some(quotas.slot(req.deployment_on(&backend.config)))
+        }
+        slot => slot,
+    };
+    let quota = slot.map(|slot| quotas.at(slot));
+    if let Some(quota) = quota {
+        quota.set_remaining(
+            header_i64(&head.fields, REMAINING_TOKENS),
+            header_i64(&head.fields, REMAINING_REQUESTS),
+        );
+        // A 429 cools the deployment down whether or not it fails over (data-plane spec: a
+        // backend cooling down after a 429 is skipped); passed on, it is still its answer.
+        if status == 429 {
+            quota.cool_down(retry_hint(&head.fields).unwrap_or(upstream.default_cooldown));
+        }
     }
     if status == 429 && triggers.http_429 {
         body.release();
@@ -606,7 +620,7 @@ async fn open_stream(
     mut body: UpstreamBody,
     idle: Duration,
     default_cooldown: Duration,
-    quota: &Quota,
+    quota: Option<&Quota>,
 ) -> Result<WinnerBody, Failure> {
     let mut framer = Framer::default();
     let mut prefetched = Vec::new();
@@ -648,7 +662,7 @@ async fn open_stream(
                         code.as_str(),
                         "too_many_requests" | "rate_limit_exceeded" | "429"
                     );
-                    if throttled {
+                    if let Some(quota) = quota.filter(|_| throttled) {
                         quota.cool_down(default_cooldown);
                     }
                     return Err(Failure::Stream { code, throttled });

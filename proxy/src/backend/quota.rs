@@ -3,12 +3,15 @@
 //! `x-ratelimit-remaining-*` seen are kept per backend *and* deployment (the real deployment name
 //! on that backend, after alias rewriting).
 //!
-//! A deployment's name is looked up once per attempt, before the request goes out ([`Quotas::slot`]:
+//! A deployment's name is looked up once per attempt, before the request goes out ([`Quotas::find`]:
 //! a lock-free copy-on-write map behind an `ArcSwap`, read without a lock); what the answer says is
 //! then written through the slot number ([`Quotas::at`]), without hashing the name again (its bytes
-//! are cold by the time the answer is in). Slots are never freed while the backend lives, so a
-//! slot number stays good. Deployment names come from clients, so a backend keeps at most
-//! [`MAX_DEPLOYMENTS`]; any further name shares one overflow slot.
+//! are cold by the time the answer is in). Deployment names come from clients, so a name gets a
+//! slot ([`Quotas::slot`]) only once its backend has answered for it with a success or a 429
+//! (a name the backend does not know never takes one), and a backend keeps at most
+//! [`MAX_DEPLOYMENTS`]; any further name shares one overflow slot, shown as [`OVERFLOW_LABEL`]
+//! (not a valid deployment name). Slots are never freed while the backend lives, so a slot number
+//! stays good.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -24,6 +27,8 @@ use crate::clock::now_ms;
 pub const MAX_DEPLOYMENTS: usize = 256;
 /// The slot the deployments beyond [`MAX_DEPLOYMENTS`] share.
 const OVERFLOW: usize = MAX_DEPLOYMENTS;
+/// How the overflow slot is named in metrics: parentheses are not allowed in deployment names.
+pub const OVERFLOW_LABEL: &str = "(other)";
 
 /// One deployment's quota state.
 #[derive(Debug)]
@@ -120,9 +125,14 @@ impl Default for Quotas {
 }
 
 impl Quotas {
-    /// The slot of `deployment`, given one the first time it is seen.
+    /// The slot of `deployment`, if it has one (a lookup only: nothing is created).
+    pub fn find(&self, deployment: &str) -> Option<usize> {
+        self.names.load().get(deployment).copied()
+    }
+
+    /// The slot of `deployment`, given one the first time it is asked for.
     pub fn slot(&self, deployment: &str) -> usize {
-        if let Some(&slot) = self.names.load().get(deployment) {
+        if let Some(slot) = self.find(deployment) {
             return slot;
         }
         let mut given = OVERFLOW;
@@ -159,7 +169,7 @@ impl Quotas {
             visit(name, self.at(slot));
         }
         if let Some(overflow) = self.slots[OVERFLOW].get() {
-            visit("other", overflow);
+            visit(OVERFLOW_LABEL, overflow);
         }
     }
 }

@@ -66,6 +66,36 @@ async fn a_throttled_deployment_leaves_the_others_of_its_resource_open() {
     );
 }
 
+/// Deployment names come from clients: a name the backend does not know (it answers 404) takes
+/// no quota state and no metric series, so junk names can neither crowd the real deployments
+/// into the shared overflow slot nor blow up the metrics' cardinality. A name the backend
+/// answered for gets its own.
+#[tokio::test]
+async fn names_a_backend_does_not_know_take_no_quota_state() {
+    let backend = mock_with(MockOptions {
+        status_override: Some(404),
+        ..opts("eus")
+    })
+    .await;
+    let gw = gateway(&config_yaml(&[b("eus", backend.url())], "")).await;
+    for i in 0..proxy::backend::MAX_DEPLOYMENTS + 10 {
+        let r = post(gw.addr, &legacy(&format!("junk{i}")), CHAT_BODY).await;
+        assert_eq!(r.status, 404);
+    }
+    backend.set_options(MockOptions {
+        status_override: None,
+        ..backend.options()
+    });
+    assert_eq!(post(gw.addr, &legacy("real"), CHAT_BODY).await.status, 200);
+    let text = metrics(&gw).await;
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("gateway_backend_cooldown_seconds{"))
+        .collect();
+    assert_eq!(series.len(), 1, "{series:?}");
+    assert!(series[0].contains("deployment=\"real\""), "{series:?}");
+}
+
 /// A stream that broke after its head went out (the client saw 200, then an error event) counts
 /// as what broke it, not as a 200 success, and its attempt as `stream_error`, not `ok`.
 #[tokio::test]
