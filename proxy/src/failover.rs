@@ -527,7 +527,7 @@ async fn try_backend(
         .map(is_event_stream)
         .unwrap_or(req.body.stream);
     if head.status.is_success() && is_sse {
-        return open_stream(body, idle, upstream.default_cooldown, quota)
+        return open_stream(body, (idle, now + budget), upstream.default_cooldown, quota)
             .await
             .map(|body| (head, body));
     }
@@ -618,19 +618,27 @@ async fn read_all(mut body: UpstreamBody, idle: Duration) -> Result<Bytes, Outco
 /// fails over; the first real event commits.
 async fn open_stream(
     mut body: UpstreamBody,
-    idle: Duration,
+    (idle, deadline): (Duration, Instant),
     default_cooldown: Duration,
     quota: Option<&Quota>,
 ) -> Result<WinnerBody, Failure> {
     let mut framer = Framer::default();
-    let mut prefetched = Vec::new();
+    let mut prefetched: Vec<Bytes> = Vec::new();
+    let mut held = 0;
     let mut events = Vec::new();
     loop {
-        let frame = match tokio::time::timeout(idle, body.frame()).await {
+        // Each read within the idle timeout, and the whole opening within the request's
+        // deadline: comments or preamble events every few seconds must not hold it for ever.
+        let until = (Instant::now() + idle).min(deadline);
+        let frame = match tokio::time::timeout_at(until.into(), body.frame()).await {
             Err(_) => {
                 return Err(Failure::Transport {
                     outcome: Outcome::Timeout,
-                    detail: "no first event before the read timeout",
+                    detail: if Instant::now() >= deadline {
+                        "no first event before the request deadline"
+                    } else {
+                        "no first event before the read timeout"
+                    },
                 });
             }
             Ok(Some(Err(_))) => {
@@ -652,11 +660,21 @@ async fn open_stream(
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        framer.push(data, &mut events);
+        let too_large = || Failure::Transport {
+            outcome: Outcome::StreamError,
+            detail: "the opening events are larger than the gateway holds",
+        };
+        framer.push(data, &mut events).map_err(|_| too_large())?;
         let mut drained = events.drain(..);
         while let Some(event) = drained.next() {
             match sse::opening(&event) {
-                Opening::Preamble => prefetched.push(event),
+                Opening::Preamble => {
+                    held += event.len();
+                    if held > sse::MAX_EVENT_BYTES {
+                        return Err(too_large());
+                    }
+                    prefetched.push(event);
+                }
                 Opening::RetryableError { code } => {
                     let throttled = matches!(
                         code.as_str(),

@@ -308,10 +308,22 @@ impl Body for Relay {
                     };
                     // The event list keeps its allocation from one read to the next.
                     let mut events = std::mem::take(&mut sse.events);
-                    sse.framer.push(data, &mut events);
+                    let pushed = sse.framer.push(data, &mut events);
                     this.filter(&mut events);
                     if let Some(sse) = this.sse.as_mut() {
                         sse.events = events;
+                    }
+                    if pushed.is_err() {
+                        // The events complete before it go out first, then the error event.
+                        let error = this.broken(
+                            "stream_error",
+                            "The backend sent an event larger than the gateway relays.",
+                        );
+                        if let Poll::Ready(Some(Ok(frame))) = error
+                            && let Ok(event) = frame.into_data()
+                        {
+                            this.pending.push_back(event);
+                        }
                     }
                     if let Some(bytes) = this.pending.pop_front() {
                         return Poll::Ready(Some(Ok(Frame::data(bytes))));

@@ -33,6 +33,15 @@ static USAGE: LazyLock<KeyName> = LazyLock::new(|| KeyName::new(b"\"usage\""));
 static CHOICES: LazyLock<KeyName> = LazyLock::new(|| KeyName::new(b"\"choices\""));
 static ERROR: LazyLock<KeyName> = LazyLock::new(|| KeyName::new(b"\"error\""));
 
+/// Longest unfinished event a [`Framer`] holds: a backend that never ends its event would
+/// otherwise grow the buffer without bound. A Responses `response.completed` event repeats the
+/// whole output, so this is generous.
+pub const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// An event grew past [`MAX_EVENT_BYTES`] without ending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventTooLarge;
+
 /// Splits bytes into complete SSE events (each returned with its terminating blank line).
 #[derive(Debug, Default)]
 pub struct Framer {
@@ -54,8 +63,9 @@ struct Searched {
 impl Framer {
     /// Appends a chunk and returns every event now complete, in order. When nothing is pending
     /// from earlier chunks (the usual case: one read, whole events) the events are slices of
-    /// `chunk` itself; only an unfinished tail is copied.
-    pub fn push(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) {
+    /// `chunk` itself; only an unfinished tail is copied. `Err` when the unfinished event is
+    /// longer than [`MAX_EVENT_BYTES`] (the events before it are in `out`).
+    pub fn push(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) -> Result<(), EventTooLarge> {
         if self.buf.is_empty() {
             let mut start = 0;
             let mut searched = Searched::default();
@@ -68,13 +78,17 @@ impl Framer {
                 self.buf.extend_from_slice(&chunk[start..]);
                 self.searched = searched;
             }
-            return;
+        } else {
+            self.buf.extend_from_slice(&chunk);
+            while let Some(end) = event_end(&self.buf, &mut self.searched) {
+                out.push(self.buf.split_to(end).freeze());
+                self.searched = Searched::default();
+            }
         }
-        self.buf.extend_from_slice(&chunk);
-        while let Some(end) = event_end(&self.buf, &mut self.searched) {
-            out.push(self.buf.split_to(end).freeze());
-            self.searched = Searched::default();
+        if self.buf.len() > MAX_EVENT_BYTES {
+            return Err(EventTooLarge);
         }
+        Ok(())
     }
 
     /// Bytes of an unfinished event left at the end of the stream.

@@ -349,6 +349,6 @@ fn read_everything(input: &[u8]) {
     let _ = sse::strip_null_usage(Bytes::copy_from_slice(input));
     let mut framer = sse::Framer::default();
     let mut out = Vec::new();
-    framer.push(Bytes::copy_from_slice(input), &mut out);
+    let _ = framer.push(Bytes::copy_from_slice(input), &mut out);
     let _ = framer.take_rest();
 }

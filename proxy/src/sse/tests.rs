@@ -9,9 +9,29 @@ fn frame(chunks: &[&[u8]]) -> (Vec<Bytes>, Option<Bytes>) {
     let mut framer = Framer::default();
     let mut out = Vec::new();
     for chunk in chunks {
-        framer.push(Bytes::copy_from_slice(chunk), &mut out);
+        framer.push(Bytes::copy_from_slice(chunk), &mut out).unwrap();
     }
     (out, framer.take_rest())
+}
+
+/// An event that never ends is refused once it passes the bound, the events before it kept.
+#[test]
+fn an_event_that_never_ends_is_bounded() {
+    let mut framer = Framer::default();
+    let mut out = Vec::new();
+    let endless = Bytes::from(vec![b'x'; 1024 * 1024]);
+    framer
+        .push(Bytes::from_static(b"data: first\n\ndata: "), &mut out)
+        .unwrap();
+    let mut refused = false;
+    for _ in 0..=MAX_EVENT_BYTES / endless.len() {
+        if framer.push(endless.clone(), &mut out).is_err() {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused);
+    assert_eq!(out, [Bytes::from_static(b"data: first\n\n")]);
 }
 
 #[test]

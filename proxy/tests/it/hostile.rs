@@ -349,3 +349,44 @@ async fn any_valid_sse_framing_is_a_stream_and_pins_its_response() {
         assert_eq!(next.header("x-gateway-backend"), "s");
     }
 }
+
+/// A backend that opens a 200 stream and then sends only comments, one every 50 ms: each read
+/// comes well within the idle timeout, so before, the request waited for a first event for ever
+/// (past its deadline), holding everything it read. Now the opening is bounded by the request's
+/// deadline: the client gets a 504 in the error shape.
+#[tokio::test]
+async fn a_stream_that_never_starts_ends_at_the_request_deadline() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut chunk = [0u8; 16 * 1024];
+                let _ = conn.read(&mut chunk).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+                if conn.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                loop {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if conn.write_all(b"b\r\n: waiting\n\n\r\n").await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let gw = gateway(&config_yaml(
+        &[b("slow", url)],
+        "upstream:\n  read_timeout: 5s\n  request_deadline: 1s\n",
+    ))
+    .await;
+    let reply = tokio::time::timeout(
+        Duration::from_secs(60),
+        post(gw.addr, CHAT, r#"{"model":"gpt-4o","messages":[],"stream":true}"#),
+    )
+    .await
+    .expect("the request never ended");
+    assert_eq!(reply.status, 504, "{}", reply.text());
+    assert_eq!(reply.json()["error"]["code"], "all_backends_timed_out");
+}
