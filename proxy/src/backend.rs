@@ -82,7 +82,8 @@ impl Backend {
 
 /// The backends of a new config. From `previous` (a reload) each keeps what describes the outside
 /// world: the state (cooldowns, health) of a backend that keeps its name and endpoint, and the
-/// idle connections of any old backend with the same endpoint.
+/// idle connections of any old backend with the same endpoint. An active probe's verdict is kept
+/// only while active checks stay on (the new probes then confirm or lift it).
 pub fn carry_over(config: &GatewayConfig, previous: Option<&[Backend]>) -> Vec<Backend> {
     let connect_timeout = config.upstream.connect_timeout;
     let old = previous.unwrap_or_default();
@@ -98,6 +99,9 @@ pub fn carry_over(config: &GatewayConfig, previous: Option<&[Backend]>) -> Vec<B
                         && o.config.authority == b.authority
                 })
                 .map_or_else(|| Arc::new(BackendState::new()), |o| o.state.clone());
+            if config.upstream.active_health.is_none() {
+                state.forget_active_verdict();
+            }
             let pool = old
                 .iter()
                 .find(|o| o.pool.serves(&b.scheme, &b.authority, connect_timeout))
@@ -236,6 +240,11 @@ impl BackendState {
         }
     }
 
+    /// Drops an active probe's mark: no probe will ever lift it once active checks are off.
+    pub fn forget_active_verdict(&self) {
+        self.active_unhealthy.store(false, Ordering::Relaxed);
+    }
+
     /// Healthy: no active or passive mark in force.
     pub fn is_healthy(&self) -> bool {
         !self.active_unhealthy.load(Ordering::Relaxed)
@@ -313,7 +322,10 @@ mod tests {
         state.record_failure(&policy, Failure::ServerError, "a");
         assert_eq!(state.availability(None, &policy), Ok(()));
         state.record_failure(&policy, Failure::ServerError, "a");
-        assert_eq!(state.availability(None, &policy), Err(Unavailable::Unhealthy));
+        assert_eq!(
+            state.availability(None, &policy),
+            Err(Unavailable::Unhealthy)
+        );
         // 5xx answers say the backend is there: readiness is not touched.
         assert!(!state.is_healthy() && state.reachable());
     }
@@ -324,15 +336,24 @@ mod tests {
         let wait_window = || std::thread::sleep(Duration::from_millis(5));
         let state = BackendState::new();
         state.record_failure(&policy, Failure::Unreachable, "a");
-        assert_eq!(state.availability(None, &policy), Err(Unavailable::Unhealthy));
+        assert_eq!(
+            state.availability(None, &policy),
+            Err(Unavailable::Unhealthy)
+        );
         assert!(!state.reachable());
         wait_window();
         // The first request is the trial; the others are still kept away from it.
         assert_eq!(state.availability(None, &policy), Ok(()));
-        assert_eq!(state.availability(None, &policy), Err(Unavailable::Unhealthy));
+        assert_eq!(
+            state.availability(None, &policy),
+            Err(Unavailable::Unhealthy)
+        );
         // A failed trial marks it again at once (one failure, not `failures` in a row).
         state.record_failure(&policy, Failure::Unreachable, "a");
-        assert_eq!(state.availability(None, &policy), Err(Unavailable::Unhealthy));
+        assert_eq!(
+            state.availability(None, &policy),
+            Err(Unavailable::Unhealthy)
+        );
         wait_window();
         assert!(
             state.reachable(),

@@ -703,5 +703,7 @@ async fn open_stream(
 /// may carry parameters and whitespace (RFC 9110 §8.3.1).
 fn is_event_stream(value: &[u8]) -> bool {
     let media = value.split(|&b| b == b';').next().unwrap_or_default();
-    media.trim_ascii().eq_ignore_ascii_case(b"text/event-stream")
+    media
+        .trim_ascii()
+        .eq_ignore_ascii_case(b"text/event-stream")
 }

@@ -50,12 +50,12 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     pub run: Arc<RunState>,
     by_name: HashMap<Arc<str>, usize>,
-    _health: Option<HealthChecks>,
+    health: Option<HealthChecks>,
 }
 
 impl Gateway {
     /// Builds the runtime and starts active health checks (on the background runtime; they stop
-    /// when this is dropped). With `previous` (a reload), each part carries over what it keeps:
+    /// when this is dropped, or when a next generation is built from this one). With `previous` (a reload), each part carries over what it keeps:
     /// backends their state and pools ([`backend::carry_over`]), stages their stores
     /// ([`Stages::new`]); metrics and the run state are the process's.
     pub fn new(
@@ -73,6 +73,12 @@ impl Gateway {
             .enumerate()
             .map(|(i, b)| (b.config.name.clone(), i))
             .collect();
+        // The previous generation's probes stop now, not when its last request ends (a long
+        // stream keeps it alive): they would probe with the old path and key, and write the
+        // state the new generation shares.
+        if let Some(health) = previous.and_then(|p| p.health.as_ref()) {
+            health.stop();
+        }
         let health = config
             .upstream
             .active_health
@@ -87,7 +93,7 @@ impl Gateway {
             metrics,
             by_name,
             config,
-            _health: health,
+            health,
         })
     }
 

@@ -54,11 +54,18 @@ impl HealthChecks {
     }
 }
 
-impl Drop for HealthChecks {
-    fn drop(&mut self) {
+impl HealthChecks {
+    /// Stops the probes (also when dropped).
+    pub fn stop(&self) {
         for task in &self.tasks {
             task.abort();
         }
+    }
+}
+
+impl Drop for HealthChecks {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

@@ -9,7 +9,9 @@ fn frame(chunks: &[&[u8]]) -> (Vec<Bytes>, Option<Bytes>) {
     let mut framer = Framer::default();
     let mut out = Vec::new();
     for chunk in chunks {
-        framer.push(Bytes::copy_from_slice(chunk), &mut out).unwrap();
+        framer
+            .push(Bytes::copy_from_slice(chunk), &mut out)
+            .unwrap();
     }
     (out, framer.take_rest())
 }
@@ -326,4 +328,3 @@ fn reference_fields(event: &[u8]) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
         (!values.is_empty()).then(|| values.join("\n").into_bytes()),
     )
 }
-

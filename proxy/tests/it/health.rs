@@ -164,3 +164,67 @@ async fn an_unreachable_backend_comes_back_and_so_does_readiness() {
     assert_eq!(post(gw.addr, CHAT, CHAT_BODY).await.status, 200);
     assert_eq!(up(&metrics(&gw).await, "a"), 1.0);
 }
+
+/// A reload that turns active checks off lifts their verdict (no probe would ever lift it), and
+/// a reload stops the previous generation's probes at once, even while one of its streams is
+/// still running (before, they went on probing with the old path and key until that stream
+/// ended, writing the state the new generation shares).
+#[tokio::test]
+async fn a_reload_ends_the_old_probes_and_their_verdict() {
+    let down = mock_with(MockOptions {
+        status_override: Some(503),
+        ..opts("down")
+    })
+    .await;
+    let streams = mock_with(MockOptions {
+        chunk_interval: std::time::Duration::from_millis(50),
+        chunk_count: 1000,
+        ..opts("s")
+    })
+    .await;
+    let probing = |path: &str| {
+        format!(
+            "upstream:\n  passive_health: {{ failures: 0 }}\n  active_health: {{ enabled: true, path: {path}, healthy_interval: 20ms, unhealthy_interval: 20ms, timeout: 1s }}\n"
+        )
+    };
+    let config = |extra: &str| {
+        let backends = [
+            b("down", down.url()),
+            B {
+                priority: 1,
+                ..b("s", streams.url())
+            },
+        ];
+        proxy::GatewayConfig::parse("t.yaml", &config_yaml(&backends, extra)).unwrap()
+    };
+    let probes = |path: &str| {
+        down.stats()
+            .requests_log()
+            .iter()
+            .filter(|r| r.path_and_query == path)
+            .count()
+    };
+    let gw = proxy::RunningGateway::start(config(&probing("/first")))
+        .await
+        .unwrap();
+    wait_until(async || up(&metrics(&gw).await, "down") == 0.0).await;
+    // A stream that holds the first generation alive through the reloads.
+    let stream = open(request(Method::POST, gw.addr, CHAT, &[], STREAM_BODY)).await;
+    assert_eq!(stream.headers()["x-gateway-backend"], "s");
+    let mut stream = stream.into_body();
+    next_chunk(&mut stream).await.unwrap();
+    // Checks off: the verdict goes with them.
+    gw.reload(config(""));
+    assert_eq!(up(&metrics(&gw).await, "down"), 1.0);
+    let stopped = probes("/first");
+    // Probes of another path from a third generation: once several are seen, the first
+    // generation's would have been seen too had they kept running.
+    gw.reload(config(&probing("/third")));
+    wait_until(async || probes("/third") >= 5).await;
+    let late = probes("/first") - stopped;
+    assert!(
+        late <= 1,
+        "{late} probes of the first generation after the reload"
+    );
+    assert!(next_chunk(&mut stream).await.is_some());
+}

@@ -383,7 +383,11 @@ async fn a_stream_that_never_starts_ends_at_the_request_deadline() {
     .await;
     let reply = tokio::time::timeout(
         Duration::from_secs(60),
-        post(gw.addr, CHAT, r#"{"model":"gpt-4o","messages":[],"stream":true}"#),
+        post(
+            gw.addr,
+            CHAT,
+            r#"{"model":"gpt-4o","messages":[],"stream":true}"#,
+        ),
     )
     .await
     .expect("the request never ended");
