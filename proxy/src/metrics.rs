@@ -116,32 +116,47 @@ impl<K, V> std::fmt::Debug for Resolved<K, V> {
     }
 }
 
-/// Distinct `model` label values per worker; see [`model_label`].
+/// Distinct `model` label values per process; see [`model_label`].
 const MODEL_LABELS: usize = 64;
 /// The `model` label of models beyond the first [`MODEL_LABELS`].
 static OTHER_MODEL: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("other"));
 
 /// The `model` label of a model or deployment name. Names come from clients, and every distinct
-/// value becomes time series kept for the life of the process, so a worker gives its first
-/// [`MODEL_LABELS`] names a label each (kept, so the usual few cost no allocation per request)
-/// and counts any further one as `other`.
+/// value becomes time series kept for the life of the process, so the process gives its first
+/// [`MODEL_LABELS`] names a label each and counts any further one as `other`. The grant is
+/// process-wide (one model has one label on every worker); each worker keeps the labels it used
+/// (so the usual few cost no lock and no allocation per request) and asks the shared list, under
+/// a lock, only for a name it has not seen.
 pub fn model_label(name: Option<&str>) -> Arc<str> {
     thread_local! {
-        static MODELS: std::cell::RefCell<Vec<Arc<str>>> = const { std::cell::RefCell::new(Vec::new()) };
+        static SEEN: std::cell::RefCell<Vec<Arc<str>>> = const { std::cell::RefCell::new(Vec::new()) };
     }
+    static GRANTED: std::sync::Mutex<Vec<Arc<str>>> = std::sync::Mutex::new(Vec::new());
     static EMPTY: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
     let Some(model) = name else {
         return EMPTY.clone();
     };
-    MODELS.with_borrow_mut(|kept| {
-        if let Some(known) = kept.iter().find(|known| ***known == *model) {
+    SEEN.with_borrow_mut(|seen| {
+        if let Some(known) = seen.iter().find(|known| ***known == *model) {
             return known.clone();
         }
-        if kept.len() == MODEL_LABELS {
-            return OTHER_MODEL.clone();
+        let label = {
+            let mut granted = GRANTED.lock().unwrap_or_else(|e| e.into_inner());
+            match granted.iter().find(|known| ***known == *model) {
+                Some(known) => known.clone(),
+                None if granted.len() < MODEL_LABELS => {
+                    let label: Arc<str> = Arc::from(model);
+                    granted.push(label.clone());
+                    label
+                }
+                None => OTHER_MODEL.clone(),
+            }
+        };
+        // `other` is not kept: the shared answer for that name is final, but a worker's list
+        // stays as short as the labels in use.
+        if !Arc::ptr_eq(&label, &OTHER_MODEL) && seen.len() < MODEL_LABELS {
+            seen.push(label.clone());
         }
-        let label: Arc<str> = Arc::from(model);
-        kept.push(label.clone());
         label
     })
 }
@@ -403,5 +418,34 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::model_label;
+
+    /// Two workers that meet the same names in a different order give them the same labels,
+    /// and the bound holds for the process, not per worker.
+    #[test]
+    fn model_labels_are_granted_once_for_the_process() {
+        let names: Vec<String> = (0..100).map(|i| format!("m-{i}")).collect();
+        let label_all = |order: Vec<String>| {
+            std::thread::spawn(move || {
+                order
+                    .iter()
+                    .map(|name| (name.clone(), model_label(Some(name)).to_string()))
+                    .collect::<std::collections::HashMap<_, _>>()
+            })
+        };
+        let forward = label_all(names.clone()).join().unwrap();
+        let backward = label_all(names.iter().rev().cloned().collect())
+            .join()
+            .unwrap();
+        assert_eq!(forward, backward);
+        let own = forward.values().filter(|label| *label != "other").count();
+        assert_eq!(own, 64);
+        assert_eq!(forward["m-0"], "m-0");
+        assert_eq!(forward["m-99"], "other");
     }
 }

@@ -167,7 +167,8 @@ mod tests {
     /// A request's future is built and moved at every stage (each level of nesting copies the
     /// state below it); rare or large parts (connecting, TLS, the attempt phase) are boxed so
     /// the copies stay small. Sizes, not timings: deterministic. Was 2 848 bytes before the
-    /// stages were flattened into `handle`, 864 before the request context was boxed, 560 since.
+    /// stages were flattened into `handle`, 864 before the request context was boxed, 560 since
+    /// (the bound leaves a few words for the stages to come).
     #[test]
     fn request_futures_stay_small() {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -185,7 +186,7 @@ mod tests {
             };
             let body = http_body_util::Full::new(bytes::Bytes::new());
             let handle = super::handle(gw.clone(), head, body, "127.0.0.1:1".parse().unwrap());
-            assert!(size_of(&handle) <= 768, "handle: {} bytes", size_of(&handle));
+            assert!(size_of(&handle) <= 600, "handle: {} bytes", size_of(&handle));
             let pool = gw.backends[0].pool.clone();
             let send = pool.send(pool.request(&http::Method::GET, "/"), bytes::Bytes::new());
             assert!(size_of(&send) <= 640, "send: {} bytes", size_of(&send));

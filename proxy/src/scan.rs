@@ -150,13 +150,13 @@ impl<'a> Scan<'a> {
         Self::nested(text, 0)
     }
 
-    /// A cursor over a value found `depth` objects or arrays deep in a larger document, so that
-    /// the nesting bound counts from the document's top.
     /// Where the cursor is in its text.
     pub(crate) fn offset(&self) -> usize {
         self.at
     }
 
+    /// A cursor over a value found `depth` objects or arrays deep in a larger document, so that
+    /// the nesting bound counts from the document's top.
     pub(crate) fn nested(text: &'a [u8], depth: u32) -> Self {
         Self {
             text,

@@ -211,6 +211,9 @@ fn locate_walking_back(document: &[u8]) -> Option<(&[u8], u32)> {
     Some((&document[value], 2))
 }
 
+/// The largest token count believed for one request: far above any model's context.
+pub const MAX_TOKENS: u64 = 1 << 32;
+
 /// A counter as read: absent (`None`), not an unsigned integer (`Some(None)`), or its value.
 type Counter = Option<Option<u64>>;
 
@@ -300,7 +303,9 @@ fn counter(scan: &mut Scan<'_>) -> Option<Option<u64>> {
     let mut number = scan.clone();
     if let Some(value) = number.number() {
         *scan = number;
-        return Some(Some(value));
+        // A count no request can have is not trusted: added to a counter, a value near
+        // `u64::MAX` would wrap it, which Prometheus reads as a reset.
+        return Some((value <= MAX_TOKENS).then_some(value));
     }
     scan.skip_value()?;
     Some(None)

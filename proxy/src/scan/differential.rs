@@ -28,11 +28,13 @@ fn reference_usage_object(v: &Value) -> Option<&serde_json::Map<String, Value>> 
 
 fn reference_usage(v: &Value) -> Option<Usage> {
     let usage = reference_usage_object(v)?;
-    // Every counter present must be an unsigned integer; chat names win over Responses names.
+    // Every counter present must be an unsigned integer no larger than `MAX_TOKENS`; chat
+    // names win over Responses names.
+    let count = |value: &Value| value.as_u64().filter(|&n| n <= usage::MAX_TOKENS);
     let counter = |name: &str| -> Option<Option<u64>> {
         usage
             .get(name)
-            .map_or(Some(None), |value| value.as_u64().map(Some))
+            .map_or(Some(None), |value| count(value).map(Some))
     };
     let detail = |name: &str, wanted: &str| -> Option<Option<u64>> {
         match usage.get(name) {
@@ -40,7 +42,7 @@ fn reference_usage(v: &Value) -> Option<Usage> {
             Some(Value::Null) => Some(Some(0)),
             Some(Value::Object(details)) => match details.get(wanted) {
                 None => Some(Some(0)),
-                Some(value) => value.as_u64().map(Some),
+                Some(value) => count(value).map(Some),
             },
             Some(_) => None,
         }

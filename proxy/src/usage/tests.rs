@@ -111,9 +111,17 @@ fn the_scanner_skips_what_it_does_not_read_and_refuses_broken_json() {
     ] {
         assert_eq!(find_usage(bad), None, "{}", String::from_utf8_lossy(bad));
     }
-    // Counts that would overflow their sum do not panic.
+    // Counts no request can have are not trusted (they would wrap the token counters); the
+    // largest trusted ones do not overflow their sum.
     let huge = br#"{"usage":{"prompt_tokens":18446744073709551615,"completion_tokens":1}}"#;
-    assert_eq!(total(huge), Some(u64::MAX));
+    assert_eq!(find_usage(huge), None);
+    let most = format!(
+        r#"{{"usage":{{"prompt_tokens":{max},"completion_tokens":{max}}}}}"#,
+        max = MAX_TOKENS
+    );
+    assert_eq!(total(most.as_bytes()), Some(2 * MAX_TOKENS));
+    let over = format!(r#"{{"usage":{{"total_tokens":{}}}}}"#, MAX_TOKENS + 1);
+    assert_eq!(find_usage(over.as_bytes()), None);
 }
 
 #[test]

@@ -7,7 +7,7 @@ use http_body_util::{BodyExt, Either, Full};
 use crate::harness::*;
 
 /// Clients choose the model; a client sending a new one with every request must not grow the
-/// metrics without bound: past the first 64 (per worker), models are counted as `other`.
+/// metrics without bound: past the first 64 (in the process), models are counted as `other`.
 #[tokio::test]
 async fn model_labels_are_bounded() {
     let backend = mock("a").await;
