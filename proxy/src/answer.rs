@@ -137,9 +137,19 @@ impl Reply {
     }
 
     /// The answer, its body carrying the request's context (marked with its request id).
-    pub fn attach(self, ctx: Box<RequestCtx>) -> Answer {
+    pub fn attach(self, mut ctx: Box<RequestCtx>) -> Answer {
         let mut head = self.head;
         head.request_id = Some(ctx.id.clone());
+        // An answer that carries no body (HEAD; 1xx, 204, 304) is complete once its head is
+        // out: no connection reads a body it will not send, whether buffered or relayed.
+        let status = head.status;
+        if ctx.head.method == http::Method::HEAD
+            || status.is_informational()
+            || status == http::StatusCode::NO_CONTENT
+            || status == http::StatusCode::NOT_MODIFIED
+        {
+            ctx.outcome.completed = true;
+        }
         Answer {
             head,
             body: self.body.attach(ctx),

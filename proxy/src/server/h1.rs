@@ -396,11 +396,7 @@ impl Conn {
         }
         out.extend_from_slice(b"\r\n");
         if head_only || bodiless {
-            // Nothing of the body is sent, but a whole one is done all the same: take its one
-            // frame, so that its request ends as complete.
-            if exact.is_some() {
-                let _ = poll_once(&mut body).await;
-            }
+            // Nothing of the body is sent (its request counts as complete: `Reply::attach`).
             return self.send(&out).await;
         }
         loop {
