@@ -195,7 +195,7 @@ pub async fn attempt(gw: &Gateway, ctx: &RequestCtx) -> Result<Winner, GatewayEr
         let _in_flight = backend.state.track();
         let result = try_backend(gw, index, req, quota, (now, budget)).await;
         let failure = match result {
-            Ok((head, body)) => {
+            Ok((head, body, ttfb)) => {
                 // A streamed answer's attempt is counted when the stream ends (`ok`, or
                 // `stream_error` if it broke): committing is not succeeding.
                 let streamed = !matches!(body, WinnerBody::Buffered(_));
@@ -233,7 +233,7 @@ pub async fn attempt(gw: &Gateway, ctx: &RequestCtx) -> Result<Winner, GatewayEr
                         && head.status != http::StatusCode::TOO_MANY_REQUESTS,
                     head,
                     body,
-                    ttfb: now.elapsed(),
+                    ttfb,
                 });
             }
             Err(failure) => failure,
@@ -423,7 +423,7 @@ async fn try_backend(
     req: &Wanted<'_>,
     quota: Option<usize>,
     (now, budget): (Instant, Duration),
-) -> Result<(BackendHead, WinnerBody), Failure> {
+) -> Result<(BackendHead, WinnerBody, Duration), Failure> {
     let backend = &gw.backends[index];
     let upstream = &gw.config.upstream;
     let triggers = upstream.failover;
@@ -480,6 +480,8 @@ async fn try_backend(
         Ok(Ok(response)) => response,
     };
     let (head, body) = response;
+    // Time to the response head (the access record's `ttfb`), whatever is read after it.
+    let ttfb = now.elapsed();
     let status = head.status.as_u16();
     // A deployment gets its quota slot once its backend answered for it (a success or a 429:
     // a name the backend does not know never takes one).
@@ -529,10 +531,10 @@ async fn try_backend(
     if head.status.is_success() && is_sse {
         return open_stream(body, (idle, now + budget), upstream.default_cooldown, quota)
             .await
-            .map(|body| (head, body));
+            .map(|body| (head, body, ttfb));
     }
     if !req.route.operation.buffers_response() && head.status.is_success() {
-        return Ok((head, WinnerBody::Raw(body)));
+        return Ok((head, WinnerBody::Raw(body), ttfb));
     }
     let bytes = read_all(body, idle)
         .await
@@ -562,7 +564,7 @@ async fn try_backend(
             detail: Some("invalid_encrypted_content".into()),
         });
     }
-    Ok((head, WinnerBody::Buffered(bytes)))
+    Ok((head, WinnerBody::Buffered(bytes), ttfb))
 }
 
 /// The attempt's outcome, its detail, and what it says of the backend's health: no connection
