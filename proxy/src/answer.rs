@@ -12,7 +12,7 @@ use crate::ctx::RequestCtx;
 use crate::error::{GatewayError, ResponseBody};
 use crate::http1::RawFields;
 use crate::relay::Pending;
-use crate::upstream::passes_to_client;
+use crate::upstream::{Nominated, passes_to_client};
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_GATEWAY_BACKEND: HeaderName = HeaderName::from_static("x-gateway-backend");
@@ -65,17 +65,20 @@ impl AnswerHead {
     }
 
     /// Whether a backend field goes out with this answer.
-    fn passes(&self, name: &[u8]) -> bool {
+    fn passes(&self, name: &[u8], nominated: &Nominated<'_>) -> bool {
         let named = |known: &HeaderName| known.as_str().as_bytes().eq_ignore_ascii_case(name);
         passes_to_client(name)
+            && !nominated.names(name)
             && !self.hidden.iter().any(named)
             && (self.headers.is_empty() || !self.headers.keys().any(named))
     }
 
     /// Every field in the order written: the backend's that pass, the gateway's, then the marks.
     pub fn for_each_field(&self, mut field: impl FnMut(&[u8], &[u8])) {
+        // The fields the backend's `connection` nominates are its hop-by-hop ones.
+        let nominated = Nominated::of(&self.passed);
         for (name, value) in self.passed.iter() {
-            if self.passes(name) {
+            if self.passes(name, &nominated) {
                 field(name, value);
             }
         }
@@ -97,7 +100,10 @@ impl AnswerHead {
     /// The fields as a header map (HTTP/2): the same ones, decided by the same rule, that
     /// [`Self::for_each_field`] writes (the backend's values share its head's bytes).
     pub fn to_header_map(&self) -> HeaderMap {
-        let mut map = self.passed.to_header_map(|name| self.passes(name));
+        let nominated = Nominated::of(&self.passed);
+        let mut map = self
+            .passed
+            .to_header_map(|name| self.passes(name, &nominated));
         for (name, value) in &self.headers {
             map.append(name, value.clone());
         }

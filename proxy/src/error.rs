@@ -91,6 +91,12 @@ pub enum GatewayError {
     NotImplemented(&'static str),
     /// The client was too slow sending its request (`server.client_timeout`).
     RequestTimeout,
+    /// The request head is larger than the gateway reads (64 KiB).
+    HeadTooLarge,
+    /// The route does not serve this method; `allow` lists those it does.
+    MethodNotAllowed {
+        allow: &'static str,
+    },
     /// Every backend was throttled or cooling down.
     AllThrottled {
         retry_after: Duration,
@@ -112,13 +118,7 @@ impl GatewayError {
     /// Requests sent to backends before the gateway gave up (backends skipped for a cooldown
     /// or their health are not attempts).
     pub fn attempts_sent(&self) -> u32 {
-        let records = match self {
-            GatewayError::AllThrottled { attempts, .. }
-            | GatewayError::Exhausted { attempts, .. }
-            | GatewayError::DeadlineExceeded { attempts } => attempts.as_slice(),
-            _ => &[],
-        };
-        let sent = records.iter().filter(|r| {
+        let sent = self.attempts().iter().filter(|r| {
             !matches!(
                 r.outcome,
                 Outcome::SkippedCooldown | Outcome::SkippedUnhealthy
@@ -135,6 +135,8 @@ impl GatewayError {
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             GatewayError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            GatewayError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::AllThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::Exhausted { timeout: true, .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Exhausted { timeout: false, .. } => StatusCode::BAD_GATEWAY,
@@ -152,6 +154,8 @@ impl GatewayError {
             GatewayError::BadRequest(_) => "bad_request",
             GatewayError::NotImplemented(_) => "not_implemented",
             GatewayError::RequestTimeout => "request_timeout",
+            GatewayError::HeadTooLarge => "request_head_too_large",
+            GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::AllThrottled { .. } => "all_backends_throttled",
             GatewayError::Exhausted { timeout: true, .. } => "all_backends_timed_out",
             GatewayError::Exhausted { timeout: false, .. } => "all_backends_failed",
@@ -179,6 +183,12 @@ impl GatewayError {
             GatewayError::NotImplemented(m) => (*m).into(),
             GatewayError::RequestTimeout => {
                 "The client did not send the request in time (server.client_timeout).".into()
+            }
+            GatewayError::HeadTooLarge => {
+                "The request line and header fields are larger than 64 KiB.".into()
+            }
+            GatewayError::MethodNotAllowed { allow } => {
+                format!("This route does not serve this method; it serves {allow}.")
             }
             GatewayError::AllThrottled { retry_after, .. } => format!(
                 "Every backend is throttled. Please retry after {} seconds.",
@@ -252,6 +262,9 @@ impl GatewayError {
                 HeaderValue::from(ms.div_ceil(1000) as u64),
             );
             headers.insert("retry-after-ms", HeaderValue::from(ms as u64));
+        }
+        if let GatewayError::MethodNotAllowed { allow } = &self {
+            headers.insert(http::header::ALLOW, HeaderValue::from_static(allow));
         }
         (self.status(), headers, Bytes::from(body.to_string()))
     }

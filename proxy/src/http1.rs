@@ -8,6 +8,9 @@ use bytes::{Buf, Bytes, BytesMut};
 
 /// Longest chunk-size or trailer line accepted.
 const MAX_LINE: usize = 4096;
+/// Chunk-extension and trailer bytes accepted over one body (hyper's bound): they are read and
+/// dropped, so without a bound a client could send any amount of them around a tiny body.
+pub const MAX_CHUNK_OVERHEAD: u32 = 16 * 1024;
 
 /// How a body is delimited (RFC 9112 §6.3), and how far decoding has got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,7 +19,8 @@ pub enum Framing {
     Empty,
     /// `content-length`: bytes still to come.
     Length(u64),
-    Chunked(Chunk),
+    /// Chunked: where the decoder is, and the extension and trailer bytes seen so far.
+    Chunked(Chunk, u32),
     /// Until the peer closes the connection (responses only; never reused).
     UntilClose,
     /// Read to the end.
@@ -40,7 +44,7 @@ pub fn invalid(what: &'static str) -> io::Error {
 
 impl Framing {
     pub fn chunked() -> Self {
-        Framing::Chunked(Chunk::Size)
+        Framing::Chunked(Chunk::Size, 0)
     }
 
     /// Whether the body has been read to its end (or never had one).
@@ -57,10 +61,24 @@ impl Framing {
         }
     }
 
-    /// The body size hint for what is still to come (exact when known).
+    /// Bytes certainly still to come: the rest of a `content-length` body, or of the chunk
+    /// being read (a chunk's size is known from its size line on).
+    pub fn announced(self) -> u64 {
+        match self {
+            Framing::Length(rest) | Framing::Chunked(Chunk::Data(rest), _) => rest,
+            _ => 0,
+        }
+    }
+
+    /// The body size hint for what is still to come (exact when known; at least the rest of
+    /// the current chunk when chunked).
     pub fn size_hint(self) -> http_body::SizeHint {
         self.remaining().map_or_else(
-            http_body::SizeHint::default,
+            || {
+                let mut hint = http_body::SizeHint::default();
+                hint.set_lower(self.announced());
+                hint
+            },
             http_body::SizeHint::with_exact,
         )
     }
@@ -87,11 +105,19 @@ impl Framing {
                 Ok(Some(data))
             }
             Framing::UntilClose => Ok((!buf.is_empty()).then(|| buf.split().freeze())),
-            Framing::Chunked(state) => self.decode_chunks(state, buf),
+            Framing::Chunked(state, overhead) => self.decode_chunks(state, overhead, buf),
         }
     }
 
-    fn decode_chunks(&mut self, mut state: Chunk, buf: &mut BytesMut) -> io::Result<Option<Bytes>> {
+    /// RFC 9112 §7.1, as strictly as hyper: every line ends in CRLF, a chunk size is hex digits
+    /// (then optional blanks and extensions), extensions hold no CR or LF, extension and trailer
+    /// bytes are bounded over the body.
+    fn decode_chunks(
+        &mut self,
+        mut state: Chunk,
+        mut overhead: u32,
+        buf: &mut BytesMut,
+    ) -> io::Result<Option<Bytes>> {
         let mut out = Joined::default();
         loop {
             match state {
@@ -102,7 +128,11 @@ impl Framing {
                         }
                         break;
                     };
-                    let size = chunk_size(&buf[..end])?;
+                    let (size, extension) = chunk_size(&buf[..end])?;
+                    overhead = overhead.saturating_add(extension);
+                    if overhead > MAX_CHUNK_OVERHEAD {
+                        return Err(invalid("too many chunk extension bytes"));
+                    }
                     buf.advance(end + 1);
                     state = if size == 0 {
                         Chunk::Trailers
@@ -125,8 +155,6 @@ impl Framing {
                 Chunk::DataEnd => {
                     if buf.starts_with(b"\r\n") {
                         buf.advance(2);
-                    } else if buf.starts_with(b"\n") {
-                        buf.advance(1);
                     } else if buf.is_empty() || &buf[..] == b"\r" {
                         break;
                     } else {
@@ -141,7 +169,17 @@ impl Framing {
                         }
                         break;
                     };
-                    let blank = buf[..end].iter().all(|&b| b == b'\r');
+                    let Some(line) = buf[..end].strip_suffix(b"\r") else {
+                        return Err(invalid("trailer line not ended by CRLF"));
+                    };
+                    if line.contains(&b'\r') {
+                        return Err(invalid("CR inside a trailer line"));
+                    }
+                    let blank = line.is_empty();
+                    overhead = overhead.saturating_add(end as u32 + 1);
+                    if !blank && overhead > MAX_CHUNK_OVERHEAD {
+                        return Err(invalid("too many trailer bytes"));
+                    }
                     buf.advance(end + 1);
                     if blank {
                         *self = Framing::Done;
@@ -150,7 +188,7 @@ impl Framing {
                 }
             }
         }
-        *self = Framing::Chunked(state);
+        *self = Framing::Chunked(state, overhead);
         Ok(out.take())
     }
 }
@@ -192,23 +230,33 @@ impl Joined {
     }
 }
 
-/// The size on a chunk-size line (hex, extensions after `;` ignored).
-fn chunk_size(line: &[u8]) -> io::Result<u64> {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let digits = line
-        .split(|&b| b == b';')
-        .next()
-        .unwrap_or_default()
-        .trim_ascii();
-    if digits.is_empty() || digits.len() > 15 {
+/// The size on a chunk-size line (`line` up to its LF) and the bytes of its extensions, which are
+/// not read. `chunk-size [BWS ; ext...] CRLF`: hex digits first (no blank before them), at most
+/// 15 of them; after them only blanks, then the end or `;`; no CR or LF inside the extensions.
+fn chunk_size(line: &[u8]) -> io::Result<(u64, u32)> {
+    let Some(line) = line.strip_suffix(b"\r") else {
+        return Err(invalid("chunk size line not ended by CRLF"));
+    };
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 15 {
         return Err(invalid("invalid chunk size"));
     }
-    digits.iter().try_fold(0u64, |size, &b| {
-        let digit = (b as char)
-            .to_digit(16)
-            .ok_or_else(|| invalid("invalid chunk size"))?;
-        Ok(size * 16 + u64::from(digit))
-    })
+    let size = line[..digits].iter().fold(0u64, |size, &b| {
+        size * 16 + u64::from(char::from(b).to_digit(16).unwrap_or_default())
+    });
+    let rest = &line[digits..];
+    let blanks = rest
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
+    let extension = &rest[blanks..];
+    if !(extension.is_empty() || extension[0] == b';') {
+        return Err(invalid("invalid chunk size"));
+    }
+    if extension.contains(&b'\r') {
+        return Err(invalid("CR inside a chunk extension"));
+    }
+    Ok((size, rest.len() as u32))
 }
 
 /// What the framing header fields of a message say.
@@ -225,6 +273,39 @@ pub struct FramingFields {
     pub close: Option<bool>,
     /// `expect: 100-continue`.
     pub expect_continue: bool,
+    /// `chunked` was listed once already.
+    chunked_seen: bool,
+    /// `host` fields seen (saturating).
+    pub hosts: u8,
+}
+
+/// A `content-length` value: ASCII digits only, between optional blanks (SP or HTAB, the only
+/// whitespace a field value may have around it); no sign, no list, no Unicode space.
+pub fn content_length(value: &[u8]) -> Option<u64> {
+    let digits = trim_blanks(value);
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        digits
+            .iter()
+            .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')),
+    )
+}
+
+/// `value` without leading and trailing SP and HTAB (RFC 9110 §5.5's OWS).
+fn trim_blanks(value: &[u8]) -> &[u8] {
+    let start = value
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
+    let value = &value[start..];
+    let end = value
+        .iter()
+        .rev()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
+    &value[..value.len() - end]
 }
 
 impl FramingFields {
@@ -232,12 +313,7 @@ impl FramingFields {
     /// field.
     pub fn note(&mut self, name: &[u8], value: &[u8]) -> Result<(), &'static str> {
         if name.eq_ignore_ascii_case(b"content-length") {
-            let parsed = std::str::from_utf8(value)
-                .ok()
-                .map(str::trim)
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or("invalid content-length")?;
+            let parsed = content_length(value).ok_or("invalid content-length")?;
             if self.length.is_some_and(|l| l != parsed) {
                 return Err("conflicting content-length");
             }
@@ -245,10 +321,17 @@ impl FramingFields {
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             // Several fields form one list, in order (RFC 9110 §5.3); empty elements do not count.
             self.coded = true;
-            for coding in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            for coding in value.split(|&b| b == b',').map(trim_blanks) {
                 if !coding.is_empty() {
                     self.codings = self.codings.saturating_add(1);
                     self.chunked = coding.eq_ignore_ascii_case(b"chunked");
+                    if self.chunked {
+                        // `chunked` twice is an error (RFC 9112 §7: never applied more than once).
+                        if self.chunked_seen {
+                            return Err("transfer-encoding: chunked applied twice");
+                        }
+                        self.chunked_seen = true;
+                    }
                 }
             }
         } else if name.eq_ignore_ascii_case(b"connection") {
@@ -260,6 +343,8 @@ impl FramingFields {
                     self.close = Some(false);
                 }
             }
+        } else if name.eq_ignore_ascii_case(b"host") {
+            self.hosts = self.hosts.saturating_add(1);
         } else if name.eq_ignore_ascii_case(b"expect") {
             self.expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         }
@@ -634,10 +719,55 @@ mod tests {
 
     #[test]
     fn bad_chunk_sizes_are_errors() {
-        for wire in [&b"zz\r\n"[..], b"-1\r\n", b"\r\n", b"10000000000000000\r\n"] {
+        for wire in [
+            &b"zz\r\n"[..],
+            b"-1\r\n",
+            b"\r\n",
+            b"10000000000000000\r\n",
+            // As strict as hyper: bare LF, CR inside an extension, a blank before the size,
+            // a stray byte after it, bare LF after data or in the trailers.
+            b"5\nhello\r\n0\r\n\r\n",
+            b"5;a\rb\r\nhello\r\n0\r\n\r\n",
+            b" 5\r\nhello\r\n0\r\n\r\n",
+            b"5 x\r\nhello\r\n0\r\n\r\n",
+            b"5\r\nhello\n0\r\n\r\n",
+            b"5\r\nhello\r\n0\r\n\n",
+            b"5\r\nhello\r\n0\r\nx: 1\n\r\n",
+        ] {
             let mut framing = Framing::chunked();
             assert!(decode_all(&mut framing, &[wire]).is_err(), "{wire:?}");
         }
+        // Blanks after the size, before an extension or the line end, are allowed (BWS).
+        let mut framing = Framing::chunked();
+        let wire = b"5 \t;a=\"b c\"\r\nhello\r\n0 \r\n\r\n";
+        assert_eq!(decode_all(&mut framing, &[wire]).unwrap(), b"hello");
+        assert_eq!(framing, Framing::Done);
+    }
+
+    #[test]
+    fn chunk_extensions_and_trailers_are_bounded_over_the_body() {
+        let ext = format!(";{}", "e".repeat(1000));
+        let mut wire = String::new();
+        for _ in 0..(MAX_CHUNK_OVERHEAD as usize / ext.len() + 1) {
+            wire.push_str(&format!("1{ext}\r\nx\r\n"));
+        }
+        let mut framing = Framing::chunked();
+        let error = decode_all(&mut framing, &[wire.as_bytes()]).unwrap_err();
+        assert!(error.to_string().contains("extension"), "{error}");
+        let trailer = format!("t: {}\r\n", "v".repeat(1000));
+        let wire = format!("0\r\n{}\r\n", trailer.repeat(20));
+        let mut framing = Framing::chunked();
+        let error = decode_all(&mut framing, &[wire.as_bytes()]).unwrap_err();
+        assert!(error.to_string().contains("trailer"), "{error}");
+    }
+
+    #[test]
+    fn a_chunk_announces_its_size() {
+        let mut framing = Framing::chunked();
+        let mut buf = BytesMut::from(&b"100000\r\nab"[..]);
+        assert_eq!(framing.decode(&mut buf).unwrap().unwrap(), "ab");
+        assert_eq!(framing.announced(), 0x100000 - 2);
+        assert_eq!(framing.size_hint().lower(), 0x100000 - 2);
     }
 
     #[test]
@@ -656,11 +786,29 @@ mod tests {
     fn framing_fields_reject_bad_lengths() {
         let mut fields = FramingFields::default();
         assert!(fields.note(b"content-length", b"+5").is_err());
+        // Digits only: `str::trim` would strip these Unicode spaces and read 15.
+        for spaced in ["15\u{a0}", "15\u{2003}", "\u{3000}15", "1 5", "15,15", ""] {
+            assert!(
+                fields.note(b"content-length", spaced.as_bytes()).is_err(),
+                "{spaced:?}"
+            );
+        }
+        assert_eq!(content_length(b" \t15\t "), Some(15));
         assert!(fields.note(b"Content-Length", b"5").is_ok());
         assert!(fields.note(b"content-length", b"6").is_err());
         fields.note(b"Transfer-Encoding", b"gzip, chunked").unwrap();
         assert!(fields.chunked);
         fields.note(b"connection", b"Keep-Alive, Close").unwrap();
         assert_eq!(fields.close, Some(true));
+        // `chunked` twice, in one field or two.
+        let mut twice = FramingFields::default();
+        assert!(
+            twice
+                .note(b"transfer-encoding", b"chunked, chunked")
+                .is_err()
+        );
+        let mut twice = FramingFields::default();
+        twice.note(b"transfer-encoding", b"chunked").unwrap();
+        assert!(twice.note(b"Transfer-Encoding", b"chunked").is_err());
     }
 }

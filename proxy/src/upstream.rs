@@ -76,13 +76,65 @@ fn drop_from_client(name: &[u8]) -> bool {
 }
 
 /// Writes the client's headers for the backend (as the client spelled them), minus everything
-/// [`drop_from_client`] names. `accept-encoding` is dropped so the gateway can read usage from
-/// identity-encoded bodies.
+/// [`drop_from_client`] names, in any spelling with `_` for `-` (`Content_Length`, `api_key`:
+/// a server that folds underscores would read them as the real ones), and minus the fields the
+/// client's `connection` nominates as hop-by-hop (RFC 9110 §7.6.1). `accept-encoding` is dropped
+/// so the gateway can read usage from identity-encoded bodies.
 pub fn forward_request_headers(from: &RawFields, to: &mut RequestHead) {
+    let nominated = Nominated::of(from);
     for (name, value) in from.iter() {
-        if !drop_from_client(name) {
+        if !drop_from_client(name) && !as_dashed(name, drop_from_client) && !nominated.names(name) {
             to.field(name, value);
         }
+    }
+}
+
+/// `test(name)` for `name` spelled with `-` for every `_`, when it has an underscore (false
+/// otherwise, and for names longer than any field it is asked about).
+pub fn as_dashed(name: &[u8], test: impl Fn(&[u8]) -> bool) -> bool {
+    const LONGEST: usize = 32;
+    if name.len() > LONGEST || memchr::memchr(b'_', name).is_none() {
+        return false;
+    }
+    let mut dashed = [0u8; LONGEST];
+    for (to, &from) in dashed.iter_mut().zip(name) {
+        *to = if from == b'_' { b'-' } else { from };
+    }
+    test(&dashed[..name.len()])
+}
+
+/// The field names a message's `connection` fields nominate (besides `close` and `keep-alive`,
+/// which are no field of their own or hop-by-hop already): the sender's hop-by-hop fields, which
+/// a proxy removes (RFC 9110 §7.6.1). Empty, and free, for the usual message.
+pub struct Nominated<'a> {
+    values: Option<&'a RawFields>,
+}
+
+impl<'a> Nominated<'a> {
+    pub fn of(fields: &'a RawFields) -> Self {
+        let nominates = fields.get_all("connection").any(|value| {
+            value.split(|&b| b == b',').any(|token| {
+                let token = token.trim_ascii();
+                !token.is_empty()
+                    && !token.eq_ignore_ascii_case(b"close")
+                    && !token.eq_ignore_ascii_case(b"keep-alive")
+            })
+        });
+        Self {
+            values: nominates.then_some(fields),
+        }
+    }
+
+    /// Whether `name` is one of them.
+    pub fn names(&self, name: &[u8]) -> bool {
+        let Some(fields) = self.values else {
+            return false;
+        };
+        fields.get_all("connection").any(|value| {
+            value
+                .split(|&b| b == b',')
+                .any(|token| token.trim_ascii().eq_ignore_ascii_case(name))
+        })
     }
 }
 
@@ -90,7 +142,8 @@ pub fn forward_request_headers(from: &RawFields, to: &mut RequestHead) {
 /// hop-by-hop fields; framing, which the client connection writes for the body it sends;
 /// `x-request-id`, which the gateway sets; and anything claiming to speak for the gateway.
 pub fn passes_to_client(name: &[u8]) -> bool {
-    !(hop_by_hop(name) || length_or_request_id(name) || gateway_own(name))
+    let held = |name: &[u8]| hop_by_hop(name) || length_or_request_id(name) || gateway_own(name);
+    !(held(name) || as_dashed(name, held))
 }
 
 /// Parses an integer field.

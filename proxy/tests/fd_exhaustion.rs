@@ -50,7 +50,8 @@ async fn out_of_descriptors_the_listener_pauses_instead_of_spinning_then_recover
             http::Method::POST,
             gw.addr,
             CHAT,
-            &[],
+            // hyper's connection-level client sends no `host` of its own; HTTP/1.1 needs one.
+            &[("host", "x")],
             bytes::Bytes::from_static(CHAT_BODY.as_bytes()),
         ))
         .await

@@ -92,6 +92,7 @@ pub async fn serve(
                     Bad::Malformed(message) => GatewayError::BadRequest(message.into()),
                     Bad::Unsupported(message) => GatewayError::NotImplemented(message),
                     Bad::TimedOut => GatewayError::RequestTimeout,
+                    Bad::HeadTooLarge => GatewayError::HeadTooLarge,
                 };
                 // A request all the same: it ends (counted, logged) once its refusal is written.
                 let mut ctx = RequestCtx::unread(current.load_full(), client);
@@ -119,7 +120,7 @@ pub async fn serve(
         let large_body = match framing {
             Framing::Empty | Framing::Done => false,
             Framing::Length(length) => length > IDLE_BUFFER as u64,
-            Framing::Chunked(_) | Framing::UntilClose => true,
+            Framing::Chunked(..) | Framing::UntilClose => true,
         };
         let gateway = current.load_full();
         conn.limits = Limits::of(&gateway);
@@ -133,6 +134,7 @@ pub async fn serve(
             timer: &mut conn.timer,
             limit: conn.limits.client,
             read: &body_read,
+            left: conn.limits.max_body,
         };
         let handled = crate::pipeline::handle(gateway, request, body, client);
         // A client that hangs up while the request waits (for a backend's answer) cancels it:
@@ -177,6 +179,8 @@ struct Limits {
     keepalive: Duration,
     /// `server.client_timeout`: a head under way, a silent body, an unread answer.
     client: Duration,
+    /// `server.max_body_bytes`: a body announcing more is refused before it is read.
+    max_body: u64,
 }
 
 impl Limits {
@@ -185,6 +189,7 @@ impl Limits {
         Self {
             keepalive: server.keepalive_timeout,
             client: server.client_timeout,
+            max_body: server.max_body_bytes,
         }
     }
 }
@@ -248,6 +253,8 @@ enum Bad {
     Unsupported(&'static str),
     /// The head did not arrive whole within `server.client_timeout` of its start (408).
     TimedOut,
+    /// The head is larger than [`MAX_HEAD`] (431), however it arrived.
+    HeadTooLarge,
 }
 
 struct Head {
@@ -302,7 +309,7 @@ impl Conn {
                     return Ok(Next::Request(head));
                 }
                 if self.buf.len() > MAX_HEAD {
-                    return Err(Bad::Malformed("The request head is too large."));
+                    return Err(Bad::HeadTooLarge);
                 }
             } else if drain.begun() {
                 return Ok(Next::Closed);
@@ -384,6 +391,12 @@ impl Conn {
                 put_field(&mut out, name, value);
             }
         });
+        // An origin's answer has a `date` (RFC 9110 §6.6.1): a backend's carries its own, the
+        // gateway's own answers (refusals, errors) get one here.
+        if head.served_by.is_none() {
+            let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+            put_field(&mut out, b"date", date.as_bytes());
+        }
         if !bodiless {
             match exact {
                 Some(length) => put_content_length(&mut out, length),
@@ -508,6 +521,10 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<Head>, Bad> {
         }
         Err(_) => return Err(Bad::Malformed("The request is not valid HTTP/1.1.")),
     };
+    // Whether it came in one read or many.
+    if len > MAX_HEAD {
+        return Err(Bad::HeadTooLarge);
+    }
     let method = Method::from_bytes(request.method.unwrap_or("").as_bytes())
         .map_err(|_| Bad::Malformed("Invalid request method."))?;
     let version = match request.version {
@@ -523,6 +540,12 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<Head>, Bad> {
         .map_err(|_| Bad::Malformed("Invalid request target."))?;
     let mut framing_fields = FramingFields::default();
     let fields = RawFields::new(head, spans, &mut framing_fields).map_err(Bad::Malformed)?;
+    // RFC 9112 §3.2: exactly one `host` in an HTTP/1.1 request, at most one in HTTP/1.0.
+    if framing_fields.hosts > 1 || (version == Version::HTTP_11 && framing_fields.hosts == 0) {
+        return Err(Bad::Malformed(
+            "An HTTP/1.1 request must have exactly one host field.",
+        ));
+    }
     // RFC 9112 §6.3: chunked must be the last transfer coding of a request; it wins over
     // content-length; no framing means no body.
     let framing = if framing_fields.coded {
@@ -611,6 +634,9 @@ struct RequestBody<'a> {
     limit: Duration,
     /// Set once the whole body has been read.
     read: &'a AtomicBool,
+    /// Bytes the body may still bring (`server.max_body_bytes` less what was read): a chunk
+    /// announcing more is refused at its size line, not after its bytes came.
+    left: u64,
 }
 
 impl Body for RequestBody<'_> {
@@ -631,7 +657,17 @@ impl Body for RequestBody<'_> {
         }
         let reserve = READ_CHUNK.max(this.framing.remaining().unwrap_or(0).min(1 << 20) as usize);
         let mut stream = this.stream;
-        if let Poll::Ready(polled) = poll_body(this.framing, this.buf, &mut stream, cx, reserve) {
+        let polled = poll_body(this.framing, this.buf, &mut stream, cx, reserve);
+        if let Poll::Ready(Some(Ok(data))) = &polled {
+            this.left = this.left.saturating_sub(data.len() as u64);
+        }
+        if this.framing.announced() > this.left {
+            return Poll::Ready(Some(Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                "the request body is larger than server.max_body_bytes",
+            ))));
+        }
+        if let Poll::Ready(polled) = polled {
             this.timer.disarm();
             if this.framing.is_done() {
                 this.read.store(true, Ordering::Relaxed);

@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use crate::config::{BackendConfig, GatewayConfig};
 use crate::ctx::{Flow, RequestCtx};
 use crate::error::{BoxError, GatewayError};
-use crate::http1::{Joined, RawFields};
+use crate::http1::Joined;
 use crate::scan::Scan;
 use crate::stages::Stage;
 use crate::stages::route::Operation;
@@ -41,7 +41,7 @@ impl BodyStage {
         B: Body<Data = Bytes>,
         B::Error: Into<BoxError>,
     {
-        let bytes = read_body(body, &ctx.head.fields, self.limit).await?;
+        let bytes = read_body(body, self.limit).await?;
         let operation = ctx.route.map_or(Operation::Other, |r| r.operation);
         let body = RequestBody::new(bytes, operation, self.stream_usage);
         // The `model` label: on legacy routes the deployment in the path (what Azure serves,
@@ -55,38 +55,39 @@ impl BodyStage {
     }
 }
 
-/// Reads the request body up to `limit` bytes; 413 above it (checked on `content-length` first).
-async fn read_body<B>(body: B, fields: &RawFields, limit: u64) -> Result<Bytes, GatewayError>
+/// Reads the request body up to `limit` bytes; 413 above it, as soon as the body says it will
+/// be larger (its `content-length`, or a chunk's size line: the body's size hint), before its
+/// bytes are read.
+async fn read_body<B>(body: B, limit: u64) -> Result<Bytes, GatewayError>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let declared = fields
-        .get("content-length")
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit) {
-        return Err(GatewayError::PayloadTooLarge { limit });
-    }
     let mut body = std::pin::pin!(body);
     let mut gathered = Joined::default();
+    let too_large = |gathered: &Joined, announced: u64| {
+        (gathered.len() as u64).saturating_add(announced) > limit
+    };
+    if too_large(&gathered, body.size_hint().lower()) {
+        return Err(GatewayError::PayloadTooLarge { limit });
+    }
     while let Some(frame) = body.as_mut().frame().await {
         let frame = frame.map_err(|error| {
-            let timed_out = error
+            let kind = error
                 .into()
                 .downcast_ref::<std::io::Error>()
-                .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
-            if timed_out {
-                GatewayError::RequestTimeout
-            } else {
-                GatewayError::BadRequest("The request body could not be read.".into())
+                .map(std::io::Error::kind);
+            match kind {
+                Some(std::io::ErrorKind::TimedOut) => GatewayError::RequestTimeout,
+                Some(std::io::ErrorKind::FileTooLarge) => GatewayError::PayloadTooLarge { limit },
+                _ => GatewayError::BadRequest("The request body could not be read.".into()),
             }
         })?;
         if let Ok(data) = frame.into_data() {
-            if (gathered.len() + data.len()) as u64 > limit {
+            gathered.push(data);
+            if too_large(&gathered, body.size_hint().lower()) {
                 return Err(GatewayError::PayloadTooLarge { limit });
             }
-            gathered.push(data);
         }
     }
     Ok(gathered.take().unwrap_or_default())

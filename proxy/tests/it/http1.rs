@@ -266,19 +266,21 @@ async fn malformed_requests_get_400_in_the_error_shape_and_a_close() {
     for (garbage, status, code) in [
         ("NOT HTTP AT ALL\r\n\r\n".to_owned(), 400, "bad_request"),
         (
-            format!("POST {CHAT} HTTP/1.1\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello"),
+            format!(
+                "POST {CHAT} HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello"
+            ),
             400,
             "bad_request",
         ),
         // The body's length cannot be known unless chunked is the last coding.
         (
-            format!("POST {CHAT} HTTP/1.1\r\ntransfer-encoding: gzip\r\n\r\n"),
+            format!("POST {CHAT} HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip\r\n\r\n"),
             400,
             "bad_request",
         ),
         (
             format!(
-                "POST {CHAT} HTTP/1.1\r\ntransfer-encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n{chunked_body}"
+                "POST {CHAT} HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n{chunked_body}"
             ),
             400,
             "bad_request",
@@ -286,14 +288,14 @@ async fn malformed_requests_get_400_in_the_error_shape_and_a_close() {
         // Codings under the chunks are not decoded, and must not reach a backend unnamed.
         (
             format!(
-                "POST {CHAT} HTTP/1.1\r\napi-key: {KEY}\r\ntransfer-encoding: gzip, chunked\r\n\r\n{chunked_body}"
+                "POST {CHAT} HTTP/1.1\r\nhost: x\r\napi-key: {KEY}\r\ntransfer-encoding: gzip, chunked\r\n\r\n{chunked_body}"
             ),
             501,
             "not_implemented",
         ),
         (
             format!(
-                "POST {CHAT} HTTP/1.1\r\napi-key: {KEY}\r\ntransfer-encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n{chunked_body}"
+                "POST {CHAT} HTTP/1.1\r\nhost: x\r\napi-key: {KEY}\r\ntransfer-encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n{chunked_body}"
             ),
             501,
             "not_implemented",
