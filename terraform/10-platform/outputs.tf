@@ -57,6 +57,11 @@ output "gateway_identity_principal_id" {
   value       = azurerm_user_assigned_identity.gateway.principal_id
 }
 
+output "container_apps_subnet_id" {
+  description = "Subnet of the Container Apps environment; 20-openai lets it through the accounts' firewalls."
+  value       = azurerm_subnet.container_apps.id
+}
+
 output "log_analytics_workspace_id" {
   description = "Log Analytics workspace of the environment."
   value       = azurerm_log_analytics_workspace.this.id
