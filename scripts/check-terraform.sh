@@ -12,6 +12,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-python.sh
+if ! command -v terraform >/dev/null; then
+  echo "terraform is not installed (machines of this project come with it; it is not on a package registry)" >&2
+  exit 1
+fi
 export TF_CLI_CONFIG_FILE=/dev/null # no ~/.terraformrc here; keeps terraform from warning
 
 out=$(mktemp -d)
