@@ -109,9 +109,10 @@ resource "azurerm_container_app" "gateway" {
     # environment again, which reuses the identical release, and execs the proxy; the collector
     # finds its file on its first start.
     init_container {
-      name    = "render-config"
-      image   = var.image
-      command = ["/usr/local/bin/hydrenv", "render"]
+      name  = "render-config"
+      image = var.image
+      # The templates of the image, as its entrypoint uses them (`hydrenv run --templates ...`).
+      command = ["/usr/local/bin/hydrenv", "render", "--templates", "/etc/hydrenv/templates"]
       cpu     = 0.25
       memory  = "0.5Gi"
 
@@ -137,7 +138,8 @@ resource "azurerm_container_app" "gateway" {
       }
     }
 
-    # hydrenv + proxy: the image's entrypoint renders and execs the proxy (PID 1).
+    # hydrenv + proxy: the image's entrypoint (`hydrenv run`) renders and execs the proxy, which
+    # drains for up to 30 s on SIGTERM (termination_grace_period_seconds is above that).
     container {
       name   = "gateway"
       image  = var.image

@@ -214,13 +214,15 @@ variable "image" {
 }
 
 variable "app_settings" {
-  description = "Non-secret environment of the gateway: the variables of hydrenv/src/vars.rs (docs/configuration.md) by name, e.g. { AZURE_OPENAI_ENDPOINT_0 = \"https://eus.openai.azure.com\", LB_ALG = \"roundrobin\" }. Secret variables are refused here: put them in secrets."
+  description = "Non-secret environment of the gateway: the variables of hydrenv/src/vars.rs (docs/configuration.md) by name, e.g. { AZURE_OPENAI_ENDPOINT_0 = \"https://eus.openai.azure.com\", LB_ALG = \"roundrobin\" }. A secret variable is refused here unless its value is a Key Vault reference (kv://<name>): put secret values in secrets."
   type        = map(string)
   default     = {}
 
+  # A secret variable may stand here only as a Key Vault reference, which hydrenv resolves with
+  # the gateway identity (scripts/sync-env.sh writes .env.<env> references here).
   validation {
-    condition     = alltrue([for name in keys(var.app_settings) : !contains(local.secret_env_names, name) && !anytrue([for group in local.secret_env_groups : length(regexall("^${group}_[0-9]+$", name)) > 0])])
-    error_message = "app_settings holds a secret variable (a key, password, secret or connection string of hydrenv/src/vars.rs): put it in secrets, which go to Key Vault."
+    condition     = alltrue([for name, value in var.app_settings : !(contains(local.secret_env_names, name) || anytrue([for group in local.secret_env_groups : length(regexall("^${group}_[0-9]+$", name)) > 0])) || startswith(trimspace(value), "kv://") || startswith(lower(trimspace(value)), "@microsoft.keyvault(")])
+    error_message = "app_settings holds a secret variable (a key, password, secret or connection string of hydrenv/src/vars.rs) with a plain value: put it in secrets, which go to Key Vault, or give a Key Vault reference (kv://<name>, @Microsoft.KeyVault(...))."
   }
 
   validation {

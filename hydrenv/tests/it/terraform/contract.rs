@@ -131,6 +131,31 @@ fn names_hydrenv_does_not_know_are_refused_in_both_maps() {
             );
         }
     }
+    // A secret variable may stand in app_settings as a Key Vault reference, never with a value.
+    for reference in [
+        "kv://gateway-client-key-3",
+        " kv://gateway-client-key-3/0123abcd",
+        "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/gateway-client-key-3)",
+        "@microsoft.keyvault(VaultName=kv;SecretName=gateway-client-key-3)",
+    ] {
+        let setting = object([("GATEWAY_CLIENT_KEY_3", reference)]);
+        assert!(
+            eval.refusals(&stage, "app_settings", setting).is_empty(),
+            "{reference}"
+        );
+    }
+    for value in [
+        "sk-plain",
+        "https://kv.vault.azure.net/secrets/x",
+        "KV://x",
+        "x kv://y",
+    ] {
+        let setting = object([("OIDC_CLIENT_SECRET", value)]);
+        assert!(
+            !eval.refusals(&stage, "app_settings", setting).is_empty(),
+            "{value}"
+        );
+    }
     // A secret's message sends it to `secrets`, not to the typo list.
     let refused = eval.refusals(&stage, "app_settings", one("GATEWAY_CLIENT_KEY_3"));
     assert_eq!(refused.len(), 1, "{refused:?}");

@@ -50,6 +50,7 @@ pub fn declare(ctx: &mut Context) {
             FuncDef::new(regexall, [ParamType::String, ParamType::String]),
         ),
         ("lower", FuncDef::new(lower, one(ParamType::String))),
+        ("trimspace", FuncDef::new(trimspace, one(ParamType::String))),
         ("upper", FuncDef::new(upper, one(ParamType::String))),
         (
             "replace",
@@ -196,6 +197,10 @@ fn regexall(args: FuncArgs) -> Result<Value, String> {
 
 fn lower(args: FuncArgs) -> Result<Value, String> {
     Ok(Value::from(string(&args[0]).to_lowercase()))
+}
+
+fn trimspace(args: FuncArgs) -> Result<Value, String> {
+    Ok(Value::from(string(&args[0]).trim()))
 }
 
 fn upper(args: FuncArgs) -> Result<Value, String> {
