@@ -5,8 +5,9 @@ terraform {
   required_providers {
     azurerm = {
       source = "hashicorp/azurerm"
-      # 4.42 brought `rbac_authorization_enabled`; 5.0 will remove the names this code avoids.
-      version = "~> 4.42"
+      # Floor: a 4.x with every argument used here (Key Vault `rbac_authorization_enabled` came in
+      # 4.42, Managed Redis `public_network_access` later); 5.0 will drop the deprecated names.
+      version = "~> 4.80"
     }
   }
 
