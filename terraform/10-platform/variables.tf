@@ -96,13 +96,13 @@ variable "zone_redundancy_enabled" {
 }
 
 variable "log_retention_days" {
-  description = "Days Log Analytics keeps logs (30-730)."
+  description = "Days Log Analytics and Application Insights keep data (a value both accept)."
   type        = number
   default     = 30
 
   validation {
-    condition     = var.log_retention_days >= 30 && var.log_retention_days <= 730
-    error_message = "log_retention_days must be between 30 and 730."
+    condition     = contains([30, 60, 90, 120, 180, 270, 365, 550, 730], var.log_retention_days)
+    error_message = "log_retention_days must be one of 30, 60, 90, 120, 180, 270, 365, 550, 730 (Application Insights' retention values)."
   }
 }
 
