@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Offline checks of terraform/ and, once there is one, of the Dockerfile:
-#   - `terraform fmt -check -recursive terraform`, plus the committed terraform.tfvars.*.example
+#   - `terraform fmt -check -recursive terraform`, plus the terraform.tfvars.<env>[.example]
 #     files (fmt skips them by name, so each goes through `terraform fmt -` on stdin);
 #   - checkov with no failing check and no file it cannot parse; a check that does not apply is
 #     skipped by a `#checkov:skip=ID:reason` comment next to its resource.
@@ -27,7 +27,7 @@ while IFS= read -r -d '' example; do
   if ! terraform fmt - <"$example" >"$out/formatted" || ! cmp -s "$out/formatted" "$example"; then
     unformatted+=("$example")
   fi
-done < <(find terraform -name 'terraform.tfvars.*.example' -print0)
+done < <(find terraform -name 'terraform.tfvars.*' -print0)
 if ((${#unformatted[@]})); then
   echo "not formatted (terraform fmt - < FILE): ${unformatted[*]}" >&2
   exit 1
