@@ -78,9 +78,24 @@ impl Stage {
 
     /// `terraform.tfvars.<env>.example`, evaluated (examples hold literals only).
     pub fn example(&self, env: &str) -> Map<String, Value> {
-        let path = terraform_root()
-            .join(self.name)
-            .join(format!("terraform.tfvars.{env}.example"));
+        self.tfvars(&format!("terraform.tfvars.{env}.example"))
+    }
+
+    /// The stage's `terraform.tfvars.*` files: the examples and any committed environment.
+    pub fn tfvars_files(&self) -> Vec<String> {
+        let dir = terraform_root().join(self.name);
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("terraform.tfvars."))
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// One tfvars file of the stage, evaluated (they hold literals only).
+    pub fn tfvars(&self, file: &str) -> Map<String, Value> {
+        let path = terraform_root().join(self.name).join(file);
         let text =
             std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let body = hcl::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

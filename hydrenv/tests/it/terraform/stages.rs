@@ -207,40 +207,38 @@ fn every_stage_and_module_is_complete() {
             continue;
         }
         let variables = stage.variables();
-        for env in ["dev", "prod"] {
-            let example = stage.example(env);
-            for key in example.keys() {
+        // The examples and any committed terraform.tfvars.<env>: declared names, no secret, and
+        // (workload) settings its validations accept.
+        for file in stage.tfvars_files() {
+            let values = stage.tfvars(&file);
+            for key in values.keys() {
                 if !variables.contains_key(key.as_str()) {
-                    problems.push(format!(
-                        "{name}: the {env} example sets {key}, which is no variable"
-                    ));
+                    problems.push(format!("{name}/{file} sets {key}, which is no variable"));
                 }
-                if [
+                let secret = [
                     "secrets",
                     "openai_secrets",
                     "app_insights_connection_string",
-                ]
-                .contains(&key.as_str())
-                {
+                ];
+                if secret.contains(&key.as_str()) {
                     problems.push(format!(
-                        "{name}: the {env} example sets {key}: secrets never go in examples"
+                        "{name}/{file} sets {key}: secrets never go in these files"
                     ));
                 }
             }
             if *name == WORKLOAD {
-                let eval = stage.evaluate(&workload_inputs(env));
-                let refused = eval.refusals(
-                    &stage,
-                    "app_settings",
-                    example
-                        .get("app_settings")
+                let mut inputs = workload_inputs("dev");
+                inputs.extend(values.clone());
+                let eval = stage.evaluate(&inputs);
+                for map in ["app_settings", "secrets"] {
+                    let given = values
+                        .get(map)
                         .cloned()
-                        .unwrap_or(Value::Object(Map::new())),
-                );
-                if !refused.is_empty() {
-                    problems.push(format!(
-                        "{name}: the {env} example's app_settings: {refused:?}"
-                    ));
+                        .unwrap_or(Value::Object(Map::new()));
+                    let refused = eval.refusals(&stage, map, given);
+                    if !refused.is_empty() {
+                        problems.push(format!("{name}/{file}: {map}: {refused:?}"));
+                    }
                 }
             }
         }
