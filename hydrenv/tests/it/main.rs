@@ -12,3 +12,4 @@ mod render;
 mod secrets;
 mod soak;
 mod supervise;
+mod terraform;

@@ -1,0 +1,148 @@
+# The gateway's environment: which variable of hydrenv/src/vars.rs goes where. hydrenv's
+# terraform test (hydrenv/tests/it/terraform.rs) compares these lists with the variable table and
+# fails on any difference, so a variable added to vars.rs must be added here too: to the secret
+# lists if vars.rs marks it `.secret()`, else to the plain ones. The variables' validations
+# (variables.tf) use them to refuse a secret in app_settings, a plain setting in secrets and a
+# name hydrenv does not know.
+locals {
+  # Non-secret variables: set through app_settings (plain env values of the containers).
+  plain_env_names = [
+    "ACA_MANAGED_IDENTITY_CLIENT_ID",
+    "AI_PROXY_CONNECT_TIMEOUT",
+    "AI_PROXY_FALLBACK_STRATEGY",
+    "AI_PROXY_MAX_ATTEMPTS",
+    "AI_PROXY_PASSIVE_HEALTH_FAILURES",
+    "AI_PROXY_READ_TIMEOUT",
+    "AI_PROXY_REQUEST_DEADLINE",
+    "AI_PROXY_SEND_TIMEOUT",
+    "AI_PROXY_UNHEALTHY_SECONDS",
+    "AI_RATE_LIMIT_HIGH_LIMIT",
+    "AI_RATE_LIMIT_KEY",
+    "AI_RATE_LIMIT_LOW_LIMIT",
+    "AI_RATE_LIMIT_REJECT_CODE",
+    "AI_RATE_LIMIT_REJECT_MESSAGE",
+    "AI_RATE_LIMIT_STRATEGY",
+    "AI_RATE_LIMIT_WINDOW_SECONDS",
+    "APIM_GATEWAY_ID",
+    "APIM_GATEWAY_LOGS_INGEST_URI",
+    "APISIX_ACTIVE_HEALTH_CHECKS",
+    "APISIX_ACTIVE_HEALTH_CHECK_HEALTHY_INTERVAL",
+    "APISIX_ACTIVE_HEALTH_CHECK_PATH",
+    "APISIX_ACTIVE_HEALTH_CHECK_SCHEME",
+    "APISIX_ACTIVE_HEALTH_CHECK_TIMEOUT",
+    "APISIX_ACTIVE_HEALTH_CHECK_UNHEALTHY_INTERVAL",
+    "APISIX_ACTIVE_HEALTH_CHECK_VERIFY_CERT",
+    "AZURE_CLIENT_ID",
+    "AZURE_MONITOR_WORKSPACE_ENDPOINT",
+    "AZURE_OPENAI_MSI_CLIENT_ID",
+    "AZURE_OPENAI_TOKEN_RESOURCE",
+    "CACHE_MAX_BYTES",
+    "CACHE_TTL",
+    "CLOUD_PLATFORM",
+    "CLUSTER_NAME",
+    "CORS_ALLOW_CREDENTIALS",
+    "CORS_ALLOW_HEADERS",
+    "CORS_ALLOW_METHODS",
+    "CORS_ALLOW_ORIGINS",
+    "CORS_EXPOSE_HEADERS",
+    "CORS_MAX_AGE",
+    "ENABLE_AI_RATE_LIMIT",
+    "ENABLE_CACHE",
+    "ENABLE_CORS",
+    "ENABLE_DEBUG_EXPORTER",
+    "ENABLE_IP_RESTRICTION",
+    "ENABLE_OIDC",
+    "ENABLE_QUOTA",
+    "ENABLE_RATE_LIMIT",
+    "ENABLE_RESPONSE_REWRITE",
+    "ENVIRONMENT",
+    "GATEWAY_ADMIN_LISTEN",
+    "GATEWAY_E2E_TEST_MODE",
+    "GATEWAY_KEEPALIVE_TIMEOUT",
+    "GATEWAY_LISTEN",
+    "GATEWAY_LOG_MODE",
+    "GATEWAY_MAX_BODY_BYTES",
+    "GATEWAY_PRODUCT_ID",
+    "GATEWAY_REQUIRE_AUTH",
+    "GATEWAY_SLOW_CLIENT_TIMEOUT",
+    "HYDRENV_ENV_DIR",
+    "HYDRENV_KEEP_RELEASES",
+    "HYDRENV_KEY_VAULT_SECRETS",
+    "HYDRENV_REFRESH_SECONDS",
+    "IP_BLACKLIST",
+    "IP_WHITELIST",
+    "KEY_VAULT_NAME",
+    "KEY_VAULT_URI",
+    "LB_ALG",
+    "LB_HASH_KEY",
+    "LB_HASH_ON",
+    "LLM_PRICES",
+    "OIDC_CLIENT_ID",
+    "OIDC_DISCOVERY_URL",
+    "OIDC_REDIRECT_URI",
+    "OTEL_BATCH_SIZE",
+    "OTEL_BATCH_TIMEOUT",
+    "OTEL_COLLECTOR_ENDPOINT",
+    "OTEL_LOG_LEVEL",
+    "OTEL_MEMORY_LIMIT_MIB",
+    "OTEL_MEMORY_SPIKE_MIB",
+    "OTEL_SAMPLE_RATE",
+    "OTEL_SERVICE_NAME",
+    "PROMETHEUS_REMOTE_WRITE_NUM_CONSUMERS",
+    "PROMETHEUS_REMOTE_WRITE_QUEUE_SIZE",
+    "PROMETHEUS_REMOTE_WRITE_RETRY_INITIAL_INTERVAL",
+    "PROMETHEUS_REMOTE_WRITE_RETRY_MAX_ELAPSED_TIME",
+    "PROMETHEUS_REMOTE_WRITE_RETRY_MAX_INTERVAL",
+    "PROMETHEUS_REMOTE_WRITE_TIMEOUT",
+    "PROMETHEUS_SCRAPE_INTERVAL",
+    "PROMETHEUS_SCRAPE_TIMEOUT",
+    "QUOTA_COUNT",
+    "QUOTA_TIME_WINDOW",
+    "RATE_LIMIT_BURST",
+    "RATE_LIMIT_RATE",
+    "RESPONSES_AFFINITY_REDIS_HOST",
+    "RESPONSES_AFFINITY_REDIS_PORT",
+    "RESPONSES_AFFINITY_REDIS_TIMEOUT_MS",
+    "RESPONSES_AFFINITY_TTL_SECONDS",
+    "SERVICE_VERSION",
+    "SHARED_ROOT",
+    "TRUSTED_PROXIES",
+  ]
+
+  # Non-secret numbered groups: <GROUP>_<N>, e.g. AZURE_OPENAI_ENDPOINT_0.
+  plain_env_groups = [
+    "AZURE_OPENAI_API_VERSION",
+    "AZURE_OPENAI_AUTH_MODE",
+    "AZURE_OPENAI_DEPLOYMENTS",
+    "AZURE_OPENAI_ENDPOINT",
+    "AZURE_OPENAI_MSI_CLIENT_ID",
+    "AZURE_OPENAI_NAME",
+    "AZURE_OPENAI_PRIORITY",
+    "AZURE_OPENAI_TOKEN_RESOURCE",
+    "AZURE_OPENAI_WEIGHT",
+    "GATEWAY_CLIENT_NAME",
+    "GATEWAY_CLIENT_PRIORITY",
+    "GATEWAY_CLIENT_TOKEN_QUOTA",
+  ]
+
+  # Secret variables: set through secrets only (Key Vault secrets referenced by the app).
+  secret_env_names = [
+    "APPLICATIONINSIGHTS_CONNECTION_STRING",
+    "OIDC_CLIENT_SECRET",
+    "RATE_LIMIT_REDIS_URL",
+    "RESPONSES_AFFINITY_REDIS_PASSWORD",
+  ]
+
+  # Secret numbered groups: AZURE_OPENAI_KEY_<N>, GATEWAY_CLIENT_KEY_<N>.
+  secret_env_groups = [
+    "AZURE_OPENAI_KEY",
+    "GATEWAY_CLIENT_KEY",
+  ]
+
+  # Injected by Container Apps into every container (the managed identity endpoint and its
+  # secret); refused in both maps, because a value set here would replace the platform's.
+  platform_env_names = [
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
+  ]
+}
