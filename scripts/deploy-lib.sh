@@ -106,22 +106,46 @@ read_env_file() {
   done <"$file"
 }
 
-# json_get FILE KEY: a top-level value of a JSON object file (strings as is, others as JSON).
-json_get() {
-  python3 - "$1" "$2" <<'PY'
+# Outputs of applied stages, read once per stage from .deploy/<env>/<stage>.auto.tfvars.json
+# (one python3 start per stage, not per value): "stage name" -> value (strings as they are,
+# other values as JSON).
+declare -A OUTPUTS=() OUTPUTS_READ=()
+read_outputs() { # STAGE
+  local stage=$1 file="$STATE/$1.auto.tfvars.json" name value
+  [[ -z "${OUTPUTS_READ[$stage]:-}" ]] || return 0
+  OUTPUTS_READ[$stage]=1
+  [[ -f "$file" ]] || return 0
+  while IFS=$'\t' read -r name value; do
+    OUTPUTS["$stage $name"]=$value
+  done < <(python3 - "$file" <<'PY'
 import json, sys
-value = json.load(open(sys.argv[1]))[sys.argv[2]]
-print(value if isinstance(value, str) else json.dumps(value))
+for name, value in json.load(open(sys.argv[1])).items():
+    text = value if isinstance(value, str) else json.dumps(value)
+    if "\t" in text or "\n" in text:
+        text = json.dumps(text)
+    print(f"{name}\t{text}")
 PY
+  )
 }
 
-# output_of STAGE NAME: an output of an applied stage, from .deploy/<env>/<stage>.auto.tfvars.json;
-# with --plan-only and no such file yet, a placeholder naming it.
+# forget_outputs STAGE: after an apply, the stage's outputs are read again when next asked for.
+forget_outputs() {
+  local key
+  for key in "${!OUTPUTS[@]}"; do
+    [[ "$key" != "$1 "* ]] || unset "OUTPUTS[$key]"
+  done
+  unset "OUTPUTS_READ[$1]"
+}
+
+# output_of VAR STAGE NAME: sets VAR to an output of an applied stage; with --plan-only and no
+# such output yet, to a placeholder naming it. Call it directly (not in a command substitution),
+# so the outputs are read once.
 output_of() {
-  local file="$STATE/$1.auto.tfvars.json"
-  if [[ -f "$file" ]] && json_get "$file" "$2" 2>/dev/null; then
+  read_outputs "$2"
+  if [[ -n "${OUTPUTS["$2 $3"]+set}" ]]; then
+    printf -v "$1" '%s' "${OUTPUTS["$2 $3"]}"
     return 0
   fi
-  [[ "$PLAN_ONLY" == 1 ]] || die "$2: not an output of $1 (${file#"$ROOT"/}); apply $1 first (scripts/deploy.sh $DEPLOY_ENV --stage $1)"
-  printf '<%s from %s>\n' "$2" "$1"
+  [[ "$PLAN_ONLY" == 1 ]] || die "$3: not an output of $2 (${STATE#"$ROOT"/}/$2.auto.tfvars.json); apply $2 first (scripts/deploy.sh $DEPLOY_ENV --stage $2)"
+  printf -v "$1" '<%s from %s>' "$3" "$2"
 }

@@ -129,6 +129,7 @@ with os.fdopen(fd, "w") as f:
 os.replace(sys.argv[2] + ".tmp", sys.argv[2])
 PY
   rm -f "$raw"
+  forget_outputs "$stage"
   note "outputs of $stage -> ${STATE#"$ROOT"/}/$stage.auto.tfvars.json"
 }
 
@@ -141,10 +142,14 @@ terraform_stage() {
     tf "$stage" init -input=false
     tf "$stage" workspace select -or-create=true "$DEPLOY_ENV"
   else
+    local group account container
+    output_of group 00-bootstrap state_resource_group_name
+    output_of account 00-bootstrap state_storage_account_name
+    output_of container 00-bootstrap state_container_name
     tf "$stage" init -input=false \
-      "-backend-config=resource_group_name=$(output_of 00-bootstrap state_resource_group_name)" \
-      "-backend-config=storage_account_name=$(output_of 00-bootstrap state_storage_account_name)" \
-      "-backend-config=container_name=$(output_of 00-bootstrap state_container_name)" \
+      "-backend-config=resource_group_name=$group" \
+      "-backend-config=storage_account_name=$account" \
+      "-backend-config=container_name=$container" \
       "-backend-config=key=$stage.tfstate" \
       "-backend-config=use_azuread_auth=true"
   fi
@@ -172,8 +177,8 @@ image_step() {
     if [[ -n "$(git status --porcelain 2>/dev/null)" ]]; then tag="$tag-dirty-$(date -u +%Y%m%dT%H%M%SZ)"; fi
   fi
   local acr server
-  acr=$(output_of 10-platform acr_name)
-  server=$(output_of 10-platform acr_login_server)
+  output_of acr 10-platform acr_name
+  output_of server 10-platform acr_login_server
   local ref="$server/$name:$tag"
   if ((local_docker)); then
     run az acr login --name "$acr"
@@ -200,17 +205,17 @@ sync_step() {
 workload_step() {
   local before="" image
   image=$(image_ref)
-  [[ ! -f "$STATE/30-workload.auto.tfvars.json" ]] ||
-    before=$(json_get "$STATE/30-workload.auto.tfvars.json" latest_revision_name 2>/dev/null || true)
+  read_outputs 30-workload
+  before=${OUTPUTS["30-workload latest_revision_name"]:-}
   [[ -f "$STATE/sync.auto.tfvars.json" || "$PLAN_ONLY" == 1 ]] ||
     die "no settings synced for $DEPLOY_ENV yet: run the sync step (scripts/deploy.sh $DEPLOY_ENV --stage sync)"
   terraform_stage 30-workload "-var-file=$STATE/sync.auto.tfvars.json" "-var=image=$image"
 
   note "== rollout"
   local app group revision
-  app=$(output_of 30-workload container_app_name)
-  group=$(output_of 10-platform resource_group_name)
-  revision=$(output_of 30-workload latest_revision_name)
+  output_of app 30-workload container_app_name
+  output_of group 10-platform resource_group_name
+  output_of revision 30-workload latest_revision_name
   if [[ "$PLAN_ONLY" == 1 ]]; then
     note "only when Terraform made no new revision (settings in Key Vault changed, nothing else):"
     show az containerapp revision restart --name "$app" --resource-group "$group" --revision "$revision"
@@ -240,7 +245,7 @@ smoke_step() {
   note "== smoke"
   local url key="" body="$PRIVATE_DIR/chat.json" headers="$PRIVATE_DIR/headers"
   local answer="$PRIVATE_DIR/answer" status="$PRIVATE_DIR/status"
-  url=$(output_of 30-workload gateway_url)
+  output_of url 30-workload gateway_url
   url=${url%/}
   if [[ -n "${SMOKE_ADMIN_URL:-}" ]]; then
     run curl --fail --silent --show-error --max-time 10 --retry 5 --retry-all-errors "${SMOKE_ADMIN_URL%/}/readyz"

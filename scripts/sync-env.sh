@@ -102,7 +102,8 @@ fi
 # Secrets to Key Vault.
 imported=()
 if ((${#secret_names[@]})); then
-  vault=${KEY_VAULT_NAME:-$(output_of 10-platform key_vault_name)}
+  vault=${KEY_VAULT_NAME:-}
+  [[ -n "$vault" ]] || output_of vault 10-platform key_vault_name
   for name in "${secret_names[@]}"; do
     kv_name=$(tr 'A-Z_' 'a-z-' <<<"$name")
     file="$PRIVATE_DIR/$kv_name"
@@ -116,11 +117,11 @@ if ((${#secret_names[@]})); then
   listed=${settings[HYDRENV_KEY_VAULT_SECRETS]:-}
   settings[HYDRENV_KEY_VAULT_SECRETS]=$(IFS=,; echo "${listed:+$listed,}${imported[*]}")
   if [[ -z "${settings[KEY_VAULT_URI]+set}" && -z "${settings[KEY_VAULT_NAME]+set}" ]]; then
-    settings[KEY_VAULT_URI]=$(output_of 10-platform key_vault_uri)
+    output_of "settings[KEY_VAULT_URI]" 10-platform key_vault_uri
     setting_names+=(KEY_VAULT_URI)
   fi
   if [[ -z "${settings[ACA_MANAGED_IDENTITY_CLIENT_ID]+set}" ]]; then
-    settings[ACA_MANAGED_IDENTITY_CLIENT_ID]=$(output_of 10-platform gateway_identity_client_id)
+    output_of "settings[ACA_MANAGED_IDENTITY_CLIENT_ID]" 10-platform gateway_identity_client_id
     setting_names+=(ACA_MANAGED_IDENTITY_CLIENT_ID)
   fi
 fi
