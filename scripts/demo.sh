@@ -18,7 +18,7 @@ fail() {
 # Every process this script starts, recorded here in the parent shell (a PID recorded inside a
 # command substitution dies with its subshell), and stopped however the script ends.
 pids=()
-# shellcheck disable=SC2317 # called by the traps below
+# shellcheck disable=SC2317,SC2329 # called by the traps below
 cleanup() {
   trap - EXIT INT TERM
   if ((${#pids[@]})); then

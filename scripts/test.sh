@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-python.sh
+# hadolint on the Dockerfile, shellcheck on every shell script. Last line: `LINT OK`.
+scripts/lint.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 # terraform/ (and the Dockerfile) offline: terraform fmt and checkov, no failing check unless
@@ -18,6 +20,9 @@ fi
 # The local demo as a user meets it (debug builds): it serves, Ctrl-C leaves nothing running,
 # and a taken port fails loudly. Last line: `DEMO TEST OK`.
 scripts/demo-test.sh
+# scripts/deploy.sh and sync-env.sh offline, with stand-ins for az, terraform, docker and curl:
+# the plan is what runs, no secret shows. Last line: `DEPLOY TEST OK`.
+scripts/deploy-test.sh
 # Benchmark smoke (bench/README.md): every case once, tiny durations, on the debug binaries the
 # tests just built, so the harness cannot rot. Installs nginx/wrk if missing. The numbers are
 # meaningless and never fail CI; a broken harness does. Last line: `BENCH SMOKE OK: ...`.

@@ -6,6 +6,7 @@ mod support;
 mod bad_input;
 mod cli;
 mod defaults;
+mod image;
 mod keyvault;
 mod release;
 mod render;
