@@ -224,8 +224,8 @@ pub fn render(
         .filter(|k| vars::is_secret(k) || from_vault.contains(*k))
         .map(String::as_str)
         .collect();
-    let settings =
-        settings::read(env).map_err(|errors| Failure::config(sanitize(errors, env, &hidden)))?;
+    let settings = settings::read(env, &hidden)
+        .map_err(|errors| Failure::config(sanitize(errors, env, &hidden)))?;
     let shown_settings = settings::read_shown(env, &hidden)
         .map_err(|errors| Failure::config(sanitize(errors, env, &hidden)))?;
     let err = |e: RenderError| Failure::one(EXIT_CONFIG, e.to_string());

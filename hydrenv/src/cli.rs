@@ -108,7 +108,7 @@ pub async fn execute(command: Command, env: Env) -> Outcome {
         }
         Command::Explain => {
             let env = app::layer_env_dir(env)?;
-            let settings = crate::settings::read(&env).ok();
+            let settings = crate::settings::read(&env, &Default::default()).ok();
             Ok(crate::explain::explain(&env, settings.as_ref()))
         }
         Command::Docs => Ok(crate::explain::configuration_doc()),

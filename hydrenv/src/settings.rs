@@ -137,16 +137,21 @@ impl std::fmt::Debug for SecretText {
     }
 }
 
-/// Reads settings from a (secret-resolved) environment. All errors of this stage come back together.
-pub fn read(env: &Env) -> Result<Settings, Vec<EnvError>> {
-    read_shown(env, &BTreeSet::new())
+/// Reads settings from a (secret-resolved) environment: the real values, for the release. All
+/// errors of this stage come back together; none quotes the value of a `hidden` variable (the
+/// ones from Key Vault; secret variables are hidden whether listed or not).
+pub fn read(env: &Env, hidden: &BTreeSet<&str>) -> Result<Settings, Vec<EnvError>> {
+    read_pass(Reader::new(env, hidden, false))
 }
 
 /// [`read`], with the free text of every `hidden` variable as `<redacted:VARIABLE>`: the
 /// settings the dry run, `diff` and `check` show (see [`reader`] for what stays visible).
-/// Accepts and refuses exactly what [`read`] does.
+/// Accepts and refuses exactly what [`read`] does, with the same messages.
 pub fn read_shown(env: &Env, hidden: &BTreeSet<&str>) -> Result<Settings, Vec<EnvError>> {
-    let mut r = Reader::new(env, hidden);
+    read_pass(Reader::new(env, hidden, true))
+}
+
+fn read_pass(mut r: Reader<'_>) -> Result<Settings, Vec<EnvError>> {
     reject_unbuilt(&mut r);
     let backends = backends::read(&mut r);
     let clients = clients::read(&mut r);

@@ -153,7 +153,28 @@ mod tests {
             ),
             (
                 backend("endpoint: 'https://eus.example/?x=1', auth: { mode: api-key, api_key: k }"),
-                "backends[0].endpoint: `https://eus.example/?x=1` has a query",
+                "backends[0].endpoint: `https://eus.example/` has a query",
+            ),
+            (
+                backend("endpoint: 'https://eus.example/openai?api-key=SECRET', auth: { mode: api-key, api_key: k }"),
+                "backends[0].endpoint: `https://eus.example/openai` has a query",
+            ),
+            (
+                backend("endpoint: 'https://eus.example:8443?sig=SECRET#frag', auth: { mode: api-key, api_key: k }"),
+                "backends[0].endpoint: `https://eus.example:8443` has a query",
+            ),
+            (
+                backend("endpoint: 'user:pass-SECRET@eus.example', auth: { mode: api-key, api_key: k }"),
+                "backends[0].endpoint: `***@eus.example` is a relative URL",
+            ),
+            (
+                backend("endpoint: 'https://user:pass-SECRET@eus example', auth: { mode: api-key, api_key: k }"),
+                "backends[0].endpoint: `https://***@eus example` is not a URL",
+            ),
+            (
+                // A password holding `/` cannot be told from a path: nothing but the scheme.
+                backend("endpoint: 'https://user:pa/ss-SECRET@eus example', auth: { mode: api-key, api_key: k }"),
+                "backends[0].endpoint: `https://***` is not a URL",
             ),
             (
                 backend("endpoint: 'ftp://eus.example', auth: { mode: api-key, api_key: k }"),
@@ -189,6 +210,20 @@ mod tests {
             assert!(shown.contains(expected), "{yaml}\n---\n{shown}");
             assert!(!shown.contains("SECRET"), "{shown}");
         }
+    }
+
+    #[test]
+    fn a_parsed_config_never_prints_its_keys() {
+        let yaml = format!(
+            "{}clients:\n  consumers:\n    - {{ name: c, key: ck-SECRET-2 }}\n",
+            backend("endpoint: 'https://x', auth: { mode: api-key, api_key: sk-SECRET-1 }")
+        );
+        let shown = format!("{:?}", parse_raw("gateway.yaml", &yaml).unwrap());
+        assert!(shown.contains("<redacted>"), "{shown}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+        let config = GatewayConfig::parse("gateway.yaml", &yaml).unwrap();
+        assert_eq!(config.backends[0].api_key.expose(), "sk-SECRET-1");
+        assert_eq!(config.clients.consumers[0].key.expose(), "ck-SECRET-2");
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! `Secret`: a string that never prints itself.
 //!
-//! Backend keys and client keys travel in this type. `Debug` and `Display` redact, and it is
-//! deliberately not `Serialize`, so a secret cannot reach a log line, an error or a snapshot by accident.
+//! Backend keys and client keys travel in this type from the moment the config file is parsed
+//! (the raw `Raw*` types hold it too). `Debug` and `Display` redact, and it is deliberately not
+//! `Serialize`, so a secret cannot reach a log line, an error or a snapshot by accident.
 
 use std::fmt;
 use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer};
 
 /// A secret string value; cheap to clone.
 #[derive(Clone, PartialEq, Eq)]
@@ -19,6 +22,13 @@ impl Secret {
     /// The value itself, for the few places that must send it (headers to the backend, comparisons).
     pub fn expose(&self) -> &str {
         &self.0
+    }
+}
+
+/// Read from the config file as a plain string.
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Self::new)
     }
 }
 

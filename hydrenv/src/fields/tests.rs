@@ -38,7 +38,7 @@ fn everything_on() -> Env {
 }
 
 fn settings() -> Settings {
-    crate::settings::read(&everything_on()).unwrap()
+    crate::settings::read(&everything_on(), &Default::default()).unwrap()
 }
 
 /// Leaf paths of a YAML document, written as serde_path_to_error writes them.

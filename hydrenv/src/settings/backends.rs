@@ -46,18 +46,19 @@ pub fn read(r: &mut Reader<'_>) -> Vec<Backend> {
             );
             continue;
         };
-        if let Err(why) = checks::endpoint(endpoint) {
+        if let Err(why) = checks::endpoint(endpoint, &r.quote_url(endpoint_var, endpoint)) {
             r.error(endpoint_var, why);
         }
         let name_var = format!("AZURE_OPENAI_NAME_{index}");
         let name =
             get("NAME").map_or_else(|| format!("backend-{index}"), |(_, v)| v.trim().to_owned());
-        if let Err(why) = checks::backend_name(&name) {
+        if let Err(why) = checks::backend_name(&name, &r.quote(&name_var, &name)) {
             r.error(&name_var, why);
         } else if let Some(other) = names.insert(name.clone(), name_var.clone()) {
+            let quoted = r.quote(&name_var, &name);
             r.error(
                 &name_var,
-                format!("backend name `{name}` is already used by {other}"),
+                format!("backend name `{quoted}` is already used by {other}"),
             );
         }
         let key = get("KEY").map(|(_, v)| v);
@@ -92,10 +93,9 @@ pub fn read(r: &mut Reader<'_>) -> Vec<Backend> {
                 SecretText(String::new())
             }
             (Some(other), _) => {
-                r.error(
-                    &format!("AZURE_OPENAI_AUTH_MODE_{index}"),
-                    format!("`{other}` is not api-key or entra"),
-                );
+                let mode_var = format!("AZURE_OPENAI_AUTH_MODE_{index}");
+                let quoted = r.quote(&mode_var, other);
+                r.error(&mode_var, format!("`{quoted}` is not api-key or entra"));
                 SecretText(String::new())
             }
         };
@@ -138,14 +138,19 @@ fn aliases(r: &mut Reader<'_>, name: &str, value: &str) -> Vec<Alias> {
                     deployment: deployment.to_owned(),
                 })
             }
-            Some((alias, deployment)) if !alias.is_empty() && !deployment.is_empty() => r.error(
-                name,
-                format!(
-                    "`{}`: an alias and a deployment are names without spaces, `/`, `?` or `#` (they go into the request path)",
-                    pair.escape_debug()
-                ),
-            ),
-            _ => r.error(name, format!("`{pair}` is not alias=deployment")),
+            Some((alias, deployment)) if !alias.is_empty() && !deployment.is_empty() => {
+                let quoted = r.quote(name, pair);
+                r.error(
+                    name,
+                    format!(
+                        "`{quoted}`: an alias and a deployment are names without spaces, `/`, `?` or `#` (they go into the request path)"
+                    ),
+                );
+            }
+            _ => {
+                let quoted = r.quote(name, pair);
+                r.error(name, format!("`{quoted}` is not alias=deployment"));
+            }
         }
     }
     if r.hides(name) {

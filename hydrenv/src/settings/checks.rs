@@ -1,9 +1,9 @@
 //! What a value must look like to work once it is sent: backend endpoints (http or https, a
 //! host, no userinfo, query or fragment) and the values that travel in HTTP headers (backend
 //! keys and names, client keys). A value that cannot be sent is refused, never trimmed or
-//! replaced behind the operator's back. Messages say why, and never quote a secret.
-
-use crate::redact::mask_userinfo;
+//! replaced behind the operator's back. Messages say why, and never quote a secret: a check
+//! that names the value quotes `shown`, the form its caller chose (`Reader::quote`: the
+//! placeholder of a hidden variable), never the value itself.
 
 /// Why the variable usually has a line break, and what to do about it.
 const LINE_BREAK_HINT: &str = "a trailing newline usually comes from `echo` into a secret file \
@@ -11,10 +11,8 @@ const LINE_BREAK_HINT: &str = "a trailing newline usually comes from `echo` into
 
 /// A backend base URL: `http(s)://host[:port][/path]`. The path is ignored by the gateway;
 /// userinfo would be sent in the `Host` header, and query and fragment would be dropped.
-pub fn endpoint(value: &str) -> Result<(), String> {
+pub fn endpoint(value: &str, shown: &str) -> Result<(), String> {
     let value = value.trim();
-    let shown = mask_userinfo(value);
-    let shown = shown.escape_debug();
     let like = "like https://eus.openai.azure.com";
     let Some((scheme, rest)) = value.split_once("://") else {
         return Err(format!("`{shown}` is not a URL {like}"));
@@ -60,7 +58,7 @@ pub fn endpoint(value: &str) -> Result<(), String> {
 }
 
 /// A URL of a service hydrenv authenticates to with the managed identity: no userinfo.
-pub fn no_userinfo(value: &str) -> Result<(), String> {
+pub fn no_userinfo(value: &str, shown: &str) -> Result<(), String> {
     let rest = value
         .trim()
         .split_once("://")
@@ -68,8 +66,7 @@ pub fn no_userinfo(value: &str) -> Result<(), String> {
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     if authority.contains('@') {
         return Err(format!(
-            "`{}` carries a user name or password; remove it (the managed identity authenticates)",
-            mask_userinfo(value.trim()).escape_debug()
+            "`{shown}` carries a user name or password; remove it (the managed identity authenticates)"
         ));
     }
     Ok(())
@@ -128,11 +125,10 @@ pub fn client_key(value: &str) -> Result<(), String> {
 }
 
 /// A backend name: sent in the `x-gateway-backend` response header and used as a metric label.
-pub fn backend_name(value: &str) -> Result<(), String> {
+pub fn backend_name(value: &str, shown: &str) -> Result<(), String> {
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(format!(
-            "`{}` must be visible ASCII without spaces: it is sent in the x-gateway-backend header",
-            value.escape_debug()
+            "`{shown}` must be visible ASCII without spaces: it is sent in the x-gateway-backend header"
         ));
     }
     Ok(())
@@ -148,6 +144,11 @@ pub fn deployment_name(value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`endpoint`] quoting the endpoint as a visible variable's is quoted.
+    fn endpoint(value: &str) -> Result<(), String> {
+        super::endpoint(value, &proxy::config::backends::shown_endpoint(value))
+    }
 
     #[test]
     fn endpoints() {
@@ -174,7 +175,8 @@ mod tests {
         refused("http://user:pw@host", "user name or password");
         refused("http://user:pw@host/path", "`http://***@host/path`");
         refused("http://@host", "user name or password");
-        refused("https://host?api-version=1", "has a query");
+        refused("https://host?api-version=1", "`https://host` has a query");
+        refused("https://host/?api-key=pw", "`https://host/` has a query");
         refused("https://host/#frag", "has a fragment");
         refused("https://ho st", "whitespace");
         refused("https://ho\nst", "whitespace");
@@ -214,8 +216,13 @@ mod tests {
 
     #[test]
     fn names_that_go_into_headers() {
+        let backend_name = |value: &str| super::backend_name(value, "shown");
         assert_eq!(backend_name("eus-ptu_1.x"), Ok(()));
-        assert!(backend_name("eus ptu").is_err());
+        assert!(
+            backend_name("eus ptu")
+                .unwrap_err()
+                .starts_with("`shown` must be")
+        );
         assert!(backend_name("eus\u{7f}").is_err());
         assert!(backend_name("é").is_err());
         assert!(deployment_name("gpt-4o"));

@@ -51,10 +51,9 @@ pub fn read(r: &mut Reader<'_>) -> Vec<Client> {
             None => "high".to_owned(),
             Some(lane) if lane == "high" || lane == "low" => lane,
             Some(other) => {
-                r.error(
-                    &format!("GATEWAY_CLIENT_PRIORITY_{index}"),
-                    format!("`{other}` is not high or low"),
-                );
+                let lane_var = format!("GATEWAY_CLIENT_PRIORITY_{index}");
+                let quoted = r.quote(&lane_var, &other);
+                r.error(&lane_var, format!("`{quoted}` is not high or low"));
                 "high".to_owned()
             }
         };

@@ -24,7 +24,8 @@ pub(super) fn otel(r: &mut Reader<'_>) -> Otel {
         format!("127.0.0.1:{port}")
     };
     if let Some(endpoint) = r.get(MONITOR_WORKSPACE)
-        && let Err(why) = super::checks::no_userinfo(endpoint)
+        && let Err(why) =
+            super::checks::no_userinfo(endpoint, &r.quote_url(MONITOR_WORKSPACE, endpoint))
     {
         r.error(MONITOR_WORKSPACE, why);
     }

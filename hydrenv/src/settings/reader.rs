@@ -8,28 +8,37 @@
 //! `<redacted:VARIABLE>`. A number, boolean, duration or a choice from a fixed list is shown as
 //! parsed even when it came from Key Vault: it passed a strict parser, so it cannot carry a
 //! credential, and hiding it would hide real changes from `hydrenv diff`.
+//!
+//! Error messages never quote a hidden value, in either pass: [`Reader::quote`] gives its
+//! placeholder. Quoting it and scrubbing the message afterwards (`redact::text`) is not enough
+//! on its own: a message may quote the value lowercased, escaped or only one item of it.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::{SecretText, format_seconds};
 use crate::env::{self, Env, EnvError};
-use crate::redact;
+use crate::{redact, vars};
 
 /// Reads variables and collects errors.
 pub struct Reader<'a> {
     pub(super) env: &'a Env,
     pub(super) errors: Vec<EnvError>,
-    /// Variables whose free text is shown as its placeholder (empty for the release pass).
+    /// Variables whose value is hidden (a secret, or a value from Key Vault; secret variables
+    /// count whether listed or not): never quoted in a message.
     hidden: &'a BTreeSet<&'a str>,
+    /// Whether the free text of a hidden variable goes into the settings as its placeholder
+    /// (the shown pass) or as it is (the release pass).
+    placeholders: bool,
 }
 
 impl<'a> Reader<'a> {
-    pub(super) fn new(env: &'a Env, hidden: &'a BTreeSet<&'a str>) -> Self {
+    pub(super) fn new(env: &'a Env, hidden: &'a BTreeSet<&'a str>, placeholders: bool) -> Self {
         Self {
             env,
             errors: Vec::new(),
             hidden,
+            placeholders,
         }
     }
 
@@ -49,9 +58,36 @@ impl<'a> Reader<'a> {
         result.map_err(|e| self.errors.push(e)).ok()
     }
 
+    /// Whether this variable's value is hidden: never quoted in a message, in either pass.
+    fn is_hidden(&self, name: &str) -> bool {
+        self.hidden.contains(name) || vars::is_secret(name)
+    }
+
     /// Whether this variable's free text is shown as its placeholder.
     pub(super) fn hides(&self, name: &str) -> bool {
-        self.hidden.contains(name)
+        self.placeholders && self.is_hidden(name)
+    }
+
+    /// `text` (this variable's value, or a part of it) as a message quotes it: the placeholder
+    /// of a hidden variable, else trimmed, escaped, URL userinfo masked.
+    pub(super) fn quote(&self, name: &str, text: &str) -> String {
+        if self.is_hidden(name) {
+            redact::placeholder(name)
+        } else {
+            redact::mask_userinfo(text.trim())
+                .escape_debug()
+                .to_string()
+        }
+    }
+
+    /// A URL as a message quotes it: the placeholder of a hidden variable, else
+    /// `scheme://host[:port]/path`, never userinfo, query or fragment (the proxy's own form).
+    pub(super) fn quote_url(&self, name: &str, url: &str) -> String {
+        if self.is_hidden(name) {
+            redact::placeholder(name)
+        } else {
+            proxy::config::backends::shown_endpoint(url)
+        }
     }
 
     /// Free text as it goes into the settings: trimmed, or the placeholder of a hidden variable.
@@ -85,24 +121,42 @@ impl<'a> Reader<'a> {
             .map_or_else(|| default.to_owned(), |v| v.trim().to_owned())
     }
 
-    /// A choice from a fixed list (any case); shown as parsed.
+    /// A choice from a fixed list (any case); shown as parsed. A refused value reads as the
+    /// default, like every refused value: what follows never decides on it, nor quotes it.
     pub(super) fn one_of(&mut self, name: &str, default: &str, allowed: &[&str]) -> String {
         let value = self.value_or(name, default).to_ascii_lowercase();
         if !allowed.contains(&value.as_str()) {
+            let quoted = self.quote(name, &value);
             self.error(
                 name,
-                format!("`{value}` is not one of {}", allowed.join(", ")),
+                format!("`{quoted}` is not one of {}", allowed.join(", ")),
             );
+            return default.to_owned();
         }
         value
     }
 
+    /// A strict parser's result, kept; its message quotes the value (`` `value` ``, as given or
+    /// trimmed), which becomes the placeholder when the variable is hidden.
+    fn parsed<T>(&mut self, name: &str, value: &str, result: Result<T, EnvError>) -> Option<T> {
+        let hidden = self.is_hidden(name);
+        self.keep(result.map_err(|mut error| {
+            if hidden {
+                let placeholder = format!("`{}`", redact::placeholder(name));
+                for quoted in [value, value.trim()] {
+                    error.message = error.message.replace(&format!("`{quoted}`"), &placeholder);
+                }
+            }
+            error
+        }))
+    }
+
     pub(super) fn int(&mut self, name: &str, value: &str) -> Option<i64> {
-        self.keep(env::parse_i64(name, value))
+        self.parsed(name, value, env::parse_i64(name, value))
     }
 
     pub(super) fn uint(&mut self, name: &str, value: &str) -> Option<u64> {
-        self.keep(env::parse_u64(name, value))
+        self.parsed(name, value, env::parse_u64(name, value))
     }
 
     /// A whole number that the gateway config holds in 32 bits (weights, attempts, counts).
@@ -110,9 +164,10 @@ impl<'a> Reader<'a> {
         let n = self.uint(name, value)?;
         let n = u32::try_from(n).ok();
         if n.is_none() {
+            let quoted = self.quote(name, value);
             self.error(
                 name,
-                format!("`{}` is too large (at most {})", value.trim(), u32::MAX),
+                format!("`{quoted}` is too large (at most {})", u32::MAX),
             );
         }
         n
@@ -121,7 +176,9 @@ impl<'a> Reader<'a> {
     pub(super) fn bool_or(&mut self, name: &str, default: bool) -> bool {
         match self.get(name) {
             None => default,
-            Some(v) => self.keep(env::parse_bool(name, v)).unwrap_or(default),
+            Some(v) => self
+                .parsed(name, v, env::parse_bool(name, v))
+                .unwrap_or(default),
         }
     }
 
@@ -142,7 +199,9 @@ impl<'a> Reader<'a> {
     fn duration_or(&mut self, name: &str, default: Duration) -> Duration {
         match self.get(name) {
             None => default,
-            Some(v) => self.keep(env::parse_seconds(name, v)).unwrap_or(default),
+            Some(v) => self
+                .parsed(name, v, env::parse_seconds(name, v))
+                .unwrap_or(default),
         }
     }
 

@@ -62,9 +62,10 @@ fn fallback_list(r: &mut Reader<'_>, value: &str) -> Vec<String> {
     };
     for item in &items {
         if !KNOWN.contains(&item.as_str()) {
+            let quoted = r.quote(NAME, item);
             r.error(
                 NAME,
-                format!("unknown trigger `{item}` (known: {})", KNOWN.join(", ")),
+                format!("unknown trigger `{quoted}` (known: {})", KNOWN.join(", ")),
             );
         }
     }
@@ -82,7 +83,10 @@ pub(super) fn balancer(r: &mut Reader<'_>) -> Balancer {
                 "`{algorithm}` balancing is not built in this version yet; use roundrobin or chash"
             ),
         ),
-        other => r.error("LB_ALG", format!("`{other}` is not roundrobin or chash")),
+        other => {
+            let quoted = r.quote("LB_ALG", other);
+            r.error("LB_ALG", format!("`{quoted}` is not roundrobin or chash"));
+        }
     }
     let (mut hash_on, mut hash_key) = (None, None);
     if algorithm == "chash" {
@@ -102,11 +106,11 @@ pub(super) fn balancer(r: &mut Reader<'_>) -> Balancer {
                 None => r.error("LB_HASH_KEY", format!("required when LB_HASH_ON={on}")),
                 Some(key) => {
                     if on == "vars" && key.trim() != "remote_addr" {
+                        let quoted = r.quote("LB_HASH_KEY", key);
                         r.error(
                             "LB_HASH_KEY",
                             format!(
-                                "`{}` is not supported with LB_HASH_ON=vars (use remote_addr)",
-                                key.trim()
+                                "`{quoted}` is not supported with LB_HASH_ON=vars (use remote_addr)"
                             ),
                         );
                     }
@@ -135,7 +139,8 @@ pub(super) fn health(r: &mut Reader<'_>) -> Option<Health> {
     let path_var = format!("{P}_PATH");
     let path = r.value_or(&path_var, "/openai/v1/models");
     if !path.starts_with('/') {
-        r.error(&path_var, format!("`{path}` is not an absolute path"));
+        let quoted = r.quote(&path_var, &path);
+        r.error(&path_var, format!("`{quoted}` is not an absolute path"));
     }
     let health = Health {
         // Unset: the endpoint's own scheme (plain-http probes to an https Azure endpoint would

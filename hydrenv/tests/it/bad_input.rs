@@ -244,6 +244,11 @@ fn bad_endpoints_are_refused_naming_the_variable() {
                 Some("https://swc.example/?api-version=1"),
             ),
             ("AZURE_OPENAI_KEY_6", Some("k6")),
+            (
+                "AZURE_OPENAI_ENDPOINT_8",
+                Some("https://swc.example/openai?api-key=sk-backend-0-secret"),
+            ),
+            ("AZURE_OPENAI_KEY_8", Some("k8")),
             ("AZURE_OPENAI_ENDPOINT_7", Some("ftp://swc.example")),
             ("AZURE_OPENAI_KEY_7", Some("k7")),
         ],
@@ -252,8 +257,10 @@ fn bad_endpoints_are_refused_naming_the_variable() {
             "AZURE_OPENAI_ENDPOINT_0: `eus.openai.azure.com` is not a URL like https://",
             "AZURE_OPENAI_ENDPOINT_2: `http://***@wus.example` carries a user name or password",
             "AZURE_OPENAI_ENDPOINT_5: `not a url` is not a URL",
-            "AZURE_OPENAI_ENDPOINT_6: `https://swc.example/?api-version=1` has a query",
+            // The query is never quoted: it may hold a key.
+            "AZURE_OPENAI_ENDPOINT_6: `https://swc.example/` has a query",
             "AZURE_OPENAI_ENDPOINT_7: `ftp://swc.example`: the scheme must be http or https",
+            "AZURE_OPENAI_ENDPOINT_8: `https://swc.example/openai` has a query",
         ],
     );
 }

@@ -328,3 +328,108 @@ fn values_refused_for_their_shape_are_never_shown() {
         "{seen}"
     );
 }
+
+/// Every message builder that quotes a value, fed a value that came from Key Vault and is
+/// refused: the message names the variable and quotes its placeholder, never the value in any
+/// form (as given, lowercased, escaped, one item of it, a URL without its query). Both the
+/// settings reader on its own and the whole render (which scrubs every message once more).
+#[test]
+fn a_refused_value_from_the_vault_is_quoted_in_no_form() {
+    const MARK: &str = "Vault-S3cret";
+    // The variable from the vault, its value, and the literal variables that make it read.
+    type Case = (
+        &'static str,
+        &'static str,
+        &'static [(&'static str, &'static str)],
+    );
+    let cases: &[Case] = &[
+        ("LB_HASH_ON", "Cookie-Vault-S3cret", &[("LB_ALG", "chash")]),
+        ("OTEL_LOG_LEVEL", "Loud-Vault-S3cret", &[]),
+        ("GATEWAY_LOG_MODE", "Prod-Vault-S3cret", &[]),
+        (
+            "APISIX_ACTIVE_HEALTH_CHECK_SCHEME",
+            "Gopher-Vault-S3cret",
+            &[],
+        ),
+        ("LB_ALG", "Fastest-Vault-S3cret", &[]),
+        ("AZURE_OPENAI_AUTH_MODE_0", "Mode-Vault-S3cret", &[]),
+        (
+            "GATEWAY_CLIENT_PRIORITY_0",
+            "Mid-Vault-S3cret",
+            &[
+                ("GATEWAY_CLIENT_NAME_0", "a"),
+                ("GATEWAY_CLIENT_KEY_0", "ck-a"),
+            ],
+        ),
+        (
+            "AI_PROXY_FALLBACK_STRATEGY",
+            "http_429, Bad-Vault-S3cret",
+            &[],
+        ),
+        (
+            "AZURE_OPENAI_DEPLOYMENTS_0",
+            "gpt-4o=gpt-4o, Bad Vault-S3cret=x",
+            &[],
+        ),
+        (
+            "AZURE_OPENAI_DEPLOYMENTS_0",
+            "gpt-4o=gpt-4o, Vault-S3cret",
+            &[],
+        ),
+        ("AZURE_OPENAI_NAME_0", "East\tVault-S3cret", &[]),
+        (
+            "AZURE_OPENAI_ENDPOINT_0",
+            "https://u:Vault-S3cret@eus.example/Vault-S3cret?sig=Vault-S3cret",
+            &[],
+        ),
+        (
+            "AZURE_OPENAI_ENDPOINT_0",
+            "HTTPS://Vault-S3cret.example/?sig=x",
+            &[],
+        ),
+        ("AZURE_OPENAI_WEIGHT_0", "Many-Vault-S3cret", &[]),
+        ("AZURE_OPENAI_WEIGHT_0", " 99999999999 ", &[]),
+        ("APISIX_ACTIVE_HEALTH_CHECK_PATH", "Vault-S3cret/p", &[]),
+        (
+            "LB_HASH_KEY",
+            "Header-Vault-S3cret",
+            &[("LB_ALG", "chash"), ("LB_HASH_ON", "vars")],
+        ),
+        (
+            "AZURE_MONITOR_WORKSPACE_ENDPOINT",
+            "https://u:Vault-S3cret@amw.example/w",
+            &[],
+        ),
+    ];
+    let templates = hydrenv::render::Templates::embedded().unwrap();
+    for (variable, value, literal) in cases {
+        let mut env = crate::support::minimal(literal);
+        env.insert((*variable).to_owned(), (*value).to_owned());
+        let from_vault = std::collections::BTreeSet::from([(*variable).to_owned()]);
+        let hidden = std::collections::BTreeSet::from([*variable]);
+        let read = |errors: Vec<hydrenv::env::EnvError>| {
+            errors.iter().map(|e| format!("{e}\n")).collect::<String>()
+        };
+        let mut problems = match hydrenv::app::render(&env, &from_vault, &templates) {
+            Ok(_) => panic!("{variable}={value:?} was accepted"),
+            Err(failure) => failure.to_string(),
+        };
+        problems.push_str(&read(hydrenv::settings::read(&env, &hidden).unwrap_err()));
+        problems.push_str(&read(
+            hydrenv::settings::read_shown(&env, &hidden).unwrap_err(),
+        ));
+        let named = problems.lines().any(|line| {
+            line.contains(&format!("{variable}: "))
+                && line.contains(&format!("`<redacted:{variable}>`"))
+        });
+        assert!(
+            named,
+            "{variable}={value:?}: expected {variable} and its placeholder in {problems}"
+        );
+        let lowercase = problems.to_ascii_lowercase();
+        assert!(
+            !lowercase.contains(&MARK.to_ascii_lowercase()) && !lowercase.contains("99999999999"),
+            "{variable}={value:?}: the value is quoted: {problems}"
+        );
+    }
+}

@@ -37,12 +37,14 @@ pub struct RawBackend {
 }
 
 /// `backends[].auth`.
+// The key is a `Secret` from the moment it is parsed: `Debug` of a raw config shows `<redacted>`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawBackendAuth {
     pub mode: RawAuthMode,
     /// The backend's api-key (secret).
-    pub api_key: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub api_key: Option<Secret>,
 }
 
 /// How the gateway authenticates to a backend.
@@ -118,11 +120,11 @@ pub(super) fn resolve(raw: Vec<RawBackend>, problems: &mut Problems) -> Vec<Back
         let (scheme, authority) = endpoint_parts(&endpoint, &format!("{path}.endpoint"), problems);
         let RawBackendAuth { mode, api_key } = auth;
         let api_key = match (mode, api_key) {
-            (RawAuthMode::ApiKey, Some(key)) if !key.is_empty() => {
-                if let Some(problem) = unsendable(&key) {
+            (RawAuthMode::ApiKey, Some(key)) if !key.expose().is_empty() => {
+                if let Some(problem) = unsendable(key.expose()) {
                     problems.push(format!("{path}.auth.api_key"), problem);
                 }
-                Secret::new(key)
+                key
             }
             (RawAuthMode::ApiKey, _) => {
                 problems.push(
@@ -179,24 +181,19 @@ pub(super) fn resolve(raw: Vec<RawBackend>, problems: &mut Problems) -> Vec<Back
 }
 
 /// Scheme and authority of an endpoint: `http` or `https`, a host, no user info (it would go
-/// into the `Host` header and into every message that names the endpoint), no query or fragment
-/// (the path is ignored). An endpoint that is not one is reported without its text when it
-/// carries user info.
+/// into the `Host` header), no query or fragment (the path is ignored). Every problem quotes the
+/// endpoint as [`shown_endpoint`] writes it, never as given.
 fn endpoint_parts(endpoint: &str, path: &str, problems: &mut Problems) -> (Scheme, Authority) {
     let invalid = (Scheme::HTTP, Authority::from_static("invalid"));
+    let shown = shown_endpoint(endpoint);
     let Ok(uri) = endpoint.parse::<Uri>() else {
-        let shown = if endpoint.contains('@') {
-            "the endpoint"
-        } else {
-            endpoint
-        };
         problems.push(path, format!("`{shown}` is not a URL"));
         return invalid;
     };
     let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
         problems.push(
             path,
-            format!("`{endpoint}` is a relative URL: give scheme and host, e.g. https://eus.openai.azure.com"),
+            format!("`{shown}` is a relative URL: give scheme and host, e.g. https://eus.openai.azure.com"),
         );
         return invalid;
     };
@@ -212,17 +209,53 @@ fn endpoint_parts(endpoint: &str, path: &str, problems: &mut Problems) -> (Schem
         return invalid;
     }
     if authority.host().is_empty() {
-        problems.push(path, format!("`{endpoint}` has no host"));
+        problems.push(path, format!("`{shown}` has no host"));
         return invalid;
     }
     if uri.query().is_some() {
         problems.push(
             path,
-            format!("`{endpoint}` has a query; give the base URL only"),
+            format!("`{shown}` has a query; give the base URL only"),
         );
         return invalid;
     }
     (scheme.clone(), authority.clone())
+}
+
+/// An endpoint as a message quotes it: `scheme://host[:port]/path`, any user info as `***@`,
+/// never the query or fragment (either may hold a key: `?api-key=...`, a SAS token), control
+/// characters escaped. Any text is accepted, URL or not (without `://` it is read as starting
+/// with the host, so `user:pw@host` is masked too). An `@` after the host cannot be told apart
+/// from a password holding `/`, `?` or `#`: then only the scheme is shown (`https://***`).
+pub fn shown_endpoint(endpoint: &str) -> String {
+    let text = endpoint.trim();
+    let (scheme, rest) = match text.split_once("://") {
+        Some((scheme, rest)) if is_scheme(scheme) => (Some(scheme), rest),
+        _ => (None, text),
+    };
+    let (authority, tail) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    let shown = if tail.contains('@') {
+        "***".to_owned()
+    } else {
+        let path = tail.split(['?', '#']).next().unwrap_or_default();
+        match authority.rsplit_once('@') {
+            Some((_, host)) => format!("***@{host}{path}"),
+            None => format!("{authority}{path}"),
+        }
+    };
+    let shown = match scheme {
+        Some(scheme) => format!("{scheme}://{shown}"),
+        None => shown,
+    };
+    shown.escape_debug().to_string()
+}
+
+/// A URI scheme (RFC 3986): a letter, then letters, digits, `+`, `-` or `.`.
+fn is_scheme(text: &str) -> bool {
+    text.starts_with(|c: char| c.is_ascii_alphabetic())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
 }
 
 /// Why a secret cannot be sent as a header value as it is, if it cannot: a control character
@@ -241,4 +274,52 @@ pub fn unsendable(value: &str) -> Option<&'static str> {
         return Some("cannot be sent in a header");
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endpoint_is_shown_without_user_info_query_or_fragment() {
+        for (endpoint, shown) in [
+            ("https://eus.example", "https://eus.example"),
+            (
+                "https://eus.example:8443/openai/",
+                "https://eus.example:8443/openai/",
+            ),
+            (
+                "https://eus.example/?api-key=SECRET",
+                "https://eus.example/",
+            ),
+            ("https://eus.example?sv=1&sig=SECRET", "https://eus.example"),
+            ("https://eus.example/p#SECRET", "https://eus.example/p"),
+            (
+                "http://user:SECRET@eus.example/p?q=SECRET",
+                "http://***@eus.example/p",
+            ),
+            ("user:SECRET@eus.example", "***@eus.example"),
+            ("https://u:SE/CRET@eus.example", "https://***"),
+            ("https://u:SE?CRET@eus.example", "https://***"),
+            ("https://eus.example/?mail=a@SECRET", "https://***"),
+            ("eus.openai.azure.com", "eus.openai.azure.com"),
+            (" https://eus.example\n", "https://eus.example"),
+            ("https://ho\nst/", "https://ho\\nst/"),
+        ] {
+            assert_eq!(shown_endpoint(endpoint), shown, "{endpoint}");
+        }
+    }
+
+    #[test]
+    fn a_raw_backend_key_never_prints_itself() {
+        let auth: RawBackendAuth =
+            serde_json::from_str(r#"{ "mode": "api-key", "api_key": "sk-SECRET-3f1a" }"#).unwrap();
+        let shown = format!("{auth:?}");
+        assert!(!shown.contains("sk-SECRET-3f1a"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+        assert_eq!(
+            auth.api_key.map(|k| k.expose().to_owned()).as_deref(),
+            Some("sk-SECRET-3f1a")
+        );
+    }
 }

@@ -8,19 +8,34 @@ use serde_json::Value;
 use super::harness::Azure;
 use super::pipeline::CHILD_RENDER;
 
-/// Renders with `variable` referring to a vault secret holding `value` (plus a one-backend
-/// environment); returns the released gateway config and the dry-run text.
-async fn from_the_vault(variable: &str, value: &str) -> (proxy::GatewayConfig, String) {
+/// Renders with each variable of `from_vault` referring to a vault secret holding its value,
+/// plus a one-backend environment and `literal`; returns the child's outcome and the shared root.
+async fn render_from_the_vault(
+    from_vault: &[(&str, &str)],
+    literal: &[(&str, &str)],
+) -> (Value, tempfile::TempDir) {
     let azure = Azure::start().await;
-    azure.vault.set_secret("typed-value", value);
     let root = tempfile::tempdir().unwrap();
     let mut scenario = azure
         .scenario()
         .var("SHARED_ROOT", root.path().to_str().unwrap())
         .var("AZURE_OPENAI_ENDPOINT_0", "https://eus.openai.azure.com")
         .var("AZURE_OPENAI_KEY_0", "sk-literal-0");
-    scenario = scenario.var(variable, "kv://typed-value");
-    let outcome: Value = scenario.run_child(CHILD_RENDER).await;
+    for (name, value) in literal {
+        scenario = scenario.var(name, value);
+    }
+    for (i, (variable, value)) in from_vault.iter().enumerate() {
+        let secret = format!("typed-value-{i}");
+        azure.vault.set_secret(&secret, value);
+        scenario = scenario.var(variable, &format!("kv://{secret}"));
+    }
+    (scenario.run_child(CHILD_RENDER).await, root)
+}
+
+/// Renders with `variable` referring to a vault secret holding `value` (plus a one-backend
+/// environment); returns the released gateway config and the dry-run text.
+async fn from_the_vault(variable: &str, value: &str) -> (proxy::GatewayConfig, String) {
+    let (outcome, root) = render_from_the_vault(&[(variable, value)], &[]).await;
     assert_eq!(outcome["code"], 0, "{outcome}");
     let gateway = std::fs::read_to_string(root.path().join("current/gateway.yaml")).unwrap();
     let config = proxy::GatewayConfig::parse("gateway.yaml", &gateway).unwrap();
@@ -92,5 +107,32 @@ async fn a_string_from_the_vault_is_released_and_hidden() {
     assert!(
         dry.contains("  - name: \"<redacted:AZURE_OPENAI_NAME_0>\""),
         "{dry}"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_choice_from_the_vault_is_named_and_quoted_in_no_form() {
+    // The reader lowercases a choice before comparing it: the message used to quote
+    // `cookie-vault-s3cret`, which the scrub of exact values let through.
+    let (outcome, _root) = render_from_the_vault(
+        &[
+            ("LB_HASH_ON", "Cookie-Vault-S3cret"),
+            ("OTEL_LOG_LEVEL", "Loud-Vault-S3cret"),
+        ],
+        &[("LB_ALG", "chash")],
+    )
+    .await;
+    assert_eq!(outcome["code"], 64, "{outcome}");
+    let problems = outcome["problems"].to_string();
+    for variable in ["LB_HASH_ON", "OTEL_LOG_LEVEL"] {
+        let expected = format!("{variable}: `<redacted:{variable}>` is not one of");
+        assert!(
+            problems.contains(&expected),
+            "expected `{expected}` in {problems}"
+        );
+    }
+    assert!(
+        !problems.to_ascii_lowercase().contains("vault-s3cret"),
+        "a problem quotes a value from the vault: {problems}"
     );
 }

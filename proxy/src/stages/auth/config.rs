@@ -28,7 +28,8 @@ pub struct RawConsumer {
     /// Consumer name (metrics label, hash key).
     pub name: String,
     /// The key this consumer presents (secret).
-    pub key: String,
+    #[schemars(with = "String")]
+    pub key: Secret,
     /// Default lane. Default `high`.
     pub lane: Option<RawLane>,
 }
@@ -88,14 +89,15 @@ pub fn resolve(raw: RawClients, problems: &mut Problems) -> ClientsConfig {
             );
         }
         // Never print the key itself.
-        if key.is_empty() {
+        let text = key.expose();
+        if text.is_empty() {
             problems.push(format!("{path}.key"), "must not be empty");
-        } else if let Some(problem) = unsendable(&key).or_else(|| {
-            key.contains(char::is_whitespace)
+        } else if let Some(problem) = unsendable(text).or_else(|| {
+            text.contains(char::is_whitespace)
                 .then_some("contains whitespace: no client could present it")
         }) {
             problems.push(format!("{path}.key"), problem);
-        } else if !keys.insert(key.clone()) {
+        } else if !keys.insert(text.to_owned()) {
             problems.push(
                 format!("{path}.key"),
                 "the same key is given to another consumer",
@@ -103,7 +105,7 @@ pub fn resolve(raw: RawClients, problems: &mut Problems) -> ClientsConfig {
         }
         out.push(ConsumerConfig {
             name: Arc::from(name),
-            key: Secret::new(key),
+            key,
             lane: match lane.unwrap_or(RawLane::High) {
                 RawLane::High => Lane::High,
                 RawLane::Low => Lane::Low,
