@@ -85,7 +85,8 @@ fn operation<'a>(method: &Method, tail: &'a str, in_deployment: bool) -> Option<
         return None;
     }
     let post = method == Method::POST;
-    let get = method == Method::GET;
+    // HEAD is GET without a body (hyper leaves the body out and keeps its length).
+    let get = method == Method::GET || method == Method::HEAD;
     let nonempty = |id: Option<&'a str>| id.filter(|id| !id.is_empty());
     match (first, second, third) {
         ("chat", Some("completions"), None) if post => Some(Operation::ChatCompletions),

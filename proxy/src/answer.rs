@@ -49,6 +49,9 @@ pub struct AnswerHead {
     pub served_by: Option<(HeaderValue, u32)>,
     /// `x-request-id`, on every answer.
     pub request_id: Option<HeaderValue>,
+    /// The answer to a HEAD: the `content-length` the backend gave (what a GET would carry),
+    /// written in place of the empty body's.
+    pub head_length: Option<u64>,
 }
 
 impl AnswerHead {
@@ -61,6 +64,7 @@ impl AnswerHead {
             hidden: Vec::new(),
             served_by: None,
             request_id: None,
+            head_length: None,
         }
     }
 
@@ -114,6 +118,9 @@ impl AnswerHead {
         if let Some(id) = &self.request_id {
             map.insert(X_REQUEST_ID, id.clone());
         }
+        if let Some(length) = self.head_length {
+            map.insert(http::header::CONTENT_LENGTH, HeaderValue::from(length));
+        }
         map
     }
 }
@@ -149,6 +156,12 @@ impl Reply {
         // An answer that carries no body (HEAD; 1xx, 204, 304) is complete once its head is
         // out: no connection reads a body it will not send, whether buffered or relayed.
         let status = head.status;
+        if ctx.head.method == http::Method::HEAD {
+            head.head_length = head
+                .passed
+                .get("content-length")
+                .and_then(crate::http1::content_length);
+        }
         if ctx.head.method == http::Method::HEAD
             || status.is_informational()
             || status == http::StatusCode::NO_CONTENT

@@ -398,6 +398,8 @@ impl Conn {
             put_field(&mut out, b"date", date.as_bytes());
         }
         if !bodiless {
+            // A HEAD's answer says how long the GET's body would be (the backend's figure).
+            let exact = head.head_length.filter(|_| head_only).or(exact);
             match exact {
                 Some(length) => put_content_length(&mut out, length),
                 None if chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),

@@ -37,6 +37,12 @@ impl Stage for Routing {
         let Some(route) = classify(path, self.test_mode) else {
             return Err(GatewayError::NotFound.into());
         };
+        // Only the methods the operation serves reach a backend (with its key); `post` is not
+        // `POST` (methods are case-sensitive), TRACE or CONNECT serve nothing here.
+        if !route.operation.serves(&ctx.head.method) {
+            let allow = route.operation.allow();
+            return Err(GatewayError::MethodNotAllowed { allow }.into());
+        }
         ctx.route = Some(route);
         Ok(())
     }
@@ -147,6 +153,35 @@ impl Operation {
             Operation::Models => "models",
             Operation::Other => "other",
         }
+    }
+
+    /// The methods the operation serves, as an `allow` field lists them. HEAD is served where
+    /// GET is (RFC 9110 §9.3.2); OPTIONS will be, for CORS preflights, by the stage that answers
+    /// them.
+    pub fn allow(self) -> &'static str {
+        match self {
+            Operation::ChatCompletions
+            | Operation::Completions
+            | Operation::Embeddings
+            | Operation::ResponsesCreate
+            | Operation::ResponsesCancel => "POST",
+            Operation::ResponsesItem => "GET, HEAD, DELETE",
+            Operation::ResponsesInputItems | Operation::Models => "GET, HEAD",
+            // Files, batches, fine-tuning, images, audio: what Azure serves under a deployment
+            // or `/openai/v1/` (no PUT or PATCH there).
+            Operation::Other => "GET, HEAD, POST, DELETE",
+        }
+    }
+
+    /// Whether the operation serves `method` (see [`Operation::allow`]).
+    pub fn serves(self, method: &http::Method) -> bool {
+        use http::Method;
+        let name = method.as_str();
+        (*method == Method::GET
+            || *method == Method::HEAD
+            || *method == Method::POST
+            || *method == Method::DELETE)
+            && self.allow().split(", ").any(|allowed| allowed == name)
     }
 
     /// Operations whose bodies are JSON the gateway may read (stream flag, model, usage).

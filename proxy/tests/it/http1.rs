@@ -8,65 +8,16 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use mock::MockOptions;
-use proxy::http1::Framing;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::harness::*;
+use crate::oracle::*;
 
 const KEY: &str = "client-key-1";
 
 fn clients() -> String {
     format!("clients:\n  require_auth: true\n  consumers:\n    - {{ name: team, key: {KEY} }}\n")
-}
-
-/// One response read off the connection: status, header block (lowercase), body.
-struct Wire {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
-}
-
-/// Reads one response from `conn`, keeping bytes of the next one in `buf`.
-async fn read_response(conn: &mut TcpStream, buf: &mut BytesMut) -> Wire {
-    let (status, head, mut framing) = loop {
-        let mut fields = [httparse::EMPTY_HEADER; 64];
-        let mut response = httparse::Response::new(&mut fields);
-        if let httparse::Status::Complete(len) = response.parse(buf).unwrap() {
-            let status = response.code.unwrap();
-            let head = String::from_utf8_lossy(&buf[..len]).to_lowercase();
-            let framing = if head.contains("transfer-encoding: chunked") {
-                Framing::chunked()
-            } else if let Some(line) = head.lines().find(|l| l.starts_with("content-length:")) {
-                Framing::Length(line[15..].trim().parse().unwrap())
-            } else {
-                Framing::UntilClose
-            };
-            let _ = buf.split_to(len);
-            break (status, head, framing);
-        }
-        assert!(
-            read_more(conn, buf).await,
-            "connection closed before a response"
-        );
-    };
-    let mut body = Vec::new();
-    loop {
-        while let Some(data) = framing.decode(buf).unwrap() {
-            body.extend_from_slice(&data);
-        }
-        if framing.is_done() || !read_more(conn, buf).await {
-            return Wire { status, head, body };
-        }
-    }
-}
-
-async fn read_more(conn: &mut TcpStream, buf: &mut BytesMut) -> bool {
-    tokio::time::timeout(Duration::from_secs(10), conn.read_buf(buf))
-        .await
-        .expect("nothing read within 10 s")
-        .unwrap()
-        > 0
 }
 
 /// Whether the gateway closed the connection (EOF with nothing more to read).
