@@ -20,6 +20,11 @@ const FIELDS: &[(&str, &str)] = &[
     ("server.listen", "GATEWAY_LISTEN"),
     ("server.admin_listen", "GATEWAY_ADMIN_LISTEN"),
     ("server.max_body_bytes", "GATEWAY_MAX_BODY_BYTES"),
+    ("server.max_connections", "GATEWAY_MAX_CONNECTIONS"),
+    (
+        "server.max_buffered_body_bytes",
+        "GATEWAY_MAX_BUFFERED_BODY_BYTES",
+    ),
     ("server.keepalive_timeout", "GATEWAY_KEEPALIVE_TIMEOUT"),
     ("server.client_timeout", "GATEWAY_SLOW_CLIENT_TIMEOUT"),
     ("server.test_mode", "GATEWAY_E2E_TEST_MODE"),

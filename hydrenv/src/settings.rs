@@ -46,6 +46,8 @@ pub struct Server {
     pub listen: String,
     pub admin_listen: String,
     pub max_body_bytes: u64,
+    pub max_connections: u64,
+    pub max_buffered_body_bytes: u64,
     pub keepalive_timeout: String,
     pub client_timeout: String,
     pub test_mode: bool,
@@ -151,6 +153,16 @@ pub fn read_shown(env: &Env, hidden: &BTreeSet<&str>) -> Result<Settings, Vec<En
     read_pass(Reader::new(env, hidden, true))
 }
 
+/// An unsigned integer that must not be 0 (a limit of nothing would refuse everything).
+fn positive(r: &mut Reader<'_>, name: &str, default: u64) -> u64 {
+    let value = r.uint_or(name, default);
+    if value == 0 {
+        r.error(name, "must be greater than 0");
+        return default;
+    }
+    value
+}
+
 fn read_pass(mut r: Reader<'_>) -> Result<Settings, Vec<EnvError>> {
     reject_unbuilt(&mut r);
     let backends = backends::read(&mut r);
@@ -163,6 +175,8 @@ fn read_pass(mut r: Reader<'_>) -> Result<Settings, Vec<EnvError>> {
         listen: r.text_or("GATEWAY_LISTEN", "0.0.0.0:8080"),
         admin_listen: r.text_or("GATEWAY_ADMIN_LISTEN", "0.0.0.0:9091"),
         max_body_bytes: r.uint_or("GATEWAY_MAX_BODY_BYTES", 16 * 1024 * 1024),
+        max_connections: positive(&mut r, "GATEWAY_MAX_CONNECTIONS", 10_000),
+        max_buffered_body_bytes: positive(&mut r, "GATEWAY_MAX_BUFFERED_BODY_BYTES", 512 << 20),
         keepalive_timeout: r
             .nonzero_seconds_or("GATEWAY_KEEPALIVE_TIMEOUT", Duration::from_secs(75)),
         client_timeout: r

@@ -615,6 +615,18 @@ pub const VARS: &[Var] = &[
         "Largest request body accepted (413 above)",
     ),
     var(
+        "GATEWAY_MAX_CONNECTIONS",
+        "10000",
+        Gateway,
+        "Client connections served at once, over every worker (503 + Retry-After past it)",
+    ),
+    var(
+        "GATEWAY_MAX_BUFFERED_BODY_BYTES",
+        "536870912",
+        Gateway,
+        "Request-body bytes buffered at once by every request in flight (503 + Retry-After past it)",
+    ),
+    var(
         "GATEWAY_KEEPALIVE_TIMEOUT",
         "75",
         Gateway,

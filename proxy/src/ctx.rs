@@ -13,7 +13,7 @@ use crate::answer::Reply;
 use crate::config::Lane;
 use crate::end::Reservation;
 use crate::error::GatewayError;
-use crate::gateway::Gateway;
+use crate::gateway::{BodyBudget, Gateway};
 use crate::http1::RawFields;
 use crate::stages::auth::Consumer;
 use crate::stages::body::RequestBody;
@@ -121,6 +121,8 @@ pub struct RequestCtx {
     pub lane: Lane,
     /// The buffered body and what the gateway read from it; dropped once an answer is committed.
     pub body: Option<RequestBody>,
+    /// The body's bytes held against `server.max_buffered_body_bytes` until the request ends.
+    pub body_budget: BodyBudget,
     /// The `model` metric label (bounded, see [`crate::metrics::model_label`]).
     pub model: Option<Arc<str>>,
     /// The client asked for a stream.
@@ -170,6 +172,7 @@ impl RequestCtx {
             principal: None,
             lane: Lane::High,
             body: None,
+            body_budget: BodyBudget::default(),
             model: None,
             stream: false,
             pinned: None,

@@ -93,6 +93,10 @@ pub enum GatewayError {
     RequestTimeout,
     /// The request head is larger than the gateway reads (64 KiB).
     HeadTooLarge,
+    /// A process-wide limit is reached (`limit`: its metric label); try again shortly.
+    Overloaded {
+        limit: &'static str,
+    },
     /// The route does not serve this method; `allow` lists those it does.
     MethodNotAllowed {
         allow: &'static str,
@@ -136,6 +140,7 @@ impl GatewayError {
             GatewayError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             GatewayError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             GatewayError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            GatewayError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::AllThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::Exhausted { timeout: true, .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -155,6 +160,7 @@ impl GatewayError {
             GatewayError::NotImplemented(_) => "not_implemented",
             GatewayError::RequestTimeout => "request_timeout",
             GatewayError::HeadTooLarge => "request_head_too_large",
+            GatewayError::Overloaded { .. } => "overloaded",
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::AllThrottled { .. } => "all_backends_throttled",
             GatewayError::Exhausted { timeout: true, .. } => "all_backends_timed_out",
@@ -186,6 +192,12 @@ impl GatewayError {
             }
             GatewayError::HeadTooLarge => {
                 "The request line and header fields are larger than 64 KiB.".into()
+            }
+            GatewayError::Overloaded { limit: "connections" } => {
+                "The gateway serves as many connections as it may (server.max_connections). Please retry shortly.".into()
+            }
+            GatewayError::Overloaded { .. } => {
+                "The gateway holds as many request bodies as it may (server.max_buffered_body_bytes). Please retry shortly.".into()
             }
             GatewayError::MethodNotAllowed { allow } => {
                 format!("This route does not serve this method; it serves {allow}.")
@@ -262,6 +274,9 @@ impl GatewayError {
                 HeaderValue::from(ms.div_ceil(1000) as u64),
             );
             headers.insert("retry-after-ms", HeaderValue::from(ms as u64));
+        }
+        if let GatewayError::Overloaded { .. } = &self {
+            headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if let GatewayError::MethodNotAllowed { allow } = &self {
             headers.insert(http::header::ALLOW, HeaderValue::from_static(allow));

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::backend::{self, Backend};
 use crate::balancer::Balancer;
@@ -19,9 +20,76 @@ use crate::stages::Stages;
 pub struct RunState {
     /// Begun when the drain deadline passed: what is still running is cut. Streams watch it.
     cut: Arc<Drain>,
+    /// Client connections open on the API listener, over every worker.
+    connections: AtomicUsize,
+    /// Bytes of request bodies buffered by requests in flight, over every worker.
+    buffered: AtomicU64,
+}
+
+/// A client connection counted against `server.max_connections`; uncounted when dropped.
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    run: Arc<RunState>,
+    /// Within the limit: served. Over it: its first request is refused with 503.
+    pub admitted: bool,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.run.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Request-body bytes a request holds against `server.max_buffered_body_bytes`; given back when
+/// the request ends.
+#[derive(Debug, Default)]
+pub struct BodyBudget {
+    held: u64,
+    run: Option<Arc<RunState>>,
+}
+
+impl BodyBudget {
+    /// Holds `bytes` more, unless that takes every request's bodies together past `limit`.
+    pub fn take(&mut self, run: &Arc<RunState>, bytes: u64, limit: u64) -> bool {
+        let before = run.buffered.fetch_add(bytes, Ordering::Relaxed);
+        if before.saturating_add(bytes) > limit {
+            run.buffered.fetch_sub(bytes, Ordering::Relaxed);
+            return false;
+        }
+        self.held += bytes;
+        self.run.get_or_insert_with(|| run.clone());
+        true
+    }
+}
+
+impl Drop for BodyBudget {
+    fn drop(&mut self) {
+        if let Some(run) = &self.run {
+            run.buffered.fetch_sub(self.held, Ordering::Relaxed);
+        }
+    }
 }
 
 impl RunState {
+    /// Counts a new client connection; `admitted` is false past `max`.
+    pub fn connection(self: &Arc<Self>, max: usize) -> ConnectionSlot {
+        let open = self.connections.fetch_add(1, Ordering::Relaxed);
+        ConnectionSlot {
+            run: self.clone(),
+            admitted: open < max,
+        }
+    }
+
+    /// Request-body bytes buffered right now (for the metrics).
+    pub fn buffered_body_bytes(&self) -> u64 {
+        self.buffered.load(Ordering::Relaxed)
+    }
+
+    /// Client connections open right now.
+    pub fn open_connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
     /// Whether the drain deadline passed and requests still running are being cut.
     pub fn is_cut(&self) -> bool {
         self.cut.is_begun()

@@ -67,6 +67,11 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabels {
     version: &'static str,
 }
@@ -187,6 +192,7 @@ pub struct Metrics {
     active_streams: Family<BackendLabels, Gauge>,
     reloads: Family<ResultLabels, Counter>,
     accept_errors: Counter,
+    overloaded: Family<LimitLabels, Counter>,
     log_lines_dropped: Counter,
     resolved: Resolved<RequestLabels, RequestHandles>,
 }
@@ -266,6 +272,12 @@ impl Metrics {
             "Connections the listeners could not accept for want of file descriptors or memory (accepting pauses briefly after each)",
             accept_errors.clone(),
         );
+        let overloaded = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "overload_refusals",
+            "Requests refused with 503 because a process-wide limit was reached (limit: connections = server.max_connections, body_memory = server.max_buffered_body_bytes)",
+            overloaded.clone(),
+        );
         let log_lines_dropped = Counter::default();
         registry.register(
             "log_lines_dropped",
@@ -292,6 +304,7 @@ impl Metrics {
             active_streams,
             reloads,
             accept_errors,
+            overloaded,
             log_lines_dropped,
             resolved: Resolved::new(),
         }
@@ -367,6 +380,11 @@ impl Metrics {
     /// A listener's accept failed for want of resources.
     pub fn accept_failed(&self) {
         self.accept_errors.inc();
+    }
+
+    /// A request refused because `limit` (a process-wide limit's label) was reached.
+    pub fn overloaded(&self, limit: &'static str) {
+        self.overloaded.get_or_create(&LimitLabels { limit }).inc();
     }
 
     pub fn reload(&self, ok: bool) {

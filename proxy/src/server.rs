@@ -179,7 +179,11 @@ async fn serve_api(
         };
         let _ = stream.set_nodelay(true);
         let drain = DrainWatch::new(draining.clone());
-        connections.spawn(h1::serve(stream, client, current.clone(), drain));
+        let gateway = current.load();
+        let slot = gateway
+            .run
+            .connection(gateway.config.server.max_connections);
+        connections.spawn(h1::serve(stream, client, current.clone(), drain, slot));
     }
     drop(listener);
     draining.begin();
@@ -290,12 +294,21 @@ async fn serve_admin(
     current: Arc<ArcSwap<Gateway>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let builder = auto::Builder::new(TokioExecutor::new());
     loop {
         let Some((stream, _)) = next_connection(&listener, "admin", &current, &mut stop).await
         else {
             break;
         };
+        // The same client limits as the API listener: a head must arrive within
+        // `client_timeout`, and a connection lives at most `keepalive_timeout` (probes and
+        // scrapes are instant; they reconnect), so slow or idle clients cannot pile up here.
+        let limits = &current.load().config.server;
+        let (head_timeout, lifetime) = (limits.client_timeout, limits.keepalive_timeout);
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(head_timeout);
         let current = current.clone();
         let service = service_fn(move |request: Request<Incoming>| {
             let gateway = current.load_full();
@@ -305,7 +318,7 @@ async fn serve_admin(
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
         tokio::spawn(async move {
-            let _ = connection.await;
+            let _ = tokio::time::timeout(lifetime, connection).await;
         });
     }
 }

@@ -121,6 +121,21 @@ fn bad_boolean_and_bad_number_are_reported_together() {
 }
 
 #[test]
+fn process_wide_limits_must_be_positive_whole_numbers() {
+    rejects(
+        &[
+            ("GATEWAY_MAX_CONNECTIONS", Some("0")),
+            ("GATEWAY_MAX_BUFFERED_BODY_BYTES", Some("1.5e9")),
+        ],
+        64,
+        &[
+            "GATEWAY_MAX_CONNECTIONS: must be greater than 0",
+            "GATEWAY_MAX_BUFFERED_BODY_BYTES: `1.5e9` is not a whole number",
+        ],
+    );
+}
+
+#[test]
 fn passive_health_numbers_are_strict() {
     for (failures, seconds, expected) in [
         (

@@ -293,6 +293,20 @@ const ROWS: &[Row] = &[
         expect: same,
     },
     Row {
+        var: "GATEWAY_MAX_CONNECTIONS",
+        with: &[],
+        absent: "",
+        read: |c| c.server.max_connections.to_string(),
+        expect: same,
+    },
+    Row {
+        var: "GATEWAY_MAX_BUFFERED_BODY_BYTES",
+        with: &[],
+        absent: "",
+        read: |c| c.server.max_buffered_body_bytes.to_string(),
+        expect: same,
+    },
+    Row {
         var: "GATEWAY_KEEPALIVE_TIMEOUT",
         with: &[],
         absent: "",

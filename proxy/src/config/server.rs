@@ -14,6 +14,8 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
 pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+pub const DEFAULT_MAX_BUFFERED_BODY_BYTES: u64 = 512 * 1024 * 1024;
 
 /// `server`: listeners and request limits.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -33,6 +35,12 @@ pub struct RawServer {
     /// while sending a body (both answered 408), or leave an answer unread (the connection is
     /// closed). Default `60s`.
     pub client_timeout: Option<String>,
+    /// Client connections the API listener serves at once (over every worker); a connection
+    /// past it gets 503 with `Retry-After` for its first request, then a close. Default 10000.
+    pub max_connections: Option<usize>,
+    /// Request-body bytes buffered at once by every request in flight; a request whose body
+    /// would take the total past it gets 503 with `Retry-After`. Default 512 MiB.
+    pub max_buffered_body_bytes: Option<u64>,
     /// Enables the test-prefixed route aliases (`/round-robin-simple/openai/...`). Default false.
     pub test_mode: Option<bool>,
 }
@@ -45,6 +53,8 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     pub keepalive_timeout: Duration,
     pub client_timeout: Duration,
+    pub max_connections: usize,
+    pub max_buffered_body_bytes: u64,
     pub test_mode: bool,
 }
 
@@ -56,8 +66,19 @@ pub(super) fn resolve(raw: RawServer, problems: &mut Problems) -> ServerConfig {
         drain_timeout,
         keepalive_timeout,
         client_timeout,
+        max_connections,
+        max_buffered_body_bytes,
         test_mode,
     } = raw;
+    let max_connections = max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    if max_connections == 0 {
+        problems.push("server.max_connections", "must be greater than 0");
+    }
+    let max_buffered_body_bytes =
+        max_buffered_body_bytes.unwrap_or(DEFAULT_MAX_BUFFERED_BODY_BYTES);
+    if max_buffered_body_bytes == 0 {
+        problems.push("server.max_buffered_body_bytes", "must be greater than 0");
+    }
     let max_body_bytes = max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
     if max_body_bytes == 0 {
         problems.push("server.max_body_bytes", "must be greater than 0");
@@ -81,6 +102,8 @@ pub(super) fn resolve(raw: RawServer, problems: &mut Problems) -> ServerConfig {
             client_timeout,
             DEFAULT_CLIENT_TIMEOUT,
         ),
+        max_connections,
+        max_buffered_body_bytes,
         test_mode: test_mode.unwrap_or(false),
     }
 }

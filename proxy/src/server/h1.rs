@@ -29,7 +29,7 @@ use crate::answer::{Answer, Reply};
 use crate::ctx::ClientHead;
 use crate::ctx::RequestCtx;
 use crate::error::GatewayError;
-use crate::gateway::Gateway;
+use crate::gateway::{ConnectionSlot, Gateway};
 use crate::http1::{
     Framing, FramingFields, MAX_HEADERS, RawFields, invalid, poll_body, poll_once,
     put_content_length, put_field, put_hex,
@@ -54,12 +54,15 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 const LINGER_BYTES: usize = 1 << 20;
 
-/// Serves one accepted connection until the client closes it, an error, or a drain.
+/// Serves one accepted connection until the client closes it, an error, or a drain. A
+/// connection past `server.max_connections` (`slot` not admitted) gets 503 for its first request,
+/// then a close; `slot` counts it while it is open.
 pub async fn serve(
     stream: TcpStream,
     client: SocketAddr,
     current: Arc<ArcSwap<Gateway>>,
     mut drain: DrainWatch,
+    slot: ConnectionSlot,
 ) {
     let stream = Socket::new(stream);
     let limits = Limits::of(&current.load());
@@ -74,8 +77,32 @@ pub async fn serve(
     let mut first = true;
     loop {
         let head = match conn.read_head(&mut drain, first).await {
+            Ok(Next::Request(_)) if !slot.admitted => {
+                let gateway = current.load_full();
+                gateway.metrics.overloaded("connections");
+                let error = GatewayError::Overloaded {
+                    limit: "connections",
+                };
+                let mut ctx = RequestCtx::unread(gateway, client);
+                ctx.refused(&error);
+                let answer = Reply::error(error).attach(ctx);
+                if conn
+                    .write_response(answer, false, false, false)
+                    .await
+                    .is_ok()
+                {
+                    conn.linger().await;
+                }
+                return;
+            }
             Ok(Next::Request(head)) => head,
             Ok(Next::Closed) => return,
+            // Past the limit, an h2c connection is closed before its preface is answered (its
+            // client sees a connection error and retries, as it would on a GOAWAY).
+            Ok(Next::H2) if !slot.admitted => {
+                current.load().metrics.overloaded("connections");
+                return;
+            }
             Ok(Next::H2) => {
                 return super::h2::serve(
                     conn.buf.freeze(),

@@ -3,6 +3,8 @@
 //! response chain) and the per-backend variants it sends (deployment alias in `model`,
 //! `include_usage` added).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http_body::Body;
 use http_body_util::BodyExt;
@@ -10,6 +12,7 @@ use http_body_util::BodyExt;
 use crate::config::{BackendConfig, GatewayConfig};
 use crate::ctx::{Flow, RequestCtx};
 use crate::error::{BoxError, GatewayError};
+use crate::gateway::{BodyBudget, RunState};
 use crate::http1::Joined;
 use crate::scan::Scan;
 use crate::stages::Stage;
@@ -20,6 +23,8 @@ use crate::stages::route::Operation;
 pub struct BodyStage {
     /// `server.max_body_bytes`.
     limit: u64,
+    /// `server.max_buffered_body_bytes`: every request's buffered bodies together.
+    memory: u64,
     /// `upstream.stream_usage`: ask streaming chat backends for the usage chunk.
     stream_usage: bool,
 }
@@ -28,6 +33,7 @@ impl Stage for BodyStage {
     fn new(config: &GatewayConfig, _previous: Option<&Self>) -> Self {
         Self {
             limit: config.server.max_body_bytes,
+            memory: config.server.max_buffered_body_bytes,
             stream_usage: config.upstream.stream_usage,
         }
     }
@@ -41,7 +47,15 @@ impl BodyStage {
         B: Body<Data = Bytes>,
         B::Error: Into<BoxError>,
     {
-        let bytes = read_body(body, self.limit).await?;
+        let run = ctx.gateway.run.clone();
+        let budget = (&mut ctx.body_budget, &run, self.memory);
+        let bytes = read_body(body, self.limit, budget)
+            .await
+            .inspect_err(|error| {
+                if let GatewayError::Overloaded { limit } = error {
+                    ctx.gateway.metrics.overloaded(limit);
+                }
+            })?;
         let operation = ctx.route.map_or(Operation::Other, |r| r.operation);
         let body = RequestBody::new(bytes, operation, self.stream_usage);
         // The `model` label: on legacy routes the deployment in the path (what Azure serves,
@@ -58,7 +72,13 @@ impl BodyStage {
 /// Reads the request body up to `limit` bytes; 413 above it, as soon as the body says it will
 /// be larger (its `content-length`, or a chunk's size line: the body's size hint), before its
 /// bytes are read.
-async fn read_body<B>(body: B, limit: u64) -> Result<Bytes, GatewayError>
+/// Each piece is held against the process's body memory (`budget`: the request's share, the
+/// process state, the limit): past it, 503.
+async fn read_body<B>(
+    body: B,
+    limit: u64,
+    (held, run, memory): (&mut BodyBudget, &Arc<RunState>, u64),
+) -> Result<Bytes, GatewayError>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
@@ -84,6 +104,11 @@ where
             }
         })?;
         if let Ok(data) = frame.into_data() {
+            if !held.take(run, data.len() as u64, memory) {
+                return Err(GatewayError::Overloaded {
+                    limit: "body_memory",
+                });
+            }
             gathered.push(data);
             if too_large(&gathered, body.size_hint().lower()) {
                 return Err(GatewayError::PayloadTooLarge { limit });

@@ -479,3 +479,131 @@ async fn head_is_get_without_a_body() {
     let again = read_response(&mut conn, &mut buf).await;
     assert_eq!((again.status, again.body.len()), (200, full.body.len()));
 }
+
+/// The admin listener bounds its clients like the API listener: a head that never completes is
+/// dropped after `client_timeout`, an idle connection after `keepalive_timeout` (before, slow
+/// connections stayed open there as long as their clients liked).
+#[tokio::test]
+async fn the_admin_listener_bounds_slow_and_idle_clients() {
+    let backend = mock("a").await;
+    let yaml = config(backend.url()).replace(
+        "server:\n",
+        "server:\n  client_timeout: 300ms\n  keepalive_timeout: 500ms\n",
+    );
+    let gw = gateway(&yaml).await;
+    let mut slow = TcpStream::connect(gw.admin_addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let mut idle = TcpStream::connect(gw.admin_addr).await.unwrap();
+    for conn in [&mut slow, &mut idle] {
+        let mut rest = Vec::new();
+        // The guard only keeps a missing limit from hanging the test.
+        let ended = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            conn.read_to_end(&mut rest),
+        )
+        .await;
+        assert!(ended.is_ok(), "an admin connection stayed open");
+    }
+    // The listener still serves.
+    let mut conn = TcpStream::connect(gw.admin_addr).await.unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        read_response(&mut conn, &mut BytesMut::new()).await.status,
+        200
+    );
+}
+
+fn limited(backend: String, limits: &str) -> String {
+    config(backend).replace("server:\n", &format!("server:\n{limits}"))
+}
+
+/// Past `server.max_connections` (over every worker) a connection's first request gets 503 with
+/// `Retry-After` in the error shape, counted; once a connection closes, new ones are served.
+#[tokio::test]
+async fn connections_past_the_limit_get_503() {
+    let backend = mock("a").await;
+    let gw = gateway(&limited(backend.url(), "  max_connections: 2\n")).await;
+    let request = sized("");
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut conn = TcpStream::connect(gw.addr).await.unwrap();
+        conn.write_all(request.as_bytes()).await.unwrap();
+        assert_eq!(
+            read_response(&mut conn, &mut BytesMut::new()).await.status,
+            200
+        );
+        open.push(conn);
+    }
+    let mut third = TcpStream::connect(gw.addr).await.unwrap();
+    third.write_all(request.as_bytes()).await.unwrap();
+    let refused = read_response(&mut third, &mut BytesMut::new()).await;
+    assert_eq!(refused.status, 503, "{}", refused.head);
+    assert_eq!(refused.one("x-gateway-error"), Some("overloaded"));
+    assert_eq!(refused.one("retry-after"), Some("1"));
+    let text = metrics(&gw).await;
+    assert_eq!(
+        metric_sum(
+            &text,
+            "gateway_overload_refusals_total",
+            &["limit=\"connections\""]
+        ),
+        1.0
+    );
+    drop(open.pop());
+    wait_until(async || {
+        let mut conn = TcpStream::connect(gw.addr).await.unwrap();
+        conn.write_all(request.as_bytes()).await.unwrap();
+        read_response(&mut conn, &mut BytesMut::new()).await.status == 200
+    })
+    .await;
+}
+
+/// Request bodies buffered at once are bounded over every request in flight
+/// (`server.max_buffered_body_bytes`): a body that would take the total past it gets 503 while
+/// another request holds its share, and is served once that request ended.
+#[tokio::test]
+async fn buffered_bodies_are_bounded_over_all_requests() {
+    let backend = mock_with(MockOptions {
+        latency: std::time::Duration::from_millis(300),
+        ..opts("a")
+    })
+    .await;
+    let gw = gateway(&limited(backend.url(), "  max_buffered_body_bytes: 1000\n")).await;
+    let body = format!(
+        r#"{{"messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(600)
+    );
+    let request = post(&format!("content-length: {}\r\n", body.len()), &body);
+    let mut first = TcpStream::connect(gw.addr).await.unwrap();
+    first.write_all(request.as_bytes()).await.unwrap();
+    // Once the first request is with the backend, its body is held.
+    wait_until(async || backend.stats().requests() == 1).await;
+    let mut second = TcpStream::connect(gw.addr).await.unwrap();
+    second.write_all(request.as_bytes()).await.unwrap();
+    let refused = read_response(&mut second, &mut BytesMut::new()).await;
+    assert_eq!(refused.status, 503, "{}", refused.head);
+    assert_eq!(refused.one("x-gateway-error"), Some("overloaded"));
+    assert_eq!(
+        read_response(&mut first, &mut BytesMut::new()).await.status,
+        200
+    );
+    let mut third = TcpStream::connect(gw.addr).await.unwrap();
+    third.write_all(request.as_bytes()).await.unwrap();
+    assert_eq!(
+        read_response(&mut third, &mut BytesMut::new()).await.status,
+        200
+    );
+    let text = metrics(&gw).await;
+    assert_eq!(
+        metric_sum(
+            &text,
+            "gateway_overload_refusals_total",
+            &["limit=\"body_memory\""]
+        ),
+        1.0
+    );
+}
