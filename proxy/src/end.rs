@@ -33,6 +33,7 @@ pub trait Reservation: Send + Sync {
 
 impl Drop for RequestCtx {
     fn drop(&mut self) {
+        self.gateway.run.give_back(&self.body_budget);
         if self.outcome.status == 0 {
             // No answer was made: the client went away while the request waited (for its
             // body, a backend), or a shutdown dropped it.

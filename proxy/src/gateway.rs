@@ -40,33 +40,23 @@ impl Drop for ConnectionSlot {
     }
 }
 
-/// Request-body bytes a request holds against `server.max_buffered_body_bytes`; given back when
-/// the request ends.
+/// Request-body bytes a request holds against `server.max_buffered_body_bytes`; the request's
+/// end gives them back ([`RunState::give_back`]: the context holds the run state already).
 #[derive(Debug, Default)]
 pub struct BodyBudget {
-    held: u64,
-    run: Option<Arc<RunState>>,
+    pub held: u64,
 }
 
 impl BodyBudget {
     /// Holds `bytes` more, unless that takes every request's bodies together past `limit`.
-    pub fn take(&mut self, run: &Arc<RunState>, bytes: u64, limit: u64) -> bool {
+    pub fn take(&mut self, run: &RunState, bytes: u64, limit: u64) -> bool {
         let before = run.buffered.fetch_add(bytes, Ordering::Relaxed);
         if before.saturating_add(bytes) > limit {
             run.buffered.fetch_sub(bytes, Ordering::Relaxed);
             return false;
         }
         self.held += bytes;
-        self.run.get_or_insert_with(|| run.clone());
         true
-    }
-}
-
-impl Drop for BodyBudget {
-    fn drop(&mut self) {
-        if let Some(run) = &self.run {
-            run.buffered.fetch_sub(self.held, Ordering::Relaxed);
-        }
     }
 }
 
@@ -77,6 +67,13 @@ impl RunState {
         ConnectionSlot {
             run: self.clone(),
             admitted: open < max,
+        }
+    }
+
+    /// Gives back what a request's body held.
+    pub fn give_back(&self, budget: &BodyBudget) {
+        if budget.held > 0 {
+            self.buffered.fetch_sub(budget.held, Ordering::Relaxed);
         }
     }
 

@@ -9,7 +9,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -50,14 +50,15 @@ pub async fn serve(
             async move {
                 let (parts, body) = request.into_parts();
                 let head = ClientHead::from_parts(&parts);
+                let limit = gateway.config.server.client_timeout;
                 let body = H2Body {
-                    limit: gateway.config.server.client_timeout,
+                    limit,
                     inner: body,
                     timer: Timer::default(),
                 };
                 let answer = crate::pipeline::handle(gateway, head, body, client).await;
                 let response = answer.into_response();
-                Ok::<_, Infallible>(response.map(|body| open.until_sent(body)))
+                Ok::<_, Infallible>(response.map(|body| open.until_sent(body, limit)))
             }
         })
     };
@@ -122,9 +123,22 @@ impl H2Stream {
         Self(streams.clone())
     }
 
-    /// The answer's body, which keeps the request counted until it is sent or dropped.
-    fn until_sent(self, body: ResponseBody) -> ResponseBody {
-        Counted { body, _open: self }.boxed_unsync()
+    /// The answer's body, which keeps the request counted until it is sent or dropped, and is
+    /// let go (its backend stream with it) once the client has taken none of it for `limit`.
+    fn until_sent(self, body: ResponseBody, limit: Duration) -> ResponseBody {
+        let shared = Arc::new(Unread {
+            body: std::sync::Mutex::new(Some(body)),
+            ready_ms: AtomicU64::new(crate::clock::now_ms()),
+            waiting: AtomicBool::new(false),
+            sent: AtomicBool::new(false),
+        });
+        let watch = tokio::spawn(shared.clone().watch(limit)).abort_handle();
+        Counted {
+            shared,
+            watch,
+            _open: self,
+        }
+        .boxed_unsync()
     }
 }
 
@@ -137,10 +151,61 @@ impl Drop for H2Stream {
     }
 }
 
+/// An answer's body as the HTTP/2 connection sends it. hyper polls a stream's body only while
+/// the client's flow-control window has room, so a client that stops reading stops the polls,
+/// and nothing on the stream would ever end it: [`Unread::watch`] does, like `client_timeout`
+/// for an HTTP/1.1 answer nobody reads.
+struct Unread {
+    /// `None` once sent whole, or let go.
+    body: std::sync::Mutex<Option<ResponseBody>>,
+    /// [`crate::clock::now_ms`] when the body last gave a frame (or was created).
+    ready_ms: AtomicU64,
+    /// The body's last poll was `Pending`: it waits for its backend, not for the client.
+    waiting: AtomicBool,
+    /// Sent whole (not let go).
+    sent: AtomicBool,
+}
+
+impl Unread {
+    /// Lets the body go once the client has not asked for its next frame for `limit` since the
+    /// last one came (a backend slow to send is not the client's fault: its own read timeout
+    /// covers it).
+    async fn watch(self: Arc<Self>, limit: Duration) {
+        loop {
+            tokio::time::sleep(limit).await;
+            let mut body = self.body.lock().unwrap_or_else(|e| e.into_inner());
+            if body.is_none() {
+                return;
+            }
+            let idle = crate::clock::now_ms().saturating_sub(self.ready_ms.load(Ordering::Relaxed));
+            if !self.waiting.load(Ordering::Relaxed) && idle >= limit.as_millis() as u64 {
+                tracing::debug!("h2 client took none of its answer within client_timeout");
+                body.take();
+                return;
+            }
+        }
+    }
+}
+
 /// A response body that keeps its request counted as under way.
 struct Counted {
-    body: ResponseBody,
+    shared: Arc<Unread>,
+    /// Its watch, stopped with it.
+    watch: tokio::task::AbortHandle,
     _open: H2Stream,
+}
+
+impl Drop for Counted {
+    /// The connection is done with the answer (sent, or its stream reset): the body goes now,
+    /// not when the watch next looks.
+    fn drop(&mut self) {
+        self.watch.abort();
+        self.shared
+            .body
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
 }
 
 impl Body for Counted {
@@ -148,18 +213,44 @@ impl Body for Counted {
     type Error = BoxError;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let shared = &self.shared;
+        let mut guard = shared.body.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(body) = guard.as_mut() else {
+            return Poll::Ready(Some(Err(
+                "the client did not read its answer within server.client_timeout".into(),
+            )));
+        };
+        let polled = Pin::new(body).poll_frame(cx);
+        shared.waiting.store(polled.is_pending(), Ordering::Relaxed);
+        match &polled {
+            Poll::Ready(None) => {
+                shared.sent.store(true, Ordering::Relaxed);
+                *guard = None;
+            }
+            Poll::Ready(Some(_)) => shared
+                .ready_ms
+                .store(crate::clock::now_ms(), Ordering::Relaxed),
+            Poll::Pending => {}
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        let guard = self.shared.body.lock().unwrap_or_else(|e| e.into_inner());
+        match guard.as_ref() {
+            Some(body) => body.is_end_stream(),
+            None => self.shared.sent.load(Ordering::Relaxed),
+        }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
+        let guard = self.shared.body.lock().unwrap_or_else(|e| e.into_inner());
+        guard
+            .as_ref()
+            .map_or_else(http_body::SizeHint::default, Body::size_hint)
     }
 }
 

@@ -3,8 +3,6 @@
 //! response chain) and the per-backend variants it sends (deployment alias in `model`,
 //! `include_usage` added).
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use http_body::Body;
 use http_body_util::BodyExt;
@@ -12,7 +10,6 @@ use http_body_util::BodyExt;
 use crate::config::{BackendConfig, GatewayConfig};
 use crate::ctx::{Flow, RequestCtx};
 use crate::error::{BoxError, GatewayError};
-use crate::gateway::{BodyBudget, RunState};
 use crate::http1::Joined;
 use crate::scan::Scan;
 use crate::stages::Stage;
@@ -40,6 +37,19 @@ impl Stage for BodyStage {
 }
 
 impl BodyStage {
+    /// Holds `bytes` more of the request's body against `server.max_buffered_body_bytes`:
+    /// past it, 503 (counted).
+    fn hold(&self, ctx: &mut RequestCtx, bytes: u64) -> Flow {
+        if bytes == 0 || ctx.body_budget.take(&ctx.gateway.run, bytes, self.memory) {
+            return Ok(());
+        }
+        ctx.gateway.metrics.overloaded("body_memory");
+        Err(GatewayError::Overloaded {
+            limit: "body_memory",
+        }
+        .into())
+    }
+
     /// Reads the client's body into the context (it consumes the body stream, so it is the one
     /// stage with a check of its own signature).
     pub async fn read<B>(&self, ctx: &mut RequestCtx, body: B) -> Flow
@@ -47,15 +57,12 @@ impl BodyStage {
         B: Body<Data = Bytes>,
         B::Error: Into<BoxError>,
     {
-        let run = ctx.gateway.run.clone();
-        let budget = (&mut ctx.body_budget, &run, self.memory);
-        let bytes = read_body(body, self.limit, budget)
-            .await
-            .inspect_err(|error| {
-                if let GatewayError::Overloaded { limit } = error {
-                    ctx.gateway.metrics.overloaded(limit);
-                }
-            })?;
+        // Held against every request's bodies together: what the body announces (its
+        // `content-length`) before it is read, anything beyond that once it is.
+        let announced = body.size_hint().lower().min(self.limit);
+        self.hold(ctx, announced)?;
+        let bytes = read_body(body, self.limit).await?;
+        self.hold(ctx, (bytes.len() as u64).saturating_sub(announced))?;
         let operation = ctx.route.map_or(Operation::Other, |r| r.operation);
         let body = RequestBody::new(bytes, operation, self.stream_usage);
         // The `model` label: on legacy routes the deployment in the path (what Azure serves,
@@ -72,13 +79,7 @@ impl BodyStage {
 /// Reads the request body up to `limit` bytes; 413 above it, as soon as the body says it will
 /// be larger (its `content-length`, or a chunk's size line: the body's size hint), before its
 /// bytes are read.
-/// Each piece is held against the process's body memory (`budget`: the request's share, the
-/// process state, the limit): past it, 503.
-async fn read_body<B>(
-    body: B,
-    limit: u64,
-    (held, run, memory): (&mut BodyBudget, &Arc<RunState>, u64),
-) -> Result<Bytes, GatewayError>
+async fn read_body<B>(body: B, limit: u64) -> Result<Bytes, GatewayError>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
@@ -104,11 +105,6 @@ where
             }
         })?;
         if let Ok(data) = frame.into_data() {
-            if !held.take(run, data.len() as u64, memory) {
-                return Err(GatewayError::Overloaded {
-                    limit: "body_memory",
-                });
-            }
             gathered.push(data);
             if too_large(&gathered, body.size_hint().lower()) {
                 return Err(GatewayError::PayloadTooLarge { limit });

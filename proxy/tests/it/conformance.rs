@@ -607,3 +607,39 @@ async fn buffered_bodies_are_bounded_over_all_requests() {
         1.0
     );
 }
+
+/// An h2c client that stops reading its answer no longer pins its backend stream: once it has
+/// taken none of the answer for `client_timeout`, the gateway lets the stream go (before, the
+/// flow-control window held it, and its backend connection, for as long as the client liked).
+#[tokio::test]
+async fn an_h2c_client_that_stops_reading_lets_its_stream_go() {
+    let backend = mock_with(MockOptions {
+        chunk_interval: std::time::Duration::from_millis(5),
+        chunk_count: 100_000,
+        ..opts("a")
+    })
+    .await;
+    let yaml = limited(backend.url(), "  client_timeout: 300ms\n");
+    let gw = gateway(&yaml).await;
+    let tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(1024)
+            .initial_connection_window_size(1024)
+            .handshake::<_, http_body_util::Full<bytes::Bytes>>(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::post(format!("http://{}{CHAT}", gw.addr))
+        .header("api-key", KEY)
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(STREAM_BODY)))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let streams = async || metric_sum(&metrics(&gw).await, "gateway_active_streams", &[]);
+    assert_eq!(streams().await, 1.0);
+    // The body is never read: the window fills, and the stream must be let go.
+    wait_until(async || streams().await == 0.0).await;
+    drop(response);
+}
