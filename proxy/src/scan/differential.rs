@@ -1,6 +1,7 @@
 //! Differential tests: every fact the scanner, the usage reader and the SSE checks report about a
 //! generated document, in every layout and framing, against what `serde_json` sees in it; and
-//! arbitrary bytes through all of them, which must never panic.
+//! arbitrary bytes through all of them, which must never panic. [`check_text`] and
+//! [`read_everything`] hold the fuzz target `fuzz/fuzz_targets/json_scan.rs` to the same checks.
 
 use std::borrow::Cow;
 
@@ -326,7 +327,17 @@ proptest! {
     }
 }
 
-fn read_everything(input: &[u8]) {
+/// The checks of the generated documents for any text `serde_json` reads (a fuzzer's); `Ok` for
+/// text it refuses, about which the scanner promises nothing. `frame_seed` picks the SSE framing.
+pub fn check_text(text: &str, frame_seed: u64) -> Result<(), String> {
+    let Ok(json) = serde_json::from_str::<Json>(text) else {
+        return Ok(());
+    };
+    check_document(&json, text, frame_seed).map_err(|failure| failure.to_string())
+}
+
+/// Every reader over `input`; none may panic, whatever the bytes.
+pub fn read_everything(input: &[u8]) {
     let mut scan = Scan::new(input);
     let _ = scan.skip_value();
     let _ = scan.at_end();
