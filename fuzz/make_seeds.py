@@ -54,6 +54,10 @@ CHUNKED = {
     "negative": "-1\r\n",
     "too_many_digits": "10000000000000000\r\n",
     "no_crlf_after_data": "2\r\nabX0\r\n\r\n",
+    # What the decoder reads though RFC 9112 refuses it (the `strict` feature's failures).
+    "space_after_size": "3 \r\nabc\r\n0\r\n\r\n",
+    "cr_cr_lf": "3\r\r\nabc\r\n0\r\n\r\r\n",
+    "trailer_without_colon": "3\r\nabc\r\n0\r\nno colon\r\n\r\n",
     "several_trailers": "1\r\na\r\n0\r\nx-a: 1\r\nx-b:\t2 \r\n\r\nGET / HTTP/1.1\r\n\r\n",
 }
 
