@@ -2,9 +2,10 @@
 //!
 //! Whatever the gateway accepts, httparse accepts too, with the same length, method, target,
 //! version and fields (in order, as sent); the framing and keep-alive the gateway derives are
-//! the ones RFC 9112 §6.1–6.3 and §9.3 give for those fields; every proper prefix of an accepted
-//! head waits for more; and a head does not depend on the bytes that follow it. A head the gateway
-//! refuses may be one httparse accepts: the gateway may be stricter, never looser.
+//! the ones RFC 9112 §6.1–6.3 and §9.3 give for those fields (and only `chunked` as a coding,
+//! one `host` as §3.2 asks); every proper prefix of an accepted head waits for more; and a head
+//! does not depend on the bytes that follow it. A head the gateway refuses may be one httparse
+//! accepts: the gateway may be stricter, never looser.
 #![no_main]
 
 use bytes::BytesMut;
@@ -144,6 +145,11 @@ fn check_framing(head: &Head, fields: &[httparse::Header<'_>], http10: bool) {
                 .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")),
             "accepted a transfer-encoding that does not end in chunked: {codings:?}"
         );
+        assert_eq!(
+            codings.len(),
+            1,
+            "accepted codings besides chunked: {codings:?}"
+        );
         assert_eq!(head.framing, Framing::chunked(), "transfer-encoding wins");
     } else if let Some(first) = lengths.first() {
         let parse = |v: &[u8]| -> Option<u64> {
@@ -160,6 +166,13 @@ fn check_framing(head: &Head, fields: &[httparse::Header<'_>], http10: bool) {
     } else {
         assert_eq!(head.framing, Framing::Empty, "no framing field, no body");
     }
+
+    // RFC 9112 §3.2: one host in an HTTP/1.1 request, at most one in HTTP/1.0.
+    let hosts = values(fields, "host").count();
+    assert!(
+        hosts == 1 || (http10 && hosts == 0),
+        "accepted {hosts} host fields"
+    );
 
     let connection = list(fields, "connection");
     let has = |token: &[u8]| connection.iter().any(|t| t.eq_ignore_ascii_case(token));
