@@ -17,6 +17,8 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast
 fi
+# Fuzzing (docs/fuzzing.md): each cargo-fuzz target 30 s from its committed seeds; a crash fails.
+scripts/fuzz.sh 30
 # The local demo as a user meets it (debug builds): it serves, Ctrl-C leaves nothing running,
 # and a taken port fails loudly. Last line: `DEMO TEST OK`.
 scripts/demo-test.sh

@@ -21,10 +21,11 @@ mod back;
 mod facts;
 mod text;
 
-#[cfg(test)]
-mod differential;
-#[cfg(test)]
-pub(crate) mod generate;
+// Public (behind `fuzzing`) for the fuzz targets, which hold fuzzed text to the same checks.
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod differential;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod generate;
 
 pub(crate) use back::{Walk, members_rev};
 pub use facts::{created_response_id, error_code, stream_error_code};

@@ -28,6 +28,10 @@ pub(crate) mod drain;
 mod h1;
 mod h2;
 
+/// The request-head parser, for the fuzz target `fuzz/fuzz_targets/request_head.rs`.
+#[doc(hidden)]
+pub use h1::{Bad, Head, parse_request};
+
 use drain::{Drain, DrainWatch};
 
 /// A running gateway (both listeners).

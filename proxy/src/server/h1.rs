@@ -273,7 +273,7 @@ enum Next {
 }
 
 /// A request that cannot be served; the message says what is wrong.
-enum Bad {
+pub enum Bad {
     /// Not valid HTTP/1.1 (400).
     Malformed(&'static str),
     /// Valid, but uses what the gateway does not implement (501).
@@ -284,12 +284,12 @@ enum Bad {
     HeadTooLarge,
 }
 
-struct Head {
-    request: ClientHead,
-    http10: bool,
-    framing: Framing,
-    keep_alive: bool,
-    expect_continue: bool,
+pub struct Head {
+    pub request: ClientHead,
+    pub http10: bool,
+    pub framing: Framing,
+    pub keep_alive: bool,
+    pub expect_continue: bool,
 }
 
 impl Conn {
@@ -538,7 +538,7 @@ fn framing_field(name: &[u8]) -> bool {
 }
 
 /// Parses a complete request head off the front of `buf`, if there is one.
-fn parse_request(buf: &mut BytesMut) -> Result<Option<Head>, Bad> {
+pub fn parse_request(buf: &mut BytesMut) -> Result<Option<Head>, Bad> {
     // Uninitialised slots: the parser writes the ones it fills, nothing is zeroed per request.
     let mut slots = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut []);
