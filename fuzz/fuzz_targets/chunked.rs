@@ -106,15 +106,16 @@ fn check_reads(wire: &[u8], whole: &Ours) {
 fn check_reference(wire: &[u8], whole: &Ours) {
     let reference = Reference::decode(wire);
     let over_size_digits = reference.size_digits > MAX_SIZE_DIGITS;
-    // The unfinished line at the end (no LF yet), which the decoder waits for up to MAX_LINE.
-    let open_line = wire.len()
-        - wire
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |lf| lf + 1);
+    // The longest line (the unfinished one at the end included): the decoder refuses any
+    // size or trailer line over MAX_LINE, whether its LF has arrived or not.
+    let longest_line = wire
+        .split(|&b| b == b'\n')
+        .map(<[u8]>::len)
+        .max()
+        .unwrap_or(0);
     let limited = |ours: &Ours| match ours {
         Ours::Failed(message) if message == "invalid chunk size" => over_size_digits,
-        Ours::Failed(message) if message.ends_with("line too long") => open_line > MAX_LINE,
+        Ours::Failed(message) if message.ends_with("line too long") => longest_line > MAX_LINE,
         Ours::Failed(message) if message.starts_with("too many") => {
             wire.len() > MAX_CHUNK_OVERHEAD as usize
         }
