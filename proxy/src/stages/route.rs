@@ -173,15 +173,25 @@ impl Operation {
         }
     }
 
-    /// Whether the operation serves `method` (see [`Operation::allow`]).
+    /// Whether the operation serves `method` (the methods [`Operation::allow`] lists; a match,
+    /// not a parse of that list: this runs on every request).
     pub fn serves(self, method: &http::Method) -> bool {
         use http::Method;
-        let name = method.as_str();
-        (*method == Method::GET
-            || *method == Method::HEAD
-            || *method == Method::POST
-            || *method == Method::DELETE)
-            && self.allow().split(", ").any(|allowed| allowed == name)
+        let (get, post, delete) = (
+            *method == Method::GET || *method == Method::HEAD,
+            *method == Method::POST,
+            *method == Method::DELETE,
+        );
+        match self {
+            Operation::ChatCompletions
+            | Operation::Completions
+            | Operation::Embeddings
+            | Operation::ResponsesCreate
+            | Operation::ResponsesCancel => post,
+            Operation::ResponsesItem => get || delete,
+            Operation::ResponsesInputItems | Operation::Models => get,
+            Operation::Other => get || post || delete,
+        }
     }
 
     /// Operations whose bodies are JSON the gateway may read (stream flag, model, usage).
@@ -418,6 +428,40 @@ pub fn write_upstream_path_and_query(
 
 #[cfg(test)]
 mod tests {
+
+    /// `serves` and the `allow` field it is refused with say the same.
+    #[test]
+    fn serves_is_what_allow_lists() {
+        use http::Method;
+        let methods = [
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::DELETE,
+            Method::PUT,
+            Method::PATCH,
+            Method::OPTIONS,
+            Method::TRACE,
+            Method::CONNECT,
+            Method::from_bytes(b"post").unwrap(),
+        ];
+        for operation in [
+            Operation::ChatCompletions,
+            Operation::Completions,
+            Operation::Embeddings,
+            Operation::ResponsesCreate,
+            Operation::ResponsesItem,
+            Operation::ResponsesCancel,
+            Operation::ResponsesInputItems,
+            Operation::Models,
+            Operation::Other,
+        ] {
+            for method in &methods {
+                let listed = operation.allow().split(", ").any(|m| m == method.as_str());
+                assert_eq!(operation.serves(method), listed, "{operation:?} {method}");
+            }
+        }
+    }
     use super::*;
     use crate::secret::Secret;
     use std::collections::HashMap;
