@@ -29,6 +29,11 @@ pub use upstream::{ActiveHealth, FailoverTriggers, PassiveHealth, UpstreamConfig
 
 pub use crate::stages::affinity::config::ResponsesConfig;
 pub use crate::stages::auth::config::{ClientsConfig, ConsumerConfig, Lane};
+pub use crate::stages::cache::config::CacheConfig;
+pub use crate::stages::limits::config::{
+    Failure, LimitKey, LimitsConfig, QuotaConfig, RateLimitConfig, RedisConfig, Strategy,
+    TokenLimitConfig,
+};
 
 /// The only schema version this build understands.
 pub const CONFIG_VERSION: u32 = 1;
@@ -43,6 +48,9 @@ pub struct GatewayConfig {
     pub backends: Vec<BackendConfig>,
     pub clients: ClientsConfig,
     pub responses: ResponsesConfig,
+    pub limits: LimitsConfig,
+    /// None: no response cache.
+    pub cache: Option<CacheConfig>,
     pub log: LogConfig,
 }
 

@@ -11,6 +11,8 @@
 pub mod affinity;
 pub mod auth;
 pub mod body;
+pub mod cache;
+pub mod limits;
 pub mod route;
 pub mod test_shim;
 

@@ -15,6 +15,10 @@ pub use super::server::RawServer;
 pub use super::upstream::{RawActiveHealth, RawPassiveHealth, RawScheme, RawTrigger, RawUpstream};
 pub use crate::stages::affinity::config::RawResponses;
 pub use crate::stages::auth::config::{RawClients, RawConsumer, RawLane};
+pub use crate::stages::cache::config::RawCache;
+pub use crate::stages::limits::config::{
+    RawFailure, RawLimitKey, RawLimits, RawQuota, RawRateLimit, RawRedis, RawStrategy, RawTokenLimit,
+};
 
 /// Root of `gateway.yaml`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -39,6 +43,11 @@ pub struct RawConfig {
     /// Responses API affinity (response id -> backend that created it).
     #[serde(default)]
     pub responses: RawResponses,
+    /// Request-rate limit, request and token quotas, token-aware limit; Redis to share them.
+    #[serde(default)]
+    pub limits: RawLimits,
+    /// Exact-match response cache. Absent: off.
+    pub cache: Option<RawCache>,
     /// Logging.
     #[serde(default)]
     pub log: RawLog,

@@ -14,6 +14,8 @@ pub(super) fn resolve(raw: RawConfig) -> Result<GatewayConfig, Vec<String>> {
         backends,
         clients,
         responses,
+        limits,
+        cache,
         log,
     } = raw;
     let mut problems = Problems::default();
@@ -29,7 +31,16 @@ pub(super) fn resolve(raw: RawConfig) -> Result<GatewayConfig, Vec<String>> {
     let balancer = balancer::resolve(balancer, &mut problems);
     let clients = crate::stages::auth::config::resolve(clients, &mut problems);
     let responses = crate::stages::affinity::config::resolve(responses, &mut problems);
+    let limits = crate::stages::limits::config::resolve(limits, &mut problems);
+    let cache = crate::stages::cache::config::resolve(cache, &mut problems);
     let log = log::resolve(log, &mut problems);
+    let token_quotas = clients.consumers.iter().any(|c| c.token_quota.is_some());
+    if token_quotas && limits.quota.is_none() {
+        problems.push(
+            "clients.consumers",
+            "a consumer has a token_quota, but limits.quota (its window) is not set",
+        );
+    }
     if let BalancerConfig::ConsistentHash {
         on: HashOn::Consumer,
         ..
@@ -51,6 +62,8 @@ pub(super) fn resolve(raw: RawConfig) -> Result<GatewayConfig, Vec<String>> {
         backends,
         clients,
         responses,
+        limits,
+        cache,
         log,
     })
 }

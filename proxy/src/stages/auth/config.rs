@@ -32,6 +32,8 @@ pub struct RawConsumer {
     pub key: Secret,
     /// Default lane. Default `high`.
     pub lane: Option<RawLane>,
+    /// Tokens (total) this consumer may spend per `limits.quota.window`. Absent: no quota.
+    pub token_quota: Option<u64>,
 }
 
 /// A lane: standard (`high`) or deferrable (`low`) traffic.
@@ -60,6 +62,7 @@ pub struct ConsumerConfig {
     pub name: Arc<str>,
     pub key: Secret,
     pub lane: Lane,
+    pub token_quota: Option<u64>,
 }
 
 pub fn resolve(raw: RawClients, problems: &mut Problems) -> ClientsConfig {
@@ -78,7 +81,12 @@ pub fn resolve(raw: RawClients, problems: &mut Problems) -> ClientsConfig {
     let mut keys = HashSet::new();
     let mut out = Vec::with_capacity(consumers.len());
     for (i, consumer) in consumers.into_iter().enumerate() {
-        let RawConsumer { name, key, lane } = consumer;
+        let RawConsumer {
+            name,
+            key,
+            lane,
+            token_quota,
+        } = consumer;
         let path = format!("clients.consumers[{i}]");
         if name.trim().is_empty() {
             problems.push(format!("{path}.name"), "must not be empty");
@@ -103,9 +111,16 @@ pub fn resolve(raw: RawClients, problems: &mut Problems) -> ClientsConfig {
                 "the same key is given to another consumer",
             );
         }
+        if token_quota == Some(0) {
+            problems.push(
+                format!("{path}.token_quota"),
+                "must be greater than 0 (a quota of 0 refuses everything)",
+            );
+        }
         out.push(ConsumerConfig {
             name: Arc::from(name),
             key,
+            token_quota,
             lane: match lane.unwrap_or(RawLane::High) {
                 RawLane::High => Lane::High,
                 RawLane::Low => Lane::Low,

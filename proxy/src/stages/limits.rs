@@ -1,0 +1,3 @@
+//! The limits stage: request rate, request quota, token limit and token quota.
+
+pub mod config;
