@@ -174,6 +174,7 @@ mod tests {
                 name: "team-a".into(),
                 key: Secret::new("key-a"),
                 lane: Lane::High,
+                token_quota: None,
             }],
         })
     }
@@ -197,6 +198,7 @@ mod tests {
                 name: format!("team-{i}").into(),
                 key: Secret::new(format!("key-{i}")),
                 lane: Lane::High,
+                token_quota: None,
             })
             .collect();
         let auth = ClientAuth::for_clients(&ClientsConfig {
