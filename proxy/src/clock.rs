@@ -14,6 +14,11 @@ pub fn now_ms() -> u64 {
     origin().elapsed().as_millis() as u64 + 1
 }
 
+/// Microseconds since the process's clock origin (never 0; monotonic), for the limit counters.
+pub fn now_us() -> u64 {
+    origin().elapsed().as_micros() as u64 + 1
+}
+
 /// [`now_ms`] of an instant already read (saves reading the clock again).
 pub fn ms_at(instant: Instant) -> u64 {
     instant.saturating_duration_since(origin()).as_millis() as u64 + 1

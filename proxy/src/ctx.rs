@@ -18,7 +18,7 @@ use crate::http1::RawFields;
 use crate::stages::auth::Consumer;
 use crate::stages::body::RequestBody;
 use crate::stages::route::Route;
-use crate::usage::Usage;
+use crate::usage::{Estimate, Usage};
 
 /// A client's request head: what the stages read of a request besides its body. The fields stay
 /// in the bytes they arrived in (HTTP/1.1); an HTTP/2 request's map is laid out the same way.
@@ -76,6 +76,34 @@ pub struct Principal {
     pub name: Option<Box<str>>,
 }
 
+/// A limit's state as its answer fields show it (`X-AI-RateLimit-*`, `X-RateLimit-*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shown {
+    pub limit: u64,
+    pub remaining: u64,
+    /// Seconds until the window ends (or the rate bucket is empty again).
+    pub reset_s: u64,
+}
+
+impl Shown {
+    /// The one of two that leaves the client less room.
+    pub fn tighter(self, other: Option<Shown>) -> Shown {
+        match other {
+            Some(other) if other.remaining < self.remaining => other,
+            _ => self,
+        }
+    }
+}
+
+/// What the limits showed for one request: tokens (`X-AI-RateLimit-*`: the token limit or the
+/// consumer's token quota, the tighter) and requests (`X-RateLimit-*`: the request quota or
+/// the request rate, the tighter).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitView {
+    pub tokens: Option<Shown>,
+    pub requests: Option<Shown>,
+}
+
 /// How the request went, filled in as it goes; the end of the request records it.
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -94,6 +122,8 @@ pub struct Outcome {
     /// `x-ms-region` of the committed answer.
     pub region: Option<HeaderValue>,
     pub usage: Option<Usage>,
+    /// `usage` is the gateway's estimate: the backend reported none.
+    pub usage_estimated: bool,
     /// The answer's body reached its end (false: the client went away, the stream broke).
     pub completed: bool,
     /// Why a body already under way did not complete (`stream_error`, `timeout`, `shutdown`).
@@ -133,6 +163,11 @@ pub struct RequestCtx {
     pub hash_key: Option<Vec<u8>>,
     /// What limits reserved; settled (charged or refunded) when the request ends.
     pub reservations: Vec<Box<dyn Reservation>>,
+    /// What the limits showed for the request (their answer fields).
+    pub limits: LimitView,
+    /// Set when something counts this request's tokens (a limit): what it is estimated to
+    /// spend, for when its backend reports no usage (the relay adds the text it passes on).
+    pub estimate: Option<Estimate>,
     /// Key of the response cache entry this request reads or fills.
     pub cache_key: Option<Bytes>,
     /// The request's trace span (`Span::none()` while traces are not exported).
@@ -178,6 +213,8 @@ impl RequestCtx {
             pinned: None,
             hash_key: None,
             reservations: Vec::new(),
+            limits: LimitView::default(),
+            estimate: None,
             cache_key: None,
             span: tracing::Span::none(),
             upstream_headers: Vec::new(),

@@ -50,6 +50,17 @@ impl Drop for RequestCtx {
                 "client_closed"
             });
         }
+        // A backend's answer without usage, for a request whose tokens something counts: its
+        // estimate stands in (counted), so limits and token metrics never silently see zero.
+        if self.outcome.usage.is_none()
+            && self.outcome.backend.is_some()
+            && (200..300).contains(&self.outcome.status)
+            && let Some(estimate) = self.estimate
+        {
+            self.outcome.usage = Some(estimate.usage());
+            self.outcome.usage_estimated = true;
+            self.gateway.metrics.usage_estimated();
+        }
         // Settled first: a reservation sees the whole context. The labels then take over what
         // they need from it (moved, not cloned: the consumer's name is shared by every worker).
         for reservation in std::mem::take(&mut self.reservations) {
@@ -154,6 +165,7 @@ fn access_record(ctx: &RequestCtx, labels: &RequestLabels) {
         prompt_tokens = usage.prompt,
         completion_tokens = usage.completion,
         total_tokens = usage.total,
+        usage_estimated = outcome.usage_estimated,
         model = %labels.model,
         region = outcome
             .region

@@ -116,6 +116,37 @@ pub enum GatewayError {
         attempts: Vec<AttemptRecord>,
     },
     ShuttingDown,
+    /// A limit of the gateway's own refused the request (not a backend's capacity).
+    Limited {
+        limit: Limit,
+        status: StatusCode,
+        /// The configured message (token limit), else the limit's own.
+        message: Option<Box<str>>,
+        retry_after_us: u64,
+    },
+}
+
+/// Which of the gateway's limits refused a request: its `x-gateway-error` code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    RequestRate,
+    RequestQuota,
+    Tokens,
+    TokenQuota,
+    /// The shared counters (Redis) could not be asked and `limits.redis.on_failure` is closed.
+    Unavailable,
+}
+
+impl Limit {
+    pub fn code(self) -> &'static str {
+        match self {
+            Limit::RequestRate => "request_rate_limited",
+            Limit::RequestQuota => "request_quota_exceeded",
+            Limit::Tokens => "token_rate_limited",
+            Limit::TokenQuota => "token_quota_exceeded",
+            Limit::Unavailable => "limits_unavailable",
+        }
+    }
 }
 
 impl GatewayError {
@@ -147,6 +178,7 @@ impl GatewayError {
             GatewayError::Exhausted { timeout: false, .. } => StatusCode::BAD_GATEWAY,
             GatewayError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Limited { status, .. } => *status,
         }
     }
 
@@ -167,6 +199,7 @@ impl GatewayError {
             GatewayError::Exhausted { timeout: false, .. } => "all_backends_failed",
             GatewayError::DeadlineExceeded { .. } => "deadline_exceeded",
             GatewayError::ShuttingDown => "shutting_down",
+            GatewayError::Limited { limit, .. } => limit.code(),
         }
     }
 
@@ -214,6 +247,24 @@ impl GatewayError {
                 "The request deadline passed before a backend answered.".into()
             }
             GatewayError::ShuttingDown => "The gateway is shutting down.".into(),
+            GatewayError::Limited {
+                message: Some(message),
+                ..
+            } => message.to_string(),
+            GatewayError::Limited {
+                limit,
+                retry_after_us,
+                ..
+            } => {
+                let seconds = retry_after_seconds(*retry_after_us);
+                match limit {
+                    Limit::RequestRate => format!("Too many requests from this client address. Please retry after {seconds} seconds."),
+                    Limit::RequestQuota => format!("The request quota of this consumer is used up. Please retry after {seconds} seconds."),
+                    Limit::Tokens => format!("The token limit is reached. Please retry after {seconds} seconds."),
+                    Limit::TokenQuota => format!("The token quota of this consumer is used up. Please retry after {seconds} seconds."),
+                    Limit::Unavailable => "The gateway cannot check its limits right now. Please retry shortly.".into(),
+                }
+            }
         }
     }
 
@@ -275,6 +326,16 @@ impl GatewayError {
             );
             headers.insert("retry-after-ms", HeaderValue::from(ms as u64));
         }
+        if let GatewayError::Limited { retry_after_us, .. } = &self {
+            headers.insert(
+                http::header::RETRY_AFTER,
+                HeaderValue::from(retry_after_seconds(*retry_after_us)),
+            );
+            headers.insert(
+                "retry-after-ms",
+                HeaderValue::from(retry_after_us.div_ceil(1000).max(1)),
+            );
+        }
         if let GatewayError::Overloaded { .. } = &self {
             headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
@@ -283,4 +344,9 @@ impl GatewayError {
         }
         (self.status(), headers, Bytes::from(body.to_string()))
     }
+}
+
+/// Whole seconds to wait (rounded up, at least 1: `Retry-After: 0` invites a retry storm).
+fn retry_after_seconds(us: u64) -> u64 {
+    us.div_ceil(1_000_000).max(1)
 }

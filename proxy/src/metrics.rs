@@ -72,6 +72,13 @@ struct LimitLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreErrorLabels {
+    op: &'static str,
+    error: &'static str,
+    policy: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabels {
     version: &'static str,
 }
@@ -193,6 +200,9 @@ pub struct Metrics {
     reloads: Family<ResultLabels, Counter>,
     accept_errors: Counter,
     overloaded: Family<LimitLabels, Counter>,
+    limit_refusals: Family<LimitLabels, Counter>,
+    limit_store_errors: Family<StoreErrorLabels, Counter>,
+    usage_estimates: Counter,
     log_lines_dropped: Counter,
     resolved: Resolved<RequestLabels, RequestHandles>,
 }
@@ -278,6 +288,24 @@ impl Metrics {
             "Requests refused with 503 because a process-wide limit was reached (limit: connections = server.max_connections, body_memory = server.max_buffered_body_bytes)",
             overloaded.clone(),
         );
+        let limit_refusals = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "limit_refusals",
+            "Requests refused by one of the gateway's own limits (limit: its x-gateway-error code)",
+            limit_refusals.clone(),
+        );
+        let limit_store_errors = Family::<StoreErrorLabels, Counter>::default();
+        registry.register(
+            "limit_store_errors",
+            "Calls to the shared limit counters (Redis) that failed (op: admit or settle; error: down, timeout or error; policy: what the request got, open = admitted, closed = refused)",
+            limit_store_errors.clone(),
+        );
+        let usage_estimates = Counter::default();
+        registry.register(
+            "usage_estimates",
+            "Answers whose backend reported no usage, counted with the gateway's estimate instead (limits and token metrics)",
+            usage_estimates.clone(),
+        );
         let log_lines_dropped = Counter::default();
         registry.register(
             "log_lines_dropped",
@@ -305,6 +333,9 @@ impl Metrics {
             reloads,
             accept_errors,
             overloaded,
+            limit_refusals,
+            limit_store_errors,
+            usage_estimates,
             log_lines_dropped,
             resolved: Resolved::new(),
         }
@@ -385,6 +416,25 @@ impl Metrics {
     /// A request refused because `limit` (a process-wide limit's label) was reached.
     pub fn overloaded(&self, limit: &'static str) {
         self.overloaded.get_or_create(&LimitLabels { limit }).inc();
+    }
+
+    /// A request refused by a limit (`code`: its `x-gateway-error`).
+    pub fn limit_refused(&self, code: &'static str) {
+        self.limit_refusals
+            .get_or_create(&LimitLabels { limit: code })
+            .inc();
+    }
+
+    /// A call to the shared limit counters failed.
+    pub fn limit_store_error(&self, op: &'static str, error: &'static str, policy: &'static str) {
+        self.limit_store_errors
+            .get_or_create(&StoreErrorLabels { op, error, policy })
+            .inc();
+    }
+
+    /// An answer counted with estimated usage.
+    pub fn usage_estimated(&self) {
+        self.usage_estimates.inc();
     }
 
     pub fn reload(&self, ok: bool) {

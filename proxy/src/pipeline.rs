@@ -51,6 +51,10 @@ where
         check!('stages, stages.auth.check(&mut ctx).await);
         // Body, buffered (bounded) so any backend can be retried with it.
         check!('stages, stages.body.read(&mut ctx, body).await);
+        // The gateway's own limits, asked together (one Redis round trip when shared): request
+        // rate per client address, request quota, token limit and token quota (admission: the
+        // request's estimate is reserved, and settled with its real usage when it ends).
+        check!('stages, stages.limits.check(&mut ctx).await);
         // Backend selection inputs: Responses affinity, then the consistent-hash key.
         check!('stages, stages.affinity.check(&mut ctx).await);
         ctx.hash_key = gw.balancer.hash_key(&ctx);

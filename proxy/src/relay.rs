@@ -20,7 +20,7 @@ use crate::error::{BoxError, ResponseBody};
 use crate::server::drain::DrainWatch;
 use crate::sse::{self, Framer};
 use crate::upstream::UpstreamBody;
-use crate::usage::{find_usage, mentions_usage_object};
+use crate::usage::{find_usage, mentions_usage_object, text_bytes};
 
 /// A committed answer's body before it takes the request's context.
 pub enum Pending {
@@ -134,6 +134,11 @@ impl Drop for Whole {
             && self.usage
         {
             ctx.outcome.usage = find_usage(&self.data);
+            if ctx.outcome.usage.is_none()
+                && let Some(estimate) = ctx.estimate.as_mut()
+            {
+                estimate.text_bytes = text_bytes(&self.data);
+            }
         }
     }
 }
@@ -233,6 +238,13 @@ impl Relay {
         let hide = self.sse.as_ref().is_some_and(|s| s.hide_usage_chunk);
         let count = self.sse.as_ref().is_some_and(|s| s.count_usage);
         for event in events.drain(..) {
+            // Something counts this request's tokens: the text it relays, for when the
+            // backend reports no usage.
+            if let Some(estimate) = self.ctx.estimate.as_mut()
+                && let (_, Some(data)) = sse::parts(&event)
+            {
+                estimate.text_bytes += text_bytes(data);
+            }
             if mentions_usage_object(&event) {
                 if count && let Some(usage) = find_usage(&event) {
                     self.ctx.outcome.usage = Some(usage);

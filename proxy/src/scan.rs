@@ -318,6 +318,31 @@ impl<'a> Scan<'a> {
         Some(())
     }
 
+    /// Calls `element` with the cursor at each value of the array under the cursor; `element`
+    /// must consume the value. Nesting is bounded as for [`Scan::members`].
+    pub fn elements(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.eat(b'[')?;
+        if self.depth >= MAX_DEPTH {
+            return None;
+        }
+        self.depth += 1;
+        if self.eat(b']').is_none() {
+            loop {
+                element(self)?;
+                match self.peek()? {
+                    b',' => self.at += 1,
+                    b']' => {
+                        self.at += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        self.depth -= 1;
+        Some(())
+    }
+
     /// Skips any JSON value. Containers are skipped without recursion, from one structural byte
     /// to the next; their brackets must match, up to [`MAX_DEPTH`] levels.
     pub fn skip_value(&mut self) -> Option<()> {

@@ -66,6 +66,87 @@ pub fn find_usage(json: &[u8]) -> Option<Usage> {
     found
 }
 
+/// Keys whose string values are generated text, in chat, completions and Responses answers and
+/// chunks (`delta` is a Responses text event's piece; in chat chunks it is an object).
+const TEXT_KEYS: [&[u8]; 6] = [
+    b"content",
+    b"text",
+    b"delta",
+    b"refusal",
+    b"arguments",
+    b"transcript",
+];
+
+/// Bytes of generated text in a JSON text (or in each event of an SSE text): the UTF-8 length of
+/// every (decoded) string value of a [`TEXT_KEYS`] member, at any depth. What the gateway estimates usage
+/// from when a backend reports none. Text that is not JSON counts nothing.
+pub fn text_bytes(json: &[u8]) -> u64 {
+    fn walk(scan: &mut Scan<'_>, total: &mut u64) -> Option<()> {
+        match scan.peek()? {
+            b'{' => scan.members(|scan, key| {
+                if scan.peek()? == b'"' && TEXT_KEYS.contains(&key) {
+                    *total += scan.string_value()?.len() as u64;
+                    Some(())
+                } else {
+                    walk(scan, total)
+                }
+            }),
+            b'[' => scan.elements(|scan| walk(scan, total)),
+            _ => scan.skip_value(),
+        }
+    }
+    let mut total = 0;
+    documents(json, |document| {
+        let mut found = 0;
+        if walk(&mut Scan::new(document), &mut found).is_some() {
+            total += found;
+        }
+    });
+    total
+}
+
+/// What a request is estimated to spend, for limits to reserve before it is sent and to settle
+/// with when its backend reports no usage. The approximation (documented in docs/proxy.md,
+/// "Limits"): four bytes of text per token, the whole request body counting as prompt (so
+/// JSON punctuation errs on the high side), the generated text as completion.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Estimate {
+    /// Prompt tokens: the request body's bytes / 4, at least 1.
+    pub prompt: u64,
+    /// Most completion tokens the request asked for (`max_tokens` × `n`), 0 when unbounded.
+    pub completion_cap: u64,
+    /// Generated text relayed so far (see [`text_bytes`]).
+    pub text_bytes: u64,
+}
+
+impl Estimate {
+    pub fn new(body_bytes: usize, max_tokens: Option<u64>, choices: Option<u64>) -> Self {
+        Self {
+            prompt: tokens_of(body_bytes as u64).max(1),
+            completion_cap: max_tokens
+                .unwrap_or(0)
+                .saturating_mul(choices.unwrap_or(1).max(1)),
+            text_bytes: 0,
+        }
+    }
+
+    /// The usage to count when the backend reported none.
+    pub fn usage(&self) -> Usage {
+        let completion = tokens_of(self.text_bytes);
+        Usage {
+            prompt: self.prompt,
+            completion,
+            total: self.prompt + completion,
+            ..Usage::default()
+        }
+    }
+}
+
+/// Tokens of `bytes` bytes of text: four bytes a token, rounded up.
+fn tokens_of(bytes: u64) -> u64 {
+    bytes.div_ceil(4)
+}
+
 /// Whether a JSON text (or SSE text) has a usage object, the cheap check before [`find_usage`]:
 /// for a chunk without a `usage` key, or with `"usage":null`, one vectorised search.
 pub fn mentions_usage_object(json: &[u8]) -> bool {

@@ -25,6 +25,8 @@ use crate::stages::Stage;
 pub struct Consumer {
     pub name: Arc<str>,
     pub lane: Lane,
+    /// Tokens per `limits.quota.window`, if the consumer has a quota.
+    pub token_quota: Option<u64>,
 }
 
 struct KnownKey {
@@ -56,12 +58,15 @@ impl Stage for ClientAuth {
 
     async fn check(&self, ctx: &mut RequestCtx) -> Flow {
         let consumer = self.authenticate(&ctx.head.fields)?;
-        // The consumer's lane, which `x-priority: low` may lower but nothing raises.
+        // The consumer's lane, which `x-priority: low` (or, in test mode, the
+        // `/prioritization-simple` route) may lower but nothing raises.
         let low = ctx
             .head
             .fields
             .get("x-priority")
-            .is_some_and(|v| v.eq_ignore_ascii_case(b"low"));
+            .is_some_and(|v| v.eq_ignore_ascii_case(b"low"))
+            || (ctx.route.is_some_and(|r| r.test_prefixed)
+                && ctx.path().starts_with("/prioritization-simple/"));
         ctx.lane = match consumer.as_ref() {
             _ if low => Lane::Low,
             Some(consumer) => consumer.lane,
@@ -82,6 +87,7 @@ impl ClientAuth {
                 consumer: Consumer {
                     name: c.name.clone(),
                     lane: c.lane,
+                    token_quota: c.token_quota,
                 },
             })
             .collect::<Vec<_>>();

@@ -123,6 +123,10 @@ struct Probe {
     include_usage: bool,
     /// A top-level `stream_options` member is there (in any spelling of its key).
     stream_options: bool,
+    /// `max_tokens`, `max_completion_tokens` or `max_output_tokens` (the last one given).
+    max_tokens: Option<u64>,
+    /// `n`: choices asked for.
+    choices: Option<u64>,
 }
 
 impl Probe {
@@ -137,6 +141,10 @@ impl Probe {
                 b"stream" => probe.stream = scan.flag()?.unwrap_or(false),
                 b"model" => probe.model = text(scan)?,
                 b"previous_response_id" => probe.previous_response_id = text(scan)?,
+                b"max_tokens" | b"max_completion_tokens" | b"max_output_tokens" => {
+                    probe.max_tokens = count(scan)?.or(probe.max_tokens)
+                }
+                b"n" => probe.choices = count(scan)?,
                 b"stream_options" if scan.peek()? == b'{' => {
                     probe.stream_options = true;
                     scan.members(|scan, key| {
@@ -160,6 +168,20 @@ impl Probe {
     }
 }
 
+/// A count member's value: an unsigned integer; `null` or any other number (`-1`, `1.5`) is
+/// none (the backend judges what it accepts). Not a number at all: not a body the probe reads.
+fn count(scan: &mut Scan<'_>) -> Option<Option<u64>> {
+    match scan.peek()? {
+        b'n' => scan.flag()?.map_or(Some(None), |_| None),
+        b'-' | b'0'..=b'9' => {
+            let value = scan.clone().number();
+            scan.skip_value()?;
+            Some(value)
+        }
+        _ => None,
+    }
+}
+
 /// A string member's value (`null` is none), escapes decoded.
 fn text(scan: &mut Scan<'_>) -> Option<Option<String>> {
     if scan.peek()? == b'n' {
@@ -178,6 +200,10 @@ pub struct RequestBody {
     pub previous_response_id: Option<String>,
     /// The gateway added `stream_options.include_usage`; the usage-only chunk must be hidden.
     pub injected_usage: bool,
+    /// Most output tokens asked for (`max_tokens`, `max_completion_tokens`, `max_output_tokens`).
+    pub max_tokens: Option<u64>,
+    /// Choices asked for (`n`).
+    pub choices: Option<u64>,
 }
 
 impl RequestBody {
@@ -194,6 +220,8 @@ impl RequestBody {
             previous_response_id,
             include_usage: wants_usage,
             stream_options,
+            max_tokens,
+            choices,
         } = probe;
         let inject = add_stream_usage
             && stream
@@ -215,6 +243,8 @@ impl RequestBody {
             model,
             previous_response_id,
             injected_usage,
+            max_tokens,
+            choices,
         }
     }
 

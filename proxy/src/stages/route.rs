@@ -106,7 +106,7 @@ pub const TEST_PREFIXES: &[&str] = &[
 ];
 
 /// The API family of a path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
     /// `/openai/deployments/{deployment}/...`
     Legacy,
@@ -127,7 +127,7 @@ impl Family {
 }
 
 /// What the request does; a low-cardinality label and the key to body handling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Operation {
     ChatCompletions,
     Completions,

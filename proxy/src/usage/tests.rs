@@ -157,3 +157,67 @@ fn sse_events_and_streams_are_read_by_their_data() {
     assert!(!mentions_usage_object(b"data: {\"usage\":null}\n\n"));
     assert!(!mentions_usage_object(b"data: [DONE]\n\n"));
 }
+
+/// The text bytes of a document as `serde_json` reads it: every string value of a text key, at
+/// any depth, decoded.
+fn text_bytes_by_serde(json: &[u8]) -> u64 {
+    fn walk(value: &serde_json::Value) -> u64 {
+        match value {
+            serde_json::Value::Object(map) => map
+                .iter()
+                .map(|(key, value)| match value {
+                    serde_json::Value::String(text)
+                        if TEXT_KEYS.contains(&key.as_bytes()) =>
+                    {
+                        text.len() as u64
+                    }
+                    other => walk(other),
+                })
+                .sum(),
+            serde_json::Value::Array(items) => items.iter().map(walk).sum(),
+            _ => 0,
+        }
+    }
+    walk(&serde_json::from_slice(json).unwrap())
+}
+
+#[test]
+fn text_bytes_agree_with_serde_json_in_any_layout() {
+    let documents: [&[u8]; 6] = [
+        br#"{"choices":[{"index":0,"delta":{"content":"Hello"},"finish_reason":null}]}"#,
+        b"{ \"choices\" : [ { \"delta\" : { \"role\" : \"assistant\" ,\n \"content\" : \"h\\u00e9\\n\" } } ] ,\"id\":\"x\" }",
+        br#"{"type":"response.output_text.delta","delta":"wor","item_id":"i"}"#,
+        br#"{"choices":[{"text":"abc","index":0},{"index":1,"text":"de"}],"usage":null}"#,
+        br#"{"choices":[{"message":{"content":null,"tool_calls":[{"function":{"name":"f","arguments":"{\"a\":1}"}}]}}]}"#,
+        br#"{"id":"content","object":"text","model":"delta"}"#,
+    ];
+    for document in documents {
+        assert_eq!(
+            text_bytes(document),
+            text_bytes_by_serde(document),
+            "{}",
+            String::from_utf8_lossy(document)
+        );
+    }
+    // SSE: every event's data counts; what is not JSON counts nothing.
+    let sse = b"data: {\"choices\":[{\"delta\":{\"content\":\"ab\"}}]}\n\ndata: [DONE]\n\n";
+    assert_eq!(text_bytes(sse), 2);
+    assert_eq!(text_bytes(b"not json"), 0);
+}
+
+#[test]
+fn an_estimate_counts_four_bytes_a_token_and_the_completion_cap_per_choice() {
+    let mut estimate = Estimate::new(400, Some(50), Some(2));
+    assert_eq!((estimate.prompt, estimate.completion_cap), (100, 100));
+    estimate.text_bytes = 41;
+    assert_eq!(
+        estimate.usage(),
+        Usage {
+            prompt: 100,
+            completion: 11,
+            total: 111,
+            ..Usage::default()
+        }
+    );
+    assert_eq!(Estimate::new(0, None, None).prompt, 1);
+}

@@ -51,7 +51,7 @@ pub struct ClientsConfig {
 }
 
 /// Which lane a consumer's traffic uses by default.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Lane {
     High,
     Low,

@@ -1,0 +1,391 @@
+//! In-process counters: one atomic per rate key, one window (an atomic counter behind an
+//! `ArcSwap`) per window key; lock-free. Buckets live in bounded caches that forget keys idle
+//! for longer than any window could last, so a flood of client addresses costs memory only up
+//! to the bound (a forgotten bucket starts again from zero).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use super::{Charge, Check, Granted, Key, Rule, Ticket, Verdict, update};
+
+/// Buckets kept per cache at most.
+const CAPACITY: u64 = 200_000;
+/// A bucket idle this long is forgotten (longer than a window may be).
+const IDLE: Duration = Duration::from_secs(367 * 86_400);
+
+pub struct Local {
+    /// GCRA: each key's theoretical arrival time (µs on the process clock).
+    rates: moka::sync::Cache<Key, Arc<AtomicU64>>,
+    windows: moka::sync::Cache<Key, Arc<Bucket>>,
+}
+
+impl std::fmt::Debug for Local {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Local")
+            .field("rates", &self.rates.entry_count())
+            .field("windows", &self.windows.entry_count())
+            .finish()
+    }
+}
+
+/// A window key's current window; a new one replaces it when it has ended.
+#[derive(Debug)]
+pub struct Bucket {
+    current: ArcSwap<Window>,
+}
+
+#[derive(Debug)]
+pub struct Window {
+    end_us: u64,
+    /// Units used plus units reserved by requests still in flight.
+    committed: AtomicU64,
+}
+
+/// A reservation's bucket and the window it was made in.
+#[derive(Debug)]
+pub struct Held {
+    bucket: Arc<Bucket>,
+    window: Arc<Window>,
+}
+
+/// Microseconds on the process clock (monotonic, never 0).
+fn now_us() -> u64 {
+    crate::clock::now_us()
+}
+
+impl Bucket {
+    fn new() -> Self {
+        Self {
+            current: ArcSwap::from_pointee(Window {
+                end_us: 0,
+                committed: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The window running at `now`, starting one if the last has ended (when two requests
+    /// start one at once, both use the one that was stored first).
+    fn live(&self, now: u64, window_us: u64, committed: u64) -> (Arc<Window>, bool) {
+        let current = self.current.load_full();
+        if now < current.end_us {
+            return (current, false);
+        }
+        let fresh = Arc::new(Window {
+            end_us: now.saturating_add(window_us),
+            committed: AtomicU64::new(committed),
+        });
+        let previous = self.current.compare_and_swap(&current, fresh.clone());
+        if Arc::ptr_eq(&previous, &current) {
+            (fresh, true)
+        } else {
+            (arc_swap::Guard::into_inner(previous), false)
+        }
+    }
+}
+
+fn bounded<V: Clone + Send + Sync + 'static>() -> moka::sync::Cache<Key, V> {
+    moka::sync::Cache::builder()
+        .max_capacity(CAPACITY)
+        .time_to_idle(IDLE)
+        .build()
+}
+
+impl Local {
+    pub fn new() -> Self {
+        Self {
+            rates: bounded(),
+            windows: bounded(),
+        }
+    }
+
+    pub fn admit(&self, checks: &[Check]) -> Verdict {
+        let now = now_us();
+        let mut granted: Vec<Granted> = Vec::with_capacity(checks.len());
+        for (index, check) in checks.iter().enumerate() {
+            let result = match check.rule {
+                Rule::Rate {
+                    interval_us,
+                    tolerance_us,
+                } => self.rate(&check.key, interval_us, tolerance_us, now),
+                Rule::Window { limit, window_us } => {
+                    self.window(&check.key, limit, window_us, check.cost, now)
+                }
+            };
+            match result {
+                Ok(grant) => granted.push(grant),
+                Err(retry_us) => {
+                    // All or nothing: give back what the checks before this one took.
+                    for (check, grant) in checks.iter().zip(granted) {
+                        self.undo(check, grant);
+                    }
+                    return Verdict::Refused {
+                        index,
+                        retry_us: retry_us.max(1),
+                    };
+                }
+            }
+        }
+        Verdict::Admitted(granted)
+    }
+
+    fn rate(&self, key: &Key, interval: u64, tolerance: u64, now: u64) -> Result<Granted, u64> {
+        let tat = self
+            .rates
+            .get_with_by_ref(key, || Arc::new(AtomicU64::new(0)));
+        let mut seen = tat.load(Ordering::Acquire);
+        loop {
+            let base = seen.max(now);
+            if base - now > tolerance {
+                return Err(base - now - tolerance);
+            }
+            let next = base.saturating_add(interval);
+            match tat.compare_exchange_weak(seen, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    return Ok(Granted {
+                        remaining: (tolerance + interval).saturating_sub(next - now) / interval,
+                        reset_us: next - now,
+                        ticket: Ticket::Rate,
+                    });
+                }
+                Err(current) => seen = current,
+            }
+        }
+    }
+
+    fn window(
+        &self,
+        key: &Key,
+        limit: u64,
+        window_us: u64,
+        cost: u64,
+        now: u64,
+    ) -> Result<Granted, u64> {
+        let bucket = self
+            .windows
+            .get_with_by_ref(key, || Arc::new(Bucket::new()));
+        let (window, _) = bucket.live(now, window_us, 0);
+        let mut seen = window.committed.load(Ordering::Acquire);
+        loop {
+            if seen >= limit {
+                return Err(window.end_us.saturating_sub(now));
+            }
+            let next = seen.saturating_add(cost);
+            match window.committed.compare_exchange_weak(
+                seen,
+                next,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    return Ok(Granted {
+                        remaining: limit.saturating_sub(next),
+                        reset_us: window.end_us.saturating_sub(now),
+                        ticket: Ticket::Local(Held { bucket, window }),
+                    });
+                }
+                Err(current) => seen = current,
+            }
+        }
+    }
+
+    /// Gives back what an admitted check took, when a later check of the request refused.
+    fn undo(&self, check: &Check, grant: Granted) {
+        match (check.rule, grant.ticket) {
+            (Rule::Rate { interval_us, .. }, _) => {
+                if let Some(tat) = self.rates.get(&check.key) {
+                    update(&tat, |t| t.saturating_sub(interval_us));
+                }
+            }
+            (Rule::Window { .. }, Ticket::Local(held)) => {
+                update(&held.window.committed, |c| c.saturating_sub(check.cost));
+            }
+            _ => {}
+        }
+    }
+
+    pub fn settle(&self, charges: Vec<Charge>) {
+        let now = now_us();
+        for charge in charges {
+            let Ticket::Local(held) = charge.ticket else {
+                continue;
+            };
+            if charge.reserved == charge.actual {
+                // What was reserved was used: it counts in the window it was admitted in.
+                continue;
+            }
+            let current = held.bucket.current.load();
+            if Arc::ptr_eq(&current, &held.window) && now < held.window.end_us {
+                // The window it was reserved in: the reservation becomes what was used.
+                update(&held.window.committed, |c| {
+                    c.saturating_sub(charge.reserved)
+                        .saturating_add(charge.actual)
+                });
+            } else if charge.actual > 0 {
+                // That window is over (its reservation went with it): what was used counts in
+                // the window running now, which it may start.
+                drop(current);
+                let (live, started) = held.bucket.live(now, charge.window_us, charge.actual);
+                if !started {
+                    live.committed.fetch_add(charge.actual, Ordering::AcqRel);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Lane;
+    use crate::stores::limits::{Scope, Who};
+
+    fn window(limit: u64, cost: u64) -> Check {
+        Check {
+            key: Key::Tokens(Scope::Consumer(None), Lane::High),
+            rule: Rule::Window {
+                limit,
+                window_us: 3_600_000_000,
+            },
+            cost,
+        }
+    }
+
+    fn settle_all(local: &Local, verdict: Verdict, checks: &[Check], actual: u64) {
+        let Verdict::Admitted(grants) = verdict else {
+            panic!("refused")
+        };
+        let charges = checks
+            .iter()
+            .zip(grants)
+            .map(|(check, grant)| Charge {
+                key: check.key.clone(),
+                window_us: 3_600_000_000,
+                reserved: check.cost,
+                actual,
+                ticket: grant.ticket,
+            })
+            .collect();
+        local.settle(charges);
+    }
+
+    #[test]
+    fn a_window_admits_while_committed_is_below_the_limit_and_settles_to_real_use() {
+        // 40 tokens, requests that reserve 25 and use 17: three pass, the fourth is refused.
+        let local = Local::new();
+        let checks = [window(40, 25)];
+        for _ in 0..3 {
+            let verdict = local.admit(&checks);
+            settle_all(&local, verdict, &checks, 17);
+        }
+        assert!(matches!(
+            local.admit(&checks),
+            Verdict::Refused { index: 0, .. }
+        ));
+    }
+
+    #[test]
+    fn reservations_in_flight_bound_concurrent_admissions() {
+        // Nothing settled yet: reservations alone fill the window.
+        let local = Local::new();
+        let checks = [window(100, 30)];
+        let admitted = (0..10)
+            .filter(|_| matches!(local.admit(&checks), Verdict::Admitted(_)))
+            .count();
+        assert_eq!(admitted, 4, "0, 30, 60, 90 are below 100; 120 is not");
+    }
+
+    #[test]
+    fn a_refusal_charges_none_of_the_requests_other_checks() {
+        let local = Local::new();
+        let quota = Check {
+            key: Key::Quota(Who::Consumer("a".into())),
+            rule: Rule::Window {
+                limit: 2,
+                window_us: 3_600_000_000,
+            },
+            cost: 1,
+        };
+        let full = window(1, 1);
+        assert!(matches!(
+            local.admit(std::slice::from_ref(&full)),
+            Verdict::Admitted(_)
+        ));
+        for _ in 0..5 {
+            assert!(matches!(
+                local.admit(&[quota.clone(), full.clone()]),
+                Verdict::Refused { index: 1, .. }
+            ));
+        }
+        // The quota was given back every time: both of its requests are still there.
+        for _ in 0..2 {
+            assert!(matches!(
+                local.admit(std::slice::from_ref(&quota)),
+                Verdict::Admitted(_)
+            ));
+        }
+        assert!(matches!(
+            local.admit(std::slice::from_ref(&quota)),
+            Verdict::Refused { .. }
+        ));
+    }
+
+    #[test]
+    fn gcra_lets_a_burst_through_then_one_request_per_interval() {
+        let local = Local::new();
+        let check = Check {
+            key: Key::Rate("127.0.0.1".parse().unwrap()),
+            // One request per hour, burst 2: three at once, then none for an hour.
+            rule: Rule::Rate {
+                interval_us: 3_600_000_000,
+                tolerance_us: 2 * 3_600_000_000,
+            },
+            cost: 1,
+        };
+        let remaining: Vec<u64> = (0..3)
+            .map(|_| match local.admit(std::slice::from_ref(&check)) {
+                Verdict::Admitted(grants) => grants[0].remaining,
+                Verdict::Refused { .. } => panic!("refused within the burst"),
+            })
+            .collect();
+        assert_eq!(remaining, [2, 1, 0]);
+        match local.admit(std::slice::from_ref(&check)) {
+            Verdict::Refused { retry_us, .. } => {
+                assert!(retry_us > 3_500_000_000 && retry_us <= 3_600_000_000)
+            }
+            Verdict::Admitted(_) => panic!("admitted beyond the burst"),
+        }
+    }
+
+    #[test]
+    fn settlement_after_the_window_ended_counts_in_the_next_one() {
+        let local = Local::new();
+        let check = Check {
+            key: Key::TokenQuota("a".into()),
+            rule: Rule::Window {
+                limit: 10,
+                window_us: 1,
+            },
+            cost: 5,
+        };
+        let Verdict::Admitted(mut grants) = local.admit(std::slice::from_ref(&check)) else {
+            panic!()
+        };
+        // The window (1 µs) is over by now; the 12 tokens used start the next one, full.
+        std::thread::sleep(Duration::from_millis(2));
+        let Ticket::Local(held) = grants.remove(0).ticket else {
+            panic!()
+        };
+        let bucket = held.bucket.clone();
+        local.settle(vec![Charge {
+            key: check.key.clone(),
+            window_us: 3_600_000_000,
+            reserved: 5,
+            actual: 12,
+            ticket: Ticket::Local(held),
+        }]);
+        assert_eq!(bucket.current.load().committed.load(Ordering::Acquire), 12);
+    }
+}

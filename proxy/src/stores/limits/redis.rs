@@ -1,0 +1,299 @@
+//! Counters in Redis, shared by every replica. One multiplexed connection, whose driver and
+//! reconnect loop run on the background runtime ([`crate::background`]): a worker only sends on
+//! it and awaits the answer, never longer than `limits.redis.timeout`. While there is no
+//! connection (Redis down, or not reached yet) every call fails at once with
+//! [`StoreError::Down`] and the loop keeps reconnecting (100 ms, doubling to 2 s between
+//! tries), so no request ever waits for a reconnect.
+//!
+//! Time comes from Redis (`TIME` inside the scripts), so replicas with skewed clocks still
+//! share one window.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use redis::aio::MultiplexedConnection;
+
+use super::{Charge, Check, Granted, Rule, StoreError, Ticket, Verdict};
+use crate::config::RedisConfig;
+
+static ADMIT: &str = include_str!("admit.lua");
+static SETTLE: &str = include_str!("settle.lua");
+
+pub struct RedisStore {
+    config: RedisConfig,
+    client: Option<redis::Client>,
+    connection: ArcSwapOption<MultiplexedConnection>,
+    /// Wakes the reconnect loop when a call found the connection broken.
+    broken: tokio::sync::Notify,
+    admit: redis::Script,
+    settle: redis::Script,
+    /// Process-clock ms of the last warning (one per second at most).
+    warned_ms: AtomicU64,
+}
+
+impl std::fmt::Debug for RedisStore {
+    /// Never the URL: it may hold a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("timeout", &self.config.timeout)
+            .field("on_failure", &self.config.on_failure)
+            .field("connected", &self.connection.load().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// The store, connecting in the background from now on.
+    pub fn start(config: &RedisConfig) -> Arc<Self> {
+        // The config was checked: a URL that still does not open leaves the store down (every
+        // call fails with the failure policy), never a panic.
+        let client = redis::Client::open(config.url.expose()).ok();
+        // rediss:// builds its TLS config with the process's default provider: the gateway's
+        // (ring). Installing it again is a no-op error.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let store = Arc::new(Self {
+            config: config.clone(),
+            client,
+            connection: ArcSwapOption::empty(),
+            broken: tokio::sync::Notify::new(),
+            admit: redis::Script::new(ADMIT),
+            settle: redis::Script::new(SETTLE),
+            warned_ms: AtomicU64::new(0),
+        });
+        if store.client.is_some() {
+            crate::background::handle().spawn(keep_connected(Arc::downgrade(&store)));
+        }
+        store
+    }
+
+    pub fn fits(&self, config: &RedisConfig) -> bool {
+        self.config.url.expose() == config.url.expose()
+            && self.config.timeout == config.timeout
+            && self.config.on_failure == config.on_failure
+    }
+
+    /// Whether a warning may be logged now (at most one per second, so a Redis outage under
+    /// load writes a line a second, not one per request).
+    pub fn may_warn(&self) -> bool {
+        let now = crate::clock::now_ms();
+        let last = self.warned_ms.load(Ordering::Relaxed);
+        (last == 0 || now >= last + 1000)
+            && self
+                .warned_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    async fn call<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        let Some(connection) = self.connection.load_full() else {
+            return Err(StoreError::Down);
+        };
+        let mut connection = MultiplexedConnection::clone(&connection);
+        let answer = tokio::time::timeout(
+            self.config.timeout,
+            invocation.invoke_async::<T>(&mut connection),
+        )
+        .await;
+        match answer {
+            Err(_) => Err(StoreError::Timeout),
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => {
+                if error.is_io_error()
+                    || error.is_connection_dropped()
+                    || error.is_unrecoverable_error()
+                {
+                    self.connection.store(None);
+                    self.broken.notify_one();
+                    Err(StoreError::Down)
+                } else {
+                    Err(StoreError::Failed)
+                }
+            }
+        }
+    }
+
+    pub async fn admit(&self, checks: &[Check]) -> Result<Verdict, StoreError> {
+        let mut invocation = self.admit.prepare_invoke();
+        for check in checks {
+            invocation.key(check.key.redis_name());
+            match check.rule {
+                Rule::Rate {
+                    interval_us,
+                    tolerance_us,
+                } => invocation.arg("r").arg(interval_us).arg(tolerance_us).arg(1),
+                Rule::Window { limit, window_us } => invocation
+                    .arg("w")
+                    .arg(limit)
+                    .arg(window_us)
+                    .arg(check.cost),
+            };
+        }
+        let answer: Vec<i64> = self.call(&invocation).await?;
+        read_verdict(&answer, checks.len()).ok_or(StoreError::Failed)
+    }
+
+    /// Sends the settlement from the background runtime; failures are counted by the caller's
+    /// `on_error`.
+    pub fn settle(self: &Arc<Self>, charges: Vec<Charge>) {
+        self.settle_then(charges, |_| {});
+    }
+
+    pub fn settle_then(
+        self: &Arc<Self>,
+        charges: Vec<Charge>,
+        on_error: impl FnOnce(StoreError) + Send + 'static,
+    ) {
+        let charges: Vec<Charge> = charges
+            .into_iter()
+            .filter(|c| matches!(c.ticket, Ticket::Redis { .. }))
+            .filter(|c| c.reserved != c.actual)
+            .collect();
+        if charges.is_empty() {
+            return;
+        }
+        let store = self.clone();
+        crate::background::handle().spawn(async move {
+            let mut invocation = store.settle.prepare_invoke();
+            for charge in &charges {
+                let Ticket::Redis { start_us } = charge.ticket else {
+                    continue;
+                };
+                invocation
+                    .key(charge.key.redis_name())
+                    .arg(start_us)
+                    .arg(charge.reserved)
+                    .arg(charge.actual)
+                    .arg(charge.window_us);
+            }
+            if let Err(error) = store.call::<i64>(&invocation).await {
+                on_error(error);
+            }
+        });
+    }
+}
+
+/// Reads the admission script's answer (see `admit.lua`).
+fn read_verdict(answer: &[i64], checks: usize) -> Option<Verdict> {
+    let as_u64 = |v: i64| u64::try_from(v).ok();
+    match answer.first()? {
+        0 => {
+            let index = usize::try_from(*answer.get(1)?).ok()?.checked_sub(1)?;
+            (index < checks).then_some(())?;
+            Some(Verdict::Refused {
+                index,
+                retry_us: as_u64(*answer.get(2)?)?.max(1),
+            })
+        }
+        1 if answer.len() == 1 + 3 * checks => {
+            let grants = answer[1..]
+                .chunks_exact(3)
+                .map(|g| {
+                    Some(Granted {
+                        remaining: as_u64(g[0])?,
+                        reset_us: as_u64(g[1])?,
+                        ticket: if g[2] == 0 {
+                            Ticket::Rate
+                        } else {
+                            Ticket::Redis {
+                                start_us: as_u64(g[2])?,
+                            }
+                        },
+                    })
+                })
+                .collect::<Option<Vec<_>>>()?;
+            Some(Verdict::Admitted(grants))
+        }
+        _ => None,
+    }
+}
+
+/// Connects, and reconnects whenever a call found the connection broken, for as long as the
+/// store is in use.
+async fn keep_connected(store: Weak<RedisStore>) {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let Some(live) = store.upgrade() else {
+            return;
+        };
+        let Some(client) = live.client.clone() else {
+            return;
+        };
+        // Connecting may take longer than one call may wait (TLS, AUTH), but not forever.
+        let wait = live.config.timeout.max(Duration::from_secs(2));
+        let settings = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(wait))
+            .set_response_timeout(Some(wait));
+        drop(live);
+        let connected = client
+            .get_multiplexed_async_connection_with_config(&settings)
+            .await;
+        let Some(live) = store.upgrade() else {
+            return;
+        };
+        match connected {
+            Ok(connection) => {
+                live.connection.store(Some(Arc::new(connection)));
+                pause = Duration::from_millis(100);
+                tracing::info!("limits: connected to Redis");
+                // Wait for a call to find it broken; look every second whether the store is
+                // still in use.
+                drop(live);
+                loop {
+                    let Some(live) = store.upgrade() else {
+                        return;
+                    };
+                    let woken = tokio::time::timeout(Duration::from_secs(1), live.broken.notified())
+                        .await
+                        .is_ok();
+                    if woken || live.connection.load().is_none() {
+                        break;
+                    }
+                }
+            }
+            Err(error) => {
+                if live.may_warn() {
+                    // The error's kind and category only: its text may quote the URL.
+                    tracing::warn!(
+                        kind = ?error.kind(),
+                        "limits: cannot connect to Redis; retrying (requests meanwhile follow limits.redis.on_failure)"
+                    );
+                }
+                drop(live);
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_that_are_not_the_scripts_are_refused() {
+        assert!(read_verdict(&[], 1).is_none());
+        assert!(read_verdict(&[1, 5, 6], 1).is_none());
+        assert!(read_verdict(&[0, 0, 5], 1).is_none());
+        assert!(read_verdict(&[0, 2, 5], 1).is_none());
+        assert!(read_verdict(&[1, -1, 6, 7], 1).is_none());
+        assert!(matches!(
+            read_verdict(&[0, 1, 5], 1),
+            Some(Verdict::Refused {
+                index: 0,
+                retry_us: 5
+            })
+        ));
+        let Some(Verdict::Admitted(grants)) = read_verdict(&[1, 3, 10, 0, 4, 20, 99], 2) else {
+            panic!()
+        };
+        assert!(matches!(grants[0].ticket, Ticket::Rate));
+        assert!(matches!(grants[1].ticket, Ticket::Redis { start_us: 99 }));
+        assert_eq!((grants[1].remaining, grants[1].reset_us), (4, 20));
+    }
+}
