@@ -55,6 +55,9 @@ pub struct Args {
     /// Leave out `x-ratelimit-remaining-*` headers.
     #[arg(long)]
     pub no_ratelimit_headers: bool,
+    /// Never send a stream's usage chunk, even when `stream_options.include_usage` asks for it.
+    #[arg(long)]
+    pub no_stream_usage: bool,
     /// Require this key in `api-key` or `Authorization: Bearer`.
     #[arg(long)]
     pub api_key: Option<String>,
@@ -102,6 +105,7 @@ impl Args {
             stream_error_first: self.stream_error_first.clone(),
             disconnect_after_chunks: self.disconnect_after_chunks,
             ratelimit_headers: !self.no_ratelimit_headers,
+            stream_usage: !self.no_stream_usage,
             api_key: self.api_key.clone(),
             secondary_api_key: None,
             json_style: self.json_style,

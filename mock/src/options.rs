@@ -38,6 +38,9 @@ pub struct MockOptions {
     pub stream_error_first: Option<String>,
     /// Abort the connection (no terminating chunk, no `[DONE]`) after this many delta events.
     pub disconnect_after_chunks: Option<usize>,
+    /// Send the usage chunk of a stream when `stream_options.include_usage` asks for it (default
+    /// true; some backends and Azure stand-ins never do).
+    pub stream_usage: bool,
     /// Add `x-ratelimit-remaining-tokens` / `x-ratelimit-remaining-requests` to successes.
     pub ratelimit_headers: bool,
     /// When set, requests must carry `api-key: <key>` or `Authorization: Bearer <key>`.
@@ -70,6 +73,7 @@ impl Default for MockOptions {
             throttled_deployments: Vec::new(),
             stream_error_first: None,
             disconnect_after_chunks: None,
+            stream_usage: true,
             ratelimit_headers: true,
             api_key: None,
             secondary_api_key: None,

@@ -203,6 +203,7 @@ pub struct Metrics {
     limit_refusals: Family<LimitLabels, Counter>,
     limit_store_errors: Family<StoreErrorLabels, Counter>,
     usage_estimates: Counter,
+    limit_store_up: Gauge,
     log_lines_dropped: Counter,
     resolved: Resolved<RequestLabels, RequestHandles>,
 }
@@ -306,6 +307,12 @@ impl Metrics {
             "Answers whose backend reported no usage, counted with the gateway's estimate instead (limits and token metrics)",
             usage_estimates.clone(),
         );
+        let limit_store_up = Gauge::default();
+        registry.register(
+            "limit_store_up",
+            "1 while the shared limit counters (Redis) are connected; 0 while the gateway reconnects (absent without limits.redis: reads as 0)",
+            limit_store_up.clone(),
+        );
         let log_lines_dropped = Counter::default();
         registry.register(
             "log_lines_dropped",
@@ -336,6 +343,7 @@ impl Metrics {
             limit_refusals,
             limit_store_errors,
             usage_estimates,
+            limit_store_up,
             log_lines_dropped,
             resolved: Resolved::new(),
         }
@@ -430,6 +438,11 @@ impl Metrics {
         self.limit_store_errors
             .get_or_create(&StoreErrorLabels { op, error, policy })
             .inc();
+    }
+
+    /// Whether the shared limit counters are connected (refreshed when metrics are read).
+    pub fn limit_store(&self, connected: Option<bool>) {
+        self.limit_store_up.set(i64::from(connected == Some(true)));
     }
 
     /// An answer counted with estimated usage.

@@ -336,11 +336,16 @@ fn admin(gateway: &Gateway, request: &Request<Incoming>) -> Response<ResponseBod
             "text/plain",
             "no backend is usable\n".to_owned(),
         ),
-        "/metrics" => (
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            gateway.metrics.encode(&gateway.backends),
-        ),
+        "/metrics" => {
+            gateway
+                .metrics
+                .limit_store(gateway.stages.limits.store_connected());
+            (
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                gateway.metrics.encode(&gateway.backends),
+            )
+        }
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",

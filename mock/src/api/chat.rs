@@ -55,7 +55,8 @@ pub(super) fn create(call: &mut Call<'_>) -> Result<MockResponse, Rejection> {
     let model_json = json_string(model);
     let usage = usage_json(prompt_tokens, completion_tokens);
     if request.stream == Some(true) {
-        let include_usage = StreamOptions::wants_usage(request.stream_options.as_ref());
+        let include_usage = call.profile.options.stream_usage
+            && StreamOptions::wants_usage(request.stream_options.as_ref());
         let usage = include_usage.then_some(usage);
         let script = ChunkStream::new(shape(), &id, created, &model_json, usage);
         return Ok(call.stream(script));

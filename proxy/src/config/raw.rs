@@ -17,7 +17,8 @@ pub use crate::stages::affinity::config::RawResponses;
 pub use crate::stages::auth::config::{RawClients, RawConsumer, RawLane};
 pub use crate::stages::cache::config::RawCache;
 pub use crate::stages::limits::config::{
-    RawFailure, RawLimitKey, RawLimits, RawQuota, RawRateLimit, RawRedis, RawStrategy, RawTokenLimit,
+    RawFailure, RawLimitKey, RawLimits, RawQuota, RawRateLimit, RawRedis, RawStrategy,
+    RawTokenLimit,
 };
 
 /// Root of `gateway.yaml`.

@@ -120,6 +120,16 @@ impl Stage for Limits {
     }
 }
 
+impl Limits {
+    /// With counters in Redis: whether the store is connected (`gateway_limit_store_up`).
+    pub fn store_connected(&self) -> Option<bool> {
+        match self.plan.as_ref().map(|p| &*p.store) {
+            Some(LimitStore::Redis(store)) => Some(store.connected()),
+            _ => None,
+        }
+    }
+}
+
 impl Plan {
     fn new(limits: &LimitsConfig, store: Arc<LimitStore>) -> Self {
         let rate = limits.rate.as_ref().map(|rate| {
@@ -184,7 +194,9 @@ impl Plan {
                         test: route.is_some_and(|r| r.test_prefixed),
                     }
                 }
-                LimitKey::Consumer => Scope::Consumer(ctx.consumer.as_ref().map(|c| c.name.clone())),
+                LimitKey::Consumer => {
+                    Scope::Consumer(ctx.consumer.as_ref().map(|c| c.name.clone()))
+                }
             };
             let limit = match ctx.lane {
                 Lane::High => tokens.high,
@@ -353,9 +365,7 @@ impl Plan {
         match self.failure {
             Failure::Open => Ok(()),
             Failure::Closed => {
-                ctx.gateway
-                    .metrics
-                    .limit_refused(Limit::Unavailable.code());
+                ctx.gateway.metrics.limit_refused(Limit::Unavailable.code());
                 Err(GatewayError::Limited {
                     limit: Limit::Unavailable,
                     status: http::StatusCode::SERVICE_UNAVAILABLE,

@@ -270,8 +270,7 @@ mod tests {
             ),
             Key::TokenQuota("a".into()),
         ];
-        let names: std::collections::HashSet<Vec<u8>> =
-            keys.iter().map(Key::redis_name).collect();
+        let names: std::collections::HashSet<Vec<u8>> = keys.iter().map(Key::redis_name).collect();
         assert_eq!(names.len(), keys.len());
         assert!(names.iter().all(|n| n.starts_with(b"{gw}:")));
     }

@@ -166,9 +166,7 @@ fn text_bytes_by_serde(json: &[u8]) -> u64 {
             serde_json::Value::Object(map) => map
                 .iter()
                 .map(|(key, value)| match value {
-                    serde_json::Value::String(text)
-                        if TEXT_KEYS.contains(&key.as_bytes()) =>
-                    {
+                    serde_json::Value::String(text) if TEXT_KEYS.contains(&key.as_bytes()) => {
                         text.len() as u64
                     }
                     other => walk(other),

@@ -182,7 +182,12 @@ pub struct LimitsConfig {
 /// Longest window a limit may have (counters expire after two windows).
 const MAX_WINDOW: Duration = Duration::from_secs(366 * 86_400);
 
-fn window(problems: &mut Problems, path: &str, text: Option<String>, default: Duration) -> Duration {
+fn window(
+    problems: &mut Problems,
+    path: &str,
+    text: Option<String>,
+    default: Duration,
+) -> Duration {
     let window = problems.positive_duration(path, text, default);
     if window > MAX_WINDOW {
         problems.push(path, "must be at most 366 days");
@@ -211,7 +216,10 @@ pub fn resolve(raw: RawLimits, problems: &mut Problems) -> LimitsConfig {
         };
         for (path, limit) in [("limits.tokens.high", t.high), ("limits.tokens.low", t.low)] {
             if limit == 0 {
-                problems.push(path, "must be greater than 0 (a limit of 0 refuses everything)");
+                problems.push(
+                    path,
+                    "must be greater than 0 (a limit of 0 refuses everything)",
+                );
             }
         }
         let reject_message = t
@@ -230,7 +238,12 @@ pub fn resolve(raw: RawLimits, problems: &mut Problems) -> LimitsConfig {
                 RawStrategy::CompletionTokens => Strategy::CompletionTokens,
                 RawStrategy::Req => Strategy::Requests,
             },
-            window: window(problems, "limits.tokens.window", t.window, DEFAULT_TOKEN_WINDOW),
+            window: window(
+                problems,
+                "limits.tokens.window",
+                t.window,
+                DEFAULT_TOKEN_WINDOW,
+            ),
             high: t.high,
             low: t.low,
             key: match t.key.unwrap_or(RawLimitKey::Route) {
@@ -266,7 +279,12 @@ pub fn resolve(raw: RawLimits, problems: &mut Problems) -> LimitsConfig {
             );
         }
         QuotaConfig {
-            window: window(problems, "limits.quota.window", Some(q.window), Duration::ZERO),
+            window: window(
+                problems,
+                "limits.quota.window",
+                Some(q.window),
+                Duration::ZERO,
+            ),
             requests: q.requests,
         }
     });

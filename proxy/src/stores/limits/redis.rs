@@ -74,6 +74,11 @@ impl RedisStore {
             && self.config.on_failure == config.on_failure
     }
 
+    /// Whether there is a connection now.
+    pub fn connected(&self) -> bool {
+        self.connection.load().is_some()
+    }
+
     /// Whether a warning may be logged now (at most one per second, so a Redis outage under
     /// load writes a line a second, not one per request).
     pub fn may_warn(&self) -> bool {
@@ -125,7 +130,11 @@ impl RedisStore {
                 Rule::Rate {
                     interval_us,
                     tolerance_us,
-                } => invocation.arg("r").arg(interval_us).arg(tolerance_us).arg(1),
+                } => invocation
+                    .arg("r")
+                    .arg(interval_us)
+                    .arg(tolerance_us)
+                    .arg(1),
                 Rule::Window { limit, window_us } => invocation
                     .arg("w")
                     .arg(limit)
@@ -247,9 +256,10 @@ async fn keep_connected(store: Weak<RedisStore>) {
                     let Some(live) = store.upgrade() else {
                         return;
                     };
-                    let woken = tokio::time::timeout(Duration::from_secs(1), live.broken.notified())
-                        .await
-                        .is_ok();
+                    let woken =
+                        tokio::time::timeout(Duration::from_secs(1), live.broken.notified())
+                            .await
+                            .is_ok();
                     if woken || live.connection.load().is_none() {
                         break;
                     }
