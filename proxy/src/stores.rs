@@ -6,3 +6,4 @@
 //! the limits and the response cache take the same shape.
 
 pub mod affinity;
+pub mod cache;
