@@ -194,6 +194,8 @@ pub struct Metrics {
     accept_errors: Counter,
     overloaded: Family<LimitLabels, Counter>,
     log_lines_dropped: Counter,
+    /// `gateway_cache_lookups_total{result="hit"}` and `{result="miss"}`, resolved once.
+    cache_lookups: [Counter; 2],
     resolved: Resolved<RequestLabels, RequestHandles>,
 }
 
@@ -284,6 +286,14 @@ impl Metrics {
             "Log lines dropped because stdout was not read fast enough (requests never wait for it)",
             log_lines_dropped.clone(),
         );
+        let cache = Family::<ResultLabels, Counter>::default();
+        let cache_lookups =
+            ["hit", "miss"].map(|result| cache.get_or_create(&ResultLabels { result }).clone());
+        registry.register(
+            "cache_lookups",
+            "Response cache lookups of requests the cache may answer, by result",
+            cache,
+        );
         let build_info = Family::<VersionLabels, Gauge>::default();
         build_info
             .get_or_create(&VersionLabels {
@@ -306,6 +316,7 @@ impl Metrics {
             accept_errors,
             overloaded,
             log_lines_dropped,
+            cache_lookups,
             resolved: Resolved::new(),
         }
     }
@@ -385,6 +396,11 @@ impl Metrics {
     /// A request refused because `limit` (a process-wide limit's label) was reached.
     pub fn overloaded(&self, limit: &'static str) {
         self.overloaded.get_or_create(&LimitLabels { limit }).inc();
+    }
+
+    /// A response cache lookup: an answer was stored for the request, or not.
+    pub fn cache_lookup(&self, hit: bool) {
+        self.cache_lookups[usize::from(!hit)].inc();
     }
 
     pub fn reload(&self, ok: bool) {
