@@ -51,6 +51,10 @@ where
         check!('stages, stages.auth.check(&mut ctx).await);
         // Body, buffered (bounded) so any backend can be retried with it.
         check!('stages, stages.body.read(&mut ctx, body).await);
+        // Response cache: after the body (the key is its canonical form); a hit is answered
+        // here, without a backend. Request-rate limits and quotas go before it (a hit counts
+        // against them), token admission after it (a hit spends no tokens).
+        check!('stages, stages.cache.check(&mut ctx).await);
         // Backend selection inputs: Responses affinity, then the consistent-hash key.
         check!('stages, stages.affinity.check(&mut ctx).await);
         ctx.hash_key = gw.balancer.hash_key(&ctx);
@@ -60,6 +64,7 @@ where
         let attempts = Box::pin(async {
             let winner = attempt(&gw, &ctx).await?;
             stages.affinity.remember(&ctx, &winner).await;
+            stages.cache.fill(&ctx, &winner).await;
             Ok(winner)
         });
         attempts.await.map_err(Stop::Refuse)

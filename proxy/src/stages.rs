@@ -45,6 +45,7 @@ pub struct Stages {
     pub route: route::Routing,
     pub auth: auth::ClientAuth,
     pub body: body::BodyStage,
+    pub cache: cache::ResponseCache,
     pub affinity: affinity::Affinity,
     pub test_shim: test_shim::TestShim,
 }
@@ -56,6 +57,7 @@ impl Stages {
             route: Stage::new(config, previous.map(|p| &p.route)),
             auth: Stage::new(config, previous.map(|p| &p.auth)),
             body: Stage::new(config, previous.map(|p| &p.body)),
+            cache: Stage::new(config, previous.map(|p| &p.cache)),
             affinity: Stage::new(config, previous.map(|p| &p.affinity)),
             test_shim: Stage::new(config, previous.map(|p| &p.test_shim)),
         }
@@ -66,6 +68,7 @@ impl Stages {
         self.route.respond(ctx, head);
         self.auth.respond(ctx, head);
         self.body.respond(ctx, head);
+        self.cache.respond(ctx, head);
         self.affinity.respond(ctx, head);
         self.test_shim.respond(ctx, head);
     }
