@@ -205,6 +205,8 @@ pub struct Metrics {
     usage_estimates: Counter,
     limit_store_up: Gauge,
     log_lines_dropped: Counter,
+    /// `gateway_cache_lookups_total{result="hit"}` and `{result="miss"}`, resolved once.
+    cache_lookups: [Counter; 2],
     resolved: Resolved<RequestLabels, RequestHandles>,
 }
 
@@ -319,6 +321,14 @@ impl Metrics {
             "Log lines dropped because stdout was not read fast enough (requests never wait for it)",
             log_lines_dropped.clone(),
         );
+        let cache = Family::<ResultLabels, Counter>::default();
+        let cache_lookups =
+            ["hit", "miss"].map(|result| cache.get_or_create(&ResultLabels { result }).clone());
+        registry.register(
+            "cache_lookups",
+            "Response cache lookups of requests the cache may answer, by result",
+            cache,
+        );
         let build_info = Family::<VersionLabels, Gauge>::default();
         build_info
             .get_or_create(&VersionLabels {
@@ -345,6 +355,7 @@ impl Metrics {
             usage_estimates,
             limit_store_up,
             log_lines_dropped,
+            cache_lookups,
             resolved: Resolved::new(),
         }
     }
@@ -448,6 +459,11 @@ impl Metrics {
     /// An answer counted with estimated usage.
     pub fn usage_estimated(&self) {
         self.usage_estimates.inc();
+    }
+
+    /// A response cache lookup: an answer was stored for the request, or not.
+    pub fn cache_lookup(&self, hit: bool) {
+        self.cache_lookups[usize::from(!hit)].inc();
     }
 
     pub fn reload(&self, ok: bool) {

@@ -55,6 +55,10 @@ where
         // rate per client address, request quota, token limit and token quota (admission: the
         // request's estimate is reserved, and settled with its real usage when it ends).
         check!('stages, stages.limits.check(&mut ctx).await);
+        // Response cache: after the body (the key is its canonical form) and the limits; a hit
+        // is answered here, without a backend: it counts against request rates and quotas, and
+        // its token reservation is given back (a hit spends no tokens).
+        check!('stages, stages.cache.check(&mut ctx).await);
         // Backend selection inputs: Responses affinity, then the consistent-hash key.
         check!('stages, stages.affinity.check(&mut ctx).await);
         ctx.hash_key = gw.balancer.hash_key(&ctx);
@@ -64,6 +68,7 @@ where
         let attempts = Box::pin(async {
             let winner = attempt(&gw, &ctx).await?;
             stages.affinity.remember(&ctx, &winner).await;
+            stages.cache.fill(&ctx, &winner).await;
             Ok(winner)
         });
         attempts.await.map_err(Stop::Refuse)

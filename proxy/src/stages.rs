@@ -46,6 +46,7 @@ pub struct Stages {
     pub auth: auth::ClientAuth,
     pub body: body::BodyStage,
     pub limits: limits::Limits,
+    pub cache: cache::ResponseCache,
     pub affinity: affinity::Affinity,
     pub test_shim: test_shim::TestShim,
 }
@@ -58,6 +59,7 @@ impl Stages {
             auth: Stage::new(config, previous.map(|p| &p.auth)),
             body: Stage::new(config, previous.map(|p| &p.body)),
             limits: Stage::new(config, previous.map(|p| &p.limits)),
+            cache: Stage::new(config, previous.map(|p| &p.cache)),
             affinity: Stage::new(config, previous.map(|p| &p.affinity)),
             test_shim: Stage::new(config, previous.map(|p| &p.test_shim)),
         }
@@ -69,6 +71,7 @@ impl Stages {
         self.auth.respond(ctx, head);
         self.body.respond(ctx, head);
         self.limits.respond(ctx, head);
+        self.cache.respond(ctx, head);
         self.affinity.respond(ctx, head);
         self.test_shim.respond(ctx, head);
     }

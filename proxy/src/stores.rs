@@ -6,4 +6,5 @@
 //! the limits and the response cache take the same shape.
 
 pub mod affinity;
+pub mod cache;
 pub mod limits;

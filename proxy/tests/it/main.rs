@@ -5,6 +5,7 @@ mod harness;
 
 mod auth;
 mod balancing;
+mod cache;
 mod cli;
 mod conformance;
 mod ending;
