@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-python.sh
+# redis-server for the limit tests (Debian package).
+scripts/setup-system.sh
 # hadolint on the Dockerfile, shellcheck on every shell script. Last line: `LINT OK`.
 scripts/lint.sh
 cargo fmt --all -- --check
