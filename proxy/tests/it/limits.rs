@@ -510,17 +510,34 @@ async fn a_consumers_token_quota_refuses_once_spent() {
 }
 
 #[tokio::test]
-async fn two_gateways_sharing_redis_enforce_one_limit_exactly() {
+async fn two_proxy_processes_sharing_redis_enforce_one_limit_exactly() {
+    use crate::process::{spawn_proxy, write};
     let redis = RedisServer::start();
     let backend = mock("eus").await;
-    let store = Store::Redis(&redis);
-    let limits = "  quota: { window: 1h, requests: 5 }\n";
-    let one = limited(&backend, store, limits, "").await;
-    let two = limited(&backend, store, limits, "").await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config_yaml(
+        &[b("eus", backend.url())],
+        &format!(
+            "limits:\n  quota: {{ window: 1h, requests: 5 }}\n{}",
+            Store::Redis(&redis).yaml()
+        ),
+    );
+    let config = write(&dir, "gateway.yaml", &yaml);
+    let mut one = spawn_proxy(&config);
+    let mut two = spawn_proxy(&config);
+    for admin in [one.admin, two.admin] {
+        wait_until(async || {
+            let text = send(request(Method::GET, admin, "/metrics", &[], Bytes::new()))
+                .await
+                .text();
+            metric_sum(&text, "gateway_limit_store_up", &[]) == 1.0
+        })
+        .await;
+    }
     let mut passed = 0;
     for i in 0..10 {
-        let gw = if i % 2 == 0 { &one } else { &two };
-        let reply = post(gw.addr, CHAT, CHAT_BODY).await;
+        let addr = if i % 2 == 0 { one.addr } else { two.addr };
+        let reply = post(addr, CHAT, CHAT_BODY).await;
         if reply.status == 200 {
             passed += 1;
             assert_eq!(num(&reply, "x-ratelimit-remaining"), 5 - passed);
@@ -528,7 +545,11 @@ async fn two_gateways_sharing_redis_enforce_one_limit_exactly() {
             assert_eq!(reply.header("x-gateway-error"), "request_quota_exceeded");
         }
     }
-    assert_eq!(passed, 5);
+    for spawned in [&mut one, &mut two] {
+        let _ = spawned.child.kill();
+        let _ = spawned.child.wait();
+    }
+    assert_eq!(passed, 5, "five requests in all, whichever replica took them");
 }
 
 #[tokio::test]
