@@ -95,6 +95,7 @@ use Target::*;
 
 const ENTRA: &str = "Entra ID (managed identity) backend authentication";
 const AFFINITY_REDIS: &str = "the shared Responses affinity store in Redis";
+const SHED: &str = "priority shedding of the low lane";
 const IP: &str = "IP restriction";
 const CORS: &str = "CORS";
 const REWRITE: &str = "security response headers";
@@ -440,6 +441,18 @@ pub const VARS: &[Var] = &[
         "open",
         Gateway,
         "When Redis is slow or down: open admits (metric and warning), closed rejects with 503",
+    ),
+    later(
+        "PRIORITY_SHED_BELOW_TOKENS",
+        "",
+        SHED,
+        "Low-lane requests get 429 while every backend that can serve them reports fewer remaining tokens",
+    ),
+    later(
+        "PRIORITY_SHED_BELOW_REQUESTS",
+        "",
+        SHED,
+        "Low-lane requests get 429 while every backend that can serve them reports fewer remaining requests",
     ),
     later("ENABLE_IP_RESTRICTION", "false", IP, "Allow/deny lists"),
     later("IP_WHITELIST", "", IP, "Allowed IPs/CIDRs"),

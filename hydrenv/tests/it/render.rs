@@ -271,6 +271,7 @@ fn a_guardrail_that_is_off_renders_nothing_and_its_values_are_still_checked() {
 fn guardrails_not_built_yet_are_refused_naming_each_variable() {
     let e = minimal(&[
         ("ENABLE_AI_RATE_LIMIT", "true"),
+        ("PRIORITY_SHED_BELOW_TOKENS", "1000"),
         ("ENABLE_IP_RESTRICTION", "true"),
         ("IP_WHITELIST", "10.0.0.0/8"),
         ("TRUSTED_PROXIES", "100.64.0.0/10"),

@@ -36,6 +36,7 @@ const NOT_SECRET: &[(&str, &str)] = &[
         "GATEWAY_CLIENT_TOKEN_QUOTA_N",
         "a number of tokens per window",
     ),
+    ("PRIORITY_SHED_BELOW_TOKENS", "a number of remaining tokens"),
     (
         "AZURE_OPENAI_ENDPOINT_N",
         "a backend base URL; userinfo, query and fragment are refused (the api-key is AZURE_OPENAI_KEY_N)",
