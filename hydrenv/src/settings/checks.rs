@@ -92,7 +92,9 @@ pub fn redis_url(value: &str) -> Result<(), String> {
         None => return Err(format!("is not a URL {like}")),
     }
     // With the scheme checked above, the proxy's messages quote nothing of the value.
-    proxy::stages::limits::config::check_redis_url(value)
+    proxy::stages::limits::config::check_redis_url(value).map_err(|why| {
+        format!("{why} (a password holding `/`, `?`, `#`, `@` or `%` must be percent-encoded)")
+    })
 }
 
 /// A backend api-key: sent as the `api-key` header value, so visible ASCII, inner spaces at
@@ -229,6 +231,10 @@ mod tests {
             ("REDIS://:pw-3f9a@redis.internal", "in lower case"),
             ("pw-3f9a@redis.internal:6379", "is not a URL like rediss://"),
             ("redis://:pw-3f9a@", "with a host"),
+            (
+                "redis://:pw/3f9a@redis.internal:6379",
+                "must be percent-encoded",
+            ),
             (
                 "redis://:pw-3f9a@redis.internal\n",
                 "ends with a line break",
