@@ -67,6 +67,29 @@ const FIELDS: &[(&str, &str)] = &[
     ("balancer.hash_on", "LB_HASH_ON"),
     ("balancer.hash_key", "LB_HASH_KEY"),
     ("clients.require_auth", "GATEWAY_REQUIRE_AUTH"),
+    ("limits.tokens", "ENABLE_AI_RATE_LIMIT"),
+    ("limits.tokens.strategy", "AI_RATE_LIMIT_STRATEGY"),
+    ("limits.tokens.window", "AI_RATE_LIMIT_WINDOW_SECONDS"),
+    ("limits.tokens.high", "AI_RATE_LIMIT_HIGH_LIMIT"),
+    ("limits.tokens.low", "AI_RATE_LIMIT_LOW_LIMIT"),
+    ("limits.tokens.key", "AI_RATE_LIMIT_KEY"),
+    ("limits.tokens.reject_status", "AI_RATE_LIMIT_REJECT_CODE"),
+    (
+        "limits.tokens.reject_message",
+        "AI_RATE_LIMIT_REJECT_MESSAGE",
+    ),
+    ("limits.rate", "ENABLE_RATE_LIMIT"),
+    ("limits.rate.per_second", "RATE_LIMIT_RATE"),
+    ("limits.rate.burst", "RATE_LIMIT_BURST"),
+    ("limits.quota", "ENABLE_QUOTA"),
+    ("limits.quota.window", "QUOTA_TIME_WINDOW"),
+    ("limits.quota.requests", "QUOTA_COUNT"),
+    ("limits.redis", "RATE_LIMIT_REDIS_URL"),
+    ("limits.redis.timeout", "RATE_LIMIT_REDIS_TIMEOUT_MS"),
+    ("limits.redis.on_failure", "RATE_LIMIT_REDIS_FAILURE"),
+    ("cache", "ENABLE_CACHE"),
+    ("cache.ttl", "CACHE_TTL"),
+    ("cache.max_bytes", "CACHE_MAX_BYTES"),
     ("responses.affinity_ttl", "RESPONSES_AFFINITY_TTL_SECONDS"),
     ("log.access", "GATEWAY_LOG_MODE"),
 ];
@@ -87,7 +110,12 @@ const BACKEND_FIELDS: &[(&str, &str)] = &[
 ];
 
 /// Fields of `clients.consumers[i]` → `<KEY>` of `GATEWAY_CLIENT_<KEY>_<i>`.
-const CONSUMER_FIELDS: &[(&str, &str)] = &[("name", "NAME"), ("key", "KEY"), ("lane", "PRIORITY")];
+const CONSUMER_FIELDS: &[(&str, &str)] = &[
+    ("name", "NAME"),
+    ("key", "KEY"),
+    ("lane", "PRIORITY"),
+    ("token_quota", "TOKEN_QUOTA"),
+];
 
 /// The origin of a field path as the proxy's parser writes it (`backends[2].endpoint`,
 /// `upstream.failover_on[1]`, `backends[0].deployments.gpt-4o`); `None` when unknown.
@@ -110,6 +138,16 @@ pub fn origin(path: &str, settings: &Settings) -> Option<Origin> {
         )]));
     }
     if let Some(rest) = path.strip_prefix("clients.consumers") {
+        if rest.is_empty() {
+            // The list as a whole: its token quotas without a window (hydrenv catches it itself).
+            let quotas = settings.clients.iter().enumerate();
+            let quotas = quotas.filter(|(_, c)| c.token_quota.is_some());
+            let mut names: Vec<String> = quotas
+                .map(|(i, _)| format!("GATEWAY_CLIENT_TOKEN_QUOTA_{i}"))
+                .collect();
+            names.push("QUOTA_TIME_WINDOW".to_owned());
+            return Some(Origin::Variables(names));
+        }
         let (i, field) = indexed(rest)?;
         settings.clients.get(i)?;
         let key = longest(CONSUMER_FIELDS, field)?;

@@ -5,6 +5,7 @@ mod backends;
 mod checks;
 mod clients;
 mod groups;
+mod guardrails;
 mod otel;
 mod reader;
 mod upstream;
@@ -16,6 +17,7 @@ use serde::Serialize;
 
 pub use backends::{Alias, Backend};
 pub use clients::Client;
+pub use guardrails::{Cache, Limits, Quota, RateLimit, Redis, TokenLimit};
 
 use crate::env::{self, Env, EnvError};
 use crate::vars::{self, Status};
@@ -31,6 +33,10 @@ pub struct Settings {
     pub backends: Vec<Backend>,
     pub require_auth: bool,
     pub clients: Vec<Client>,
+    /// None: no limit is on.
+    pub limits: Option<Limits>,
+    /// None: no response cache.
+    pub cache: Option<Cache>,
     pub affinity_ttl: String,
     pub log: Log,
     pub otel: Otel,
@@ -171,6 +177,8 @@ fn read_pass(mut r: Reader<'_>) -> Result<Settings, Vec<EnvError>> {
     if require_auth && clients.is_empty() {
         r.error("GATEWAY_REQUIRE_AUTH", "true, but no client is configured (set GATEWAY_CLIENT_NAME_0 and GATEWAY_CLIENT_KEY_0)");
     }
+    let limits = guardrails::limits(&mut r, &clients);
+    let cache = guardrails::cache(&mut r);
     let server = Server {
         listen: r.text_or("GATEWAY_LISTEN", "0.0.0.0:8080"),
         admin_listen: r.text_or("GATEWAY_ADMIN_LISTEN", "0.0.0.0:9091"),
@@ -205,6 +213,8 @@ fn read_pass(mut r: Reader<'_>) -> Result<Settings, Vec<EnvError>> {
         backends,
         require_auth,
         clients,
+        limits,
+        cache,
         affinity_ttl,
         log: Log {
             access: log_mode != "prod",

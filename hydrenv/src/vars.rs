@@ -94,14 +94,11 @@ const fn later(
 use Target::*;
 
 const ENTRA: &str = "Entra ID (managed identity) backend authentication";
-const AI_LIMIT: &str = "token-aware rate limiting";
-const RATE: &str = "request-rate limiting";
-const QUOTA: &str = "request quotas";
-const REDIS: &str = "shared counters in Redis";
+const AFFINITY_REDIS: &str = "the shared Responses affinity store in Redis";
+const SHED: &str = "priority shedding of the low lane";
 const IP: &str = "IP restriction";
 const CORS: &str = "CORS";
 const REWRITE: &str = "security response headers";
-const CACHE: &str = "the response cache";
 const OIDC: &str = "OIDC client authentication";
 const TRACES: &str = "trace export from the gateway";
 const COST: &str = "the cost metric";
@@ -329,11 +326,11 @@ pub const VARS: &[Var] = &[
         Gateway,
         "Default lane of consumer N (high/low)",
     ),
-    later(
+    var(
         "GATEWAY_CLIENT_TOKEN_QUOTA_N",
         "",
-        AI_LIMIT,
-        "Tokens per QUOTA_TIME_WINDOW for consumer N",
+        Gateway,
+        "Tokens (total) consumer N may spend per QUOTA_TIME_WINDOW, > 0 (needs QUOTA_TIME_WINDOW)",
     ),
     var(
         "GATEWAY_REQUIRE_AUTH",
@@ -341,63 +338,122 @@ pub const VARS: &[Var] = &[
         Gateway,
         "Require a client key on every AI route (needs at least one client)",
     ),
-    // Guardrails (not built yet).
-    later(
+    // Guardrails.
+    var(
         "ENABLE_AI_RATE_LIMIT",
         "false",
-        AI_LIMIT,
-        "Token-aware limiting",
+        Gateway,
+        "Token-aware limit per route (or consumer) and lane, in fixed windows of AI_RATE_LIMIT_WINDOW_SECONDS",
     ),
-    later(
+    var(
         "AI_RATE_LIMIT_STRATEGY",
         "total_tokens",
-        AI_LIMIT,
-        "total_tokens, prompt_tokens, completion_tokens or req",
+        Gateway,
+        "What the token-aware limit counts: total_tokens, prompt_tokens, completion_tokens or req (requests)",
     ),
-    later("AI_RATE_LIMIT_WINDOW_SECONDS", "60", AI_LIMIT, "Window"),
-    later(
+    var(
+        "AI_RATE_LIMIT_WINDOW_SECONDS",
+        "60",
+        Gateway,
+        "Window of the token-aware limit, whole seconds (> 0)",
+    ),
+    var(
         "AI_RATE_LIMIT_HIGH_LIMIT",
         "200",
-        AI_LIMIT,
-        "Limit of the high lane",
+        Gateway,
+        "Limit per window of the high lane (standard traffic), > 0",
     ),
-    later(
+    var(
         "AI_RATE_LIMIT_LOW_LIMIT",
         "20",
-        AI_LIMIT,
-        "Limit of the low lane",
+        Gateway,
+        "Limit per window of the low lane (x-priority: low, low consumers), > 0",
     ),
-    later(
+    var(
         "AI_RATE_LIMIT_REJECT_CODE",
         "503",
-        AI_LIMIT,
-        "Status on rejection",
+        Gateway,
+        "Status of a rejection by the token-aware limit (400-599)",
     ),
-    later(
+    var(
         "AI_RATE_LIMIT_REJECT_MESSAGE",
         "rate limited",
-        AI_LIMIT,
-        "Message on rejection",
+        Gateway,
+        "error.message of a rejection by the token-aware limit (no line breaks or other control characters)",
     ),
-    later("AI_RATE_LIMIT_KEY", "route", AI_LIMIT, "route or consumer"),
-    later(
+    var(
+        "AI_RATE_LIMIT_KEY",
+        "route",
+        Gateway,
+        "route (one bucket per route and lane) or consumer (one per consumer and lane)",
+    ),
+    var(
         "ENABLE_RATE_LIMIT",
         "false",
-        RATE,
-        "Request-rate limit per client address",
+        Gateway,
+        "Request-rate limit per client address (leaky bucket); needs RATE_LIMIT_RATE",
     ),
-    later("RATE_LIMIT_RATE", "0", RATE, "Requests per second"),
-    later("RATE_LIMIT_BURST", "0", RATE, "Burst"),
-    later("ENABLE_QUOTA", "false", QUOTA, "Request count per window"),
-    later("QUOTA_COUNT", "0", QUOTA, "Requests per window"),
-    later("QUOTA_TIME_WINDOW", "0", QUOTA, "Window in seconds"),
-    later(
+    var(
+        "RATE_LIMIT_RATE",
+        "",
+        Gateway,
+        "Requests per second per client address, > 0, may be fractional (required with ENABLE_RATE_LIMIT=true)",
+    ),
+    var(
+        "RATE_LIMIT_BURST",
+        "0",
+        Gateway,
+        "Requests beyond RATE_LIMIT_RATE a client may send at once",
+    ),
+    var(
+        "ENABLE_QUOTA",
+        "false",
+        Gateway,
+        "Request quota: QUOTA_COUNT requests per QUOTA_TIME_WINDOW per consumer (per client address without a key)",
+    ),
+    var(
+        "QUOTA_COUNT",
+        "",
+        Gateway,
+        "Requests per window, > 0 (required with ENABLE_QUOTA=true)",
+    ),
+    var(
+        "QUOTA_TIME_WINDOW",
+        "",
+        Gateway,
+        "Window of the request quota and of every GATEWAY_CLIENT_TOKEN_QUOTA_N, whole seconds > 0 (required with either)",
+    ),
+    var(
         "RATE_LIMIT_REDIS_URL",
         "",
-        REDIS,
-        "Share limit counters through Redis",
+        Gateway,
+        "redis://[:password@]host[:port][/db] or rediss:// (TLS): every limit counter is shared by all replicas (unset: per replica); needs a limit on",
     )
     .secret(),
+    var(
+        "RATE_LIMIT_REDIS_TIMEOUT_MS",
+        "50",
+        Gateway,
+        "Longest wait for one Redis call of the limits, milliseconds (> 0)",
+    ),
+    var(
+        "RATE_LIMIT_REDIS_FAILURE",
+        "open",
+        Gateway,
+        "When Redis is slow or down: open admits (metric and warning), closed rejects with 503",
+    ),
+    later(
+        "PRIORITY_SHED_BELOW_TOKENS",
+        "",
+        SHED,
+        "Low-lane requests get 429 while every backend that can serve them reports fewer remaining tokens",
+    ),
+    later(
+        "PRIORITY_SHED_BELOW_REQUESTS",
+        "",
+        SHED,
+        "Low-lane requests get 429 while every backend that can serve them reports fewer remaining requests",
+    ),
     later("ENABLE_IP_RESTRICTION", "false", IP, "Allow/deny lists"),
     later("IP_WHITELIST", "", IP, "Allowed IPs/CIDRs"),
     later("IP_BLACKLIST", "", IP, "Denied IPs/CIDRs"),
@@ -420,9 +476,24 @@ pub const VARS: &[Var] = &[
         REWRITE,
         "Security headers on responses",
     ),
-    later("ENABLE_CACHE", "false", CACHE, "Exact-match response cache"),
-    later("CACHE_TTL", "", CACHE, "Cache TTL seconds"),
-    later("CACHE_MAX_BYTES", "", CACHE, "Cache size"),
+    var(
+        "ENABLE_CACHE",
+        "false",
+        Gateway,
+        "Exact-match response cache for non-streaming embeddings and temperature-0 chat",
+    ),
+    var(
+        "CACHE_TTL",
+        "300",
+        Gateway,
+        "Seconds an answer is served from the cache, whole seconds (> 0)",
+    ),
+    var(
+        "CACHE_MAX_BYTES",
+        "67108864",
+        Gateway,
+        "Most bytes of answers (bodies and keys) the cache holds (> 0)",
+    ),
     later("ENABLE_OIDC", "false", OIDC, "Bearer JWT validation"),
     later("OIDC_CLIENT_ID", "", OIDC, "Audience"),
     later("OIDC_CLIENT_SECRET", "", OIDC, "Client secret").secret(),
@@ -438,21 +509,26 @@ pub const VARS: &[Var] = &[
     later(
         "RESPONSES_AFFINITY_REDIS_HOST",
         "",
-        REDIS,
+        AFFINITY_REDIS,
         "Share the affinity store through Redis",
     ),
-    later("RESPONSES_AFFINITY_REDIS_PORT", "6379", REDIS, "Redis port"),
+    later(
+        "RESPONSES_AFFINITY_REDIS_PORT",
+        "6379",
+        AFFINITY_REDIS,
+        "Redis port",
+    ),
     later(
         "RESPONSES_AFFINITY_REDIS_PASSWORD",
         "",
-        REDIS,
+        AFFINITY_REDIS,
         "Redis password",
     )
     .secret(),
     later(
         "RESPONSES_AFFINITY_REDIS_TIMEOUT_MS",
         "1000",
-        REDIS,
+        AFFINITY_REDIS,
         "Redis timeout",
     ),
     // Observability.

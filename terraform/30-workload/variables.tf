@@ -386,9 +386,11 @@ variable "redis" {
   description = <<-EOT
     Azure Managed Redis shared by the replicas for rate-limit counters and Responses affinity.
     When enabled, the stage sets RATE_LIMIT_REDIS_URL and RESPONSES_AFFINITY_REDIS_PASSWORD
-    (secrets) and RESPONSES_AFFINITY_REDIS_HOST/PORT. Note: this hydrenv build refuses those
-    variables (shared counters in Redis are not built yet, hydrenv/src/vars.rs): keep it off
-    until they are.
+    (secrets) and RESPONSES_AFFINITY_REDIS_HOST/PORT. Note: this hydrenv build refuses the
+    RESPONSES_AFFINITY_REDIS_* variables (the shared Responses affinity store in Redis is not
+    built yet, hydrenv/src/vars.rs), and RATE_LIMIT_REDIS_URL needs a limit turned on in
+    app_settings (ENABLE_AI_RATE_LIMIT, ENABLE_RATE_LIMIT or ENABLE_QUOTA): keep it off until
+    both hold.
   EOT
   type = object({
     enabled           = bool

@@ -31,6 +31,15 @@ fn everything_on() -> Env {
         ("GATEWAY_CLIENT_KEY_0", "ka"),
         ("GATEWAY_CLIENT_NAME_1", "b"),
         ("GATEWAY_CLIENT_KEY_1", "kb"),
+        ("GATEWAY_CLIENT_TOKEN_QUOTA_1", "100000"),
+        ("ENABLE_AI_RATE_LIMIT", "true"),
+        ("ENABLE_RATE_LIMIT", "true"),
+        ("RATE_LIMIT_RATE", "10"),
+        ("ENABLE_QUOTA", "true"),
+        ("QUOTA_COUNT", "1000"),
+        ("QUOTA_TIME_WINDOW", "3600"),
+        ("RATE_LIMIT_REDIS_URL", "redis://localhost"),
+        ("ENABLE_CACHE", "true"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -144,6 +153,19 @@ fn indexes_become_the_variables_of_that_member() {
         "APISIX_ACTIVE_HEALTH_CHECKS"
     );
     assert_eq!(vars("server.listen"), "GATEWAY_LISTEN");
+    assert_eq!(
+        vars("clients.consumers[1].token_quota"),
+        "GATEWAY_CLIENT_TOKEN_QUOTA_1"
+    );
+    assert_eq!(
+        vars("clients.consumers"),
+        "GATEWAY_CLIENT_TOKEN_QUOTA_1, QUOTA_TIME_WINDOW"
+    );
+    assert_eq!(vars("limits.redis.url"), "RATE_LIMIT_REDIS_URL");
+    assert_eq!(vars("limits.redis"), "RATE_LIMIT_REDIS_URL");
+    assert_eq!(vars("limits.quota.window"), "QUOTA_TIME_WINDOW");
+    assert_eq!(vars("limits.tokens.high"), "AI_RATE_LIMIT_HIGH_LIMIT");
+    assert_eq!(vars("cache.ttl"), "CACHE_TTL");
     assert_eq!(origin("log.level", &settings), Some(Origin::Template));
     for unknown in [
         "backends[7].name",

@@ -1,9 +1,9 @@
 //! What a value must look like to work once it is sent: backend endpoints (http or https, a
-//! host, no userinfo, query or fragment) and the values that travel in HTTP headers (backend
-//! keys and names, client keys). A value that cannot be sent is refused, never trimmed or
-//! replaced behind the operator's back. Messages say why, and never quote a secret: a check
-//! that names the value quotes `shown`, the form its caller chose (`Reader::quote`: the
-//! placeholder of a hidden variable), never the value itself.
+//! host, no userinfo, query or fragment), the Redis URL of the limits, and the values that
+//! travel in HTTP headers (backend keys and names, client keys). A value that cannot be sent is
+//! refused, never trimmed or replaced behind the operator's back. Messages say why, and never
+//! quote a secret: a check that names the value quotes `shown`, the form its caller chose
+//! (`Reader::quote`: the placeholder of a hidden variable), never the value itself.
 
 /// Why the variable usually has a line break, and what to do about it.
 const LINE_BREAK_HINT: &str = "a trailing newline usually comes from `echo` into a secret file \
@@ -70,6 +70,31 @@ pub fn no_userinfo(value: &str, shown: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A Redis URL for the limits' shared counters: `redis://` or `rediss://` (TLS) with a host, as the
+/// proxy's own check reads it. It may carry a password, so no message quotes any part of it.
+pub fn redis_url(value: &str) -> Result<(), String> {
+    let like = "like rediss://:password@host:6380";
+    if value.ends_with(['\n', '\r']) {
+        return Err(format!("ends with a line break; {LINE_BREAK_HINT}"));
+    }
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("contains whitespace or a control character".into());
+    }
+    match value.split_once("://") {
+        Some(("redis" | "rediss", _)) => {}
+        Some(_) => {
+            return Err(format!(
+                "the scheme must be redis:// or rediss:// (TLS), in lower case: a URL {like}"
+            ));
+        }
+        None => return Err(format!("is not a URL {like}")),
+    }
+    // With the scheme checked above, the proxy's messages quote nothing of the value.
+    proxy::stages::limits::config::check_redis_url(value).map_err(|why| {
+        format!("{why} (a password holding `/`, `?`, `#`, `@` or `%` must be percent-encoded)")
+    })
 }
 
 /// A backend api-key: sent as the `api-key` header value, so visible ASCII, inner spaces at
@@ -187,6 +212,41 @@ mod tests {
         );
         refused("https://bücher.example", "xn--");
         refused("https://host:99999", "is not a URL");
+    }
+
+    #[test]
+    fn redis_urls_are_checked_without_quoting_them() {
+        for good in [
+            "redis://localhost",
+            "redis://:pw-3f9a@redis.internal:6379/2",
+            "rediss://default:pw-3f9a@cache.redis.azure.net:10000",
+        ] {
+            assert_eq!(redis_url(good), Ok(()), "{good}");
+        }
+        for (bad, why) in [
+            (
+                "http://:pw-3f9a@redis.internal:6379",
+                "the scheme must be redis://",
+            ),
+            ("REDIS://:pw-3f9a@redis.internal", "in lower case"),
+            ("pw-3f9a@redis.internal:6379", "is not a URL like rediss://"),
+            ("redis://:pw-3f9a@", "with a host"),
+            (
+                "redis://:pw/3f9a@redis.internal:6379",
+                "must be percent-encoded",
+            ),
+            (
+                "redis://:pw-3f9a@redis.internal\n",
+                "ends with a line break",
+            ),
+            ("redis://:pw 3f9a@redis.internal", "whitespace"),
+        ] {
+            let error = redis_url(bad).expect_err(bad);
+            assert!(error.contains(why), "{bad:?}: {error}");
+            for part in ["pw", "3f9a", "redis.internal", "http"] {
+                assert!(!error.contains(part), "{bad:?} quoted `{part}`: {error}");
+            }
+        }
     }
 
     #[test]

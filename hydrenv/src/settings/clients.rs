@@ -1,4 +1,5 @@
-//! `GATEWAY_CLIENT_<KEY>_<N>`: consumers, contiguous from 0, each with a name and a key.
+//! `GATEWAY_CLIENT_<KEY>_<N>`: consumers, contiguous from 0, each with a name and a key, a lane
+//! and an optional token quota.
 
 use serde::Serialize;
 
@@ -11,6 +12,8 @@ pub struct Client {
     pub name: String,
     pub key: SecretText,
     pub lane: String,
+    /// Tokens per `QUOTA_TIME_WINDOW` (the window is read with the other limits).
+    pub token_quota: Option<u64>,
 }
 
 pub fn read(r: &mut Reader<'_>) -> Vec<Client> {
@@ -57,9 +60,19 @@ pub fn read(r: &mut Reader<'_>) -> Vec<Client> {
                 "high".to_owned()
             }
         };
-        if let Some((name_var, _)) = vars.get("TOKEN_QUOTA") {
-            r.error(name_var, super::not_built("per-client token quotas"));
-        }
+        let token_quota = vars
+            .get("TOKEN_QUOTA")
+            .filter(|(_, v)| !v.trim().is_empty())
+            .and_then(|(quota_var, v)| match r.uint(quota_var, v) {
+                Some(0) => {
+                    r.error(
+                        quota_var,
+                        "must be greater than 0 (a quota of 0 refuses every request of this client; unset it for no quota)",
+                    );
+                    None
+                }
+                quota => quota,
+            });
         clients.push(Client {
             name: vars
                 .get("NAME")
@@ -69,6 +82,7 @@ pub fn read(r: &mut Reader<'_>) -> Vec<Client> {
                 .get("KEY")
                 .map_or_else(|| SecretText(String::new()), |(n, v)| r.secret(n, v)),
             lane,
+            token_quota,
         });
     }
     clients

@@ -159,6 +159,11 @@ impl<'a> Reader<'a> {
         self.parsed(name, value, env::parse_u64(name, value))
     }
 
+    /// A finite, non-negative decimal number (`10`, `0.5`).
+    pub(super) fn float(&mut self, name: &str, value: &str) -> Option<f64> {
+        self.parsed(name, value, env::parse_f64(name, value))
+    }
+
     /// A whole number that the gateway config holds in 32 bits (weights, attempts, counts).
     pub(super) fn u32(&mut self, name: &str, value: &str) -> Option<u32> {
         let n = self.uint(name, value)?;

@@ -6,6 +6,8 @@ use std::path::Path;
 
 use crate::support::*;
 
+mod guardrails;
+
 /// A shared root with one good release already in place.
 fn with_release() -> (tempfile::TempDir, BTreeMap<String, String>) {
     let root = tempfile::tempdir().unwrap();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use hydrenv::vars::{self, Status, Target};
 use proxy::GatewayConfig;
-use proxy::config::{BalancerConfig, HashOn};
+use proxy::config::{BalancerConfig, HashOn, LimitsConfig};
 
 use crate::support::minimal;
 
@@ -16,8 +16,9 @@ struct Row {
     var: &'static str,
     /// Variables that make the field appear at all (e.g. the flag of its feature).
     with: &'static [(&'static str, &'static str)],
-    /// Config text (after `backends`) with the field's section present but the field absent.
-    absent: &'static str,
+    /// Config text (after `backends`) with the field's section present but the field absent;
+    /// `None` when the proxy requires the field (no default of its own to agree with).
+    absent: Option<&'static str>,
     /// The value in the resolved config, as text.
     read: fn(&GatewayConfig) -> String,
     /// The table's default text, as the same text.
@@ -36,32 +37,53 @@ fn same(text: &str) -> String {
     text.to_owned()
 }
 
+const AI_LIMIT: &[(&str, &str)] = &[("ENABLE_AI_RATE_LIMIT", "true")];
+/// The proxy requires `high` and `low` (hydrenv's defaults are its own).
+const AI_LIMIT_ABSENT: &str = "limits: { tokens: { high: 200, low: 20 } }\n";
+const RATE_LIMIT: &[(&str, &str)] = &[("ENABLE_RATE_LIMIT", "true"), ("RATE_LIMIT_RATE", "5")];
+const RATE_LIMIT_ABSENT: &str = "limits: { rate: { per_second: 5 } }\n";
+const REDIS: &[(&str, &str)] = &[
+    ("ENABLE_RATE_LIMIT", "true"),
+    ("RATE_LIMIT_RATE", "5"),
+    ("RATE_LIMIT_REDIS_URL", "redis://localhost"),
+];
+const REDIS_ABSENT: &str =
+    "limits: { rate: { per_second: 5 }, redis: { url: 'redis://localhost' } }\n";
+
+fn tokens(c: &GatewayConfig) -> &proxy::config::TokenLimitConfig {
+    c.limits.tokens.as_ref().unwrap()
+}
+
+fn redis(limits: &LimitsConfig) -> &proxy::config::RedisConfig {
+    limits.redis.as_ref().unwrap()
+}
+
 const ROWS: &[Row] = &[
     Row {
         var: "AZURE_OPENAI_NAME_N",
         with: &[],
-        absent: "",
+        absent: Some(""),
         read: |c| c.backends[0].name.to_string(),
         expect: |d| d.replace('N', "0"),
     },
     Row {
         var: "AZURE_OPENAI_PRIORITY_N",
         with: &[],
-        absent: "",
+        absent: Some(""),
         read: |c| c.backends[0].priority.to_string(),
         expect: same,
     },
     Row {
         var: "AZURE_OPENAI_WEIGHT_N",
         with: &[],
-        absent: "",
+        absent: Some(""),
         read: |c| c.backends[0].weight.to_string(),
         expect: same,
     },
     Row {
         var: "AZURE_OPENAI_AUTH_MODE_N",
         with: &[],
-        absent: "",
+        absent: Some(""),
         read: |c| {
             if c.backends[0].api_key.expose().is_empty() {
                 "none".into()
@@ -74,35 +96,35 @@ const ROWS: &[Row] = &[
     Row {
         var: "AI_PROXY_CONNECT_TIMEOUT",
         with: &[],
-        absent: "",
+        absent: Some(""),
         read: |c| secs(c.upstream.connect_timeout),
         expect: number,
     },
     Row {
         var: "AI_PROXY_SEND_TIMEOUT",
         with: &[],
-        absent: "",
+        absent: Some(""),
         read: |c| secs(c.upstream.send_timeout),
         expect: number,
     },
     Row {
         var: "AI_PROXY_READ_TIMEOUT",
         with: &[],
-        absent: "",
+        absent: Some(""),
         read: |c| secs(c.upstream.read_timeout),
         expect: number,
     },
     Row {
         var: "AI_PROXY_REQUEST_DEADLINE",
         with: &[],
-        absent: "",
+        absent: Some(""),
         read: |c| secs(c.upstream.request_deadline),
         expect: number,
     },
     Row {
         var: "AI_PROXY_FALLBACK_STRATEGY",
         with: &[],
-        absent: "",
+        absent: Some(""),
         read: |c| {
             let t = c.upstream.failover;
             [
@@ -122,7 +144,7 @@ const ROWS: &[Row] = &[
     Row {
         var: "AI_PROXY_MAX_ATTEMPTS",
         with: &[],
-        absent: "",
+        absent: Some(""),
         read: |c| {
             if c.upstream.max_attempts == c.backends.len() {
                 "number of backends".into()
@@ -135,21 +157,21 @@ const ROWS: &[Row] = &[
     Row {
         var: "AI_PROXY_PASSIVE_HEALTH_FAILURES",
         with: &[],
-        absent: "",
+        absent: Some(""),
         read: |c| c.upstream.passive_health.failures.to_string(),
         expect: same,
     },
     Row {
         var: "AI_PROXY_UNHEALTHY_SECONDS",
         with: &[],
-        absent: "",
+        absent: Some(""),
         read: |c| secs(c.upstream.passive_health.unhealthy_for),
         expect: number,
     },
     Row {
         var: "LB_ALG",
         with: &[],
-        absent: "",
+        absent: Some(""),
         read: |c| match c.balancer {
             BalancerConfig::RoundRobin => "roundrobin".into(),
             BalancerConfig::ConsistentHash { .. } => "chash".into(),
@@ -163,7 +185,9 @@ const ROWS: &[Row] = &[
             ("GATEWAY_CLIENT_NAME_0", "a"),
             ("GATEWAY_CLIENT_KEY_0", "ck-a"),
         ],
-        absent: "balancer: { algorithm: chash }\nclients: { consumers: [{ name: a, key: ck-a }] }\n",
+        absent: Some(
+            "balancer: { algorithm: chash }\nclients: { consumers: [{ name: a, key: ck-a }] }\n",
+        ),
         read: |c| match &c.balancer {
             BalancerConfig::ConsistentHash {
                 on: HashOn::Consumer,
@@ -176,14 +200,14 @@ const ROWS: &[Row] = &[
     Row {
         var: "APISIX_ACTIVE_HEALTH_CHECKS",
         with: &[],
-        absent: "",
+        absent: Some(""),
         read: |c| c.upstream.active_health.is_some().to_string(),
         expect: same,
     },
     Row {
         var: "APISIX_ACTIVE_HEALTH_CHECK_SCHEME",
         with: &[("APISIX_ACTIVE_HEALTH_CHECKS", "true")],
-        absent: "upstream: { active_health: { enabled: true } }\n",
+        absent: Some("upstream: { active_health: { enabled: true } }\n"),
         read: |c| match &c.upstream.active_health.as_ref().unwrap().scheme {
             None => "the endpoint's".into(),
             Some(s) => s.to_string(),
@@ -193,28 +217,28 @@ const ROWS: &[Row] = &[
     Row {
         var: "APISIX_ACTIVE_HEALTH_CHECK_TIMEOUT",
         with: &[("APISIX_ACTIVE_HEALTH_CHECKS", "true")],
-        absent: "upstream: { active_health: { enabled: true } }\n",
+        absent: Some("upstream: { active_health: { enabled: true } }\n"),
         read: |c| secs(c.upstream.active_health.as_ref().unwrap().timeout),
         expect: number,
     },
     Row {
         var: "APISIX_ACTIVE_HEALTH_CHECK_PATH",
         with: &[("APISIX_ACTIVE_HEALTH_CHECKS", "true")],
-        absent: "upstream: { active_health: { enabled: true } }\n",
+        absent: Some("upstream: { active_health: { enabled: true } }\n"),
         read: |c| c.upstream.active_health.as_ref().unwrap().path.to_string(),
         expect: same,
     },
     Row {
         var: "APISIX_ACTIVE_HEALTH_CHECK_HEALTHY_INTERVAL",
         with: &[("APISIX_ACTIVE_HEALTH_CHECKS", "true")],
-        absent: "upstream: { active_health: { enabled: true } }\n",
+        absent: Some("upstream: { active_health: { enabled: true } }\n"),
         read: |c| secs(c.upstream.active_health.as_ref().unwrap().healthy_interval),
         expect: number,
     },
     Row {
         var: "APISIX_ACTIVE_HEALTH_CHECK_UNHEALTHY_INTERVAL",
         with: &[("APISIX_ACTIVE_HEALTH_CHECKS", "true")],
-        absent: "upstream: { active_health: { enabled: true } }\n",
+        absent: Some("upstream: { active_health: { enabled: true } }\n"),
         read: |c| {
             secs(
                 c.upstream
@@ -230,7 +254,7 @@ const ROWS: &[Row] = &[
         // The proxy always verifies certificates (false is refused); `true` is what it does.
         var: "APISIX_ACTIVE_HEALTH_CHECK_VERIFY_CERT",
         with: &[("APISIX_ACTIVE_HEALTH_CHECKS", "true")],
-        absent: "upstream: { active_health: { enabled: true } }\n",
+        absent: Some("upstream: { active_health: { enabled: true } }\n"),
         read: |_| "true".into(),
         expect: same,
     },
@@ -240,28 +264,140 @@ const ROWS: &[Row] = &[
             ("GATEWAY_CLIENT_NAME_0", "a"),
             ("GATEWAY_CLIENT_KEY_0", "ck-a"),
         ],
-        absent: "clients: { consumers: [{ name: a, key: ck-a }] }\n",
+        absent: Some("clients: { consumers: [{ name: a, key: ck-a }] }\n"),
         read: |c| format!("{:?}", c.clients.consumers[0].lane).to_lowercase(),
         expect: same,
     },
     Row {
         var: "GATEWAY_REQUIRE_AUTH",
         with: &[],
-        absent: "",
+        absent: Some(""),
         read: |c| c.clients.require_auth.to_string(),
+        expect: same,
+    },
+    Row {
+        var: "ENABLE_AI_RATE_LIMIT",
+        with: &[],
+        absent: Some(""),
+        read: |c| c.limits.tokens.is_some().to_string(),
+        expect: same,
+    },
+    Row {
+        var: "AI_RATE_LIMIT_STRATEGY",
+        with: AI_LIMIT,
+        absent: Some(AI_LIMIT_ABSENT),
+        read: |c| tokens(c).strategy.label().into(),
+        expect: same,
+    },
+    Row {
+        var: "AI_RATE_LIMIT_WINDOW_SECONDS",
+        with: AI_LIMIT,
+        absent: Some(AI_LIMIT_ABSENT),
+        read: |c| secs(tokens(c).window),
+        expect: number,
+    },
+    Row {
+        var: "AI_RATE_LIMIT_HIGH_LIMIT",
+        with: AI_LIMIT,
+        absent: None,
+        read: |c| tokens(c).high.to_string(),
+        expect: same,
+    },
+    Row {
+        var: "AI_RATE_LIMIT_LOW_LIMIT",
+        with: AI_LIMIT,
+        absent: None,
+        read: |c| tokens(c).low.to_string(),
+        expect: same,
+    },
+    Row {
+        var: "AI_RATE_LIMIT_REJECT_CODE",
+        with: AI_LIMIT,
+        absent: Some(AI_LIMIT_ABSENT),
+        read: |c| tokens(c).reject_status.as_u16().to_string(),
+        expect: same,
+    },
+    Row {
+        var: "AI_RATE_LIMIT_REJECT_MESSAGE",
+        with: AI_LIMIT,
+        absent: Some(AI_LIMIT_ABSENT),
+        read: |c| tokens(c).reject_message.clone(),
+        expect: same,
+    },
+    Row {
+        var: "AI_RATE_LIMIT_KEY",
+        with: AI_LIMIT,
+        absent: Some(AI_LIMIT_ABSENT),
+        read: |c| format!("{:?}", tokens(c).key).to_lowercase(),
+        expect: same,
+    },
+    Row {
+        var: "ENABLE_RATE_LIMIT",
+        with: &[],
+        absent: Some(""),
+        read: |c| c.limits.rate.is_some().to_string(),
+        expect: same,
+    },
+    Row {
+        var: "RATE_LIMIT_BURST",
+        with: RATE_LIMIT,
+        absent: Some(RATE_LIMIT_ABSENT),
+        read: |c| c.limits.rate.as_ref().unwrap().burst.to_string(),
+        expect: same,
+    },
+    Row {
+        var: "ENABLE_QUOTA",
+        with: &[],
+        absent: Some(""),
+        read: |c| c.limits.quota.is_some().to_string(),
+        expect: same,
+    },
+    Row {
+        var: "RATE_LIMIT_REDIS_TIMEOUT_MS",
+        with: REDIS,
+        absent: Some(REDIS_ABSENT),
+        read: |c| redis(&c.limits).timeout.as_millis().to_string(),
+        expect: same,
+    },
+    Row {
+        var: "RATE_LIMIT_REDIS_FAILURE",
+        with: REDIS,
+        absent: Some(REDIS_ABSENT),
+        read: |c| format!("{:?}", redis(&c.limits).on_failure).to_lowercase(),
+        expect: same,
+    },
+    Row {
+        var: "ENABLE_CACHE",
+        with: &[],
+        absent: Some(""),
+        read: |c| c.cache.is_some().to_string(),
+        expect: same,
+    },
+    Row {
+        var: "CACHE_TTL",
+        with: &[("ENABLE_CACHE", "true")],
+        absent: Some("cache: {}\n"),
+        read: |c| secs(c.cache.as_ref().unwrap().ttl),
+        expect: number,
+    },
+    Row {
+        var: "CACHE_MAX_BYTES",
+        with: &[("ENABLE_CACHE", "true")],
+        absent: Some("cache: {}\n"),
+        read: |c| c.cache.as_ref().unwrap().max_bytes.to_string(),
         expect: same,
     },
     Row {
         var: "RESPONSES_AFFINITY_TTL_SECONDS",
         with: &[],
-        absent: "",
+        absent: Some(""),
         read: |c| secs(c.responses.affinity_ttl),
         expect: number,
     },
     Row {
         var: "GATEWAY_LOG_MODE",
         with: &[],
-        absent: "",
+        absent: Some(""),
         read: |c| {
             if c.log.access {
                 "test or dev".into()
@@ -274,56 +410,56 @@ const ROWS: &[Row] = &[
     Row {
         var: "GATEWAY_LISTEN",
         with: &[],
-        absent: "",
+        absent: Some(""),
         read: |c| c.server.listen.to_string(),
         expect: same,
     },
     Row {
         var: "GATEWAY_ADMIN_LISTEN",
         with: &[],
-        absent: "",
+        absent: Some(""),
         read: |c| c.server.admin_listen.to_string(),
         expect: same,
     },
     Row {
         var: "GATEWAY_MAX_BODY_BYTES",
         with: &[],
-        absent: "",
+        absent: Some(""),
         read: |c| c.server.max_body_bytes.to_string(),
         expect: same,
     },
     Row {
         var: "GATEWAY_MAX_CONNECTIONS",
         with: &[],
-        absent: "",
+        absent: Some(""),
         read: |c| c.server.max_connections.to_string(),
         expect: same,
     },
     Row {
         var: "GATEWAY_MAX_BUFFERED_BODY_BYTES",
         with: &[],
-        absent: "",
+        absent: Some(""),
         read: |c| c.server.max_buffered_body_bytes.to_string(),
         expect: same,
     },
     Row {
         var: "GATEWAY_KEEPALIVE_TIMEOUT",
         with: &[],
-        absent: "",
+        absent: Some(""),
         read: |c| secs(c.server.keepalive_timeout),
         expect: number,
     },
     Row {
         var: "GATEWAY_SLOW_CLIENT_TIMEOUT",
         with: &[],
-        absent: "",
+        absent: Some(""),
         read: |c| secs(c.server.client_timeout),
         expect: number,
     },
     Row {
         var: "GATEWAY_E2E_TEST_MODE",
         with: &[],
-        absent: "",
+        absent: Some(""),
         read: |c| c.server.test_mode.to_string(),
         expect: same,
     },
@@ -368,12 +504,14 @@ fn every_default_in_the_table_is_what_hydrenv_renders_and_what_the_proxy_assumes
             "{}: what hydrenv renders",
             row.var
         );
-        assert_eq!(
-            (row.read)(&absent(row.absent)),
-            expected,
-            "{}: what the proxy assumes",
-            row.var
-        );
+        if let Some(section) = row.absent {
+            assert_eq!(
+                (row.read)(&absent(section)),
+                expected,
+                "{}: what the proxy assumes",
+                row.var
+            );
+        }
     }
 }
 

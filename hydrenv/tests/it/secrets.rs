@@ -36,6 +36,7 @@ const NOT_SECRET: &[(&str, &str)] = &[
         "GATEWAY_CLIENT_TOKEN_QUOTA_N",
         "a number of tokens per window",
     ),
+    ("PRIORITY_SHED_BELOW_TOKENS", "a number of remaining tokens"),
     (
         "AZURE_OPENAI_ENDPOINT_N",
         "a backend base URL; userinfo, query and fragment are refused (the api-key is AZURE_OPENAI_KEY_N)",
@@ -155,6 +156,9 @@ fn valid_env(root: &std::path::Path) -> hydrenv::env::Env {
         ("AZURE_OPENAI_ENDPOINT_0", "https://eus.openai.azure.com"),
         ("GATEWAY_CLIENT_NAME_0", "team-a"),
         ("GATEWAY_REQUIRE_AUTH", "true"),
+        // RATE_LIMIT_REDIS_URL shares the counters of a limit.
+        ("ENABLE_RATE_LIMIT", "true"),
+        ("RATE_LIMIT_RATE", "10"),
     ]);
     vars.extend(secret_values(true));
     vars.insert("SHARED_ROOT".into(), root.display().to_string());
@@ -243,12 +247,14 @@ fn no_error_shows_a_secret_value_even_for_variables_not_built_yet() {
     assert_eq!(code, Some(0), "{explain}");
     seen.push_str(&explain);
     assert_no_token(&seen, &tokens);
+    for name in ["OIDC_CLIENT_SECRET", "RESPONSES_AFFINITY_REDIS_PASSWORD"] {
+        assert!(seen.contains(&format!("{name}: not built")), "{seen}");
+    }
     for name in [
         "OIDC_CLIENT_SECRET",
         "RESPONSES_AFFINITY_REDIS_PASSWORD",
         "RATE_LIMIT_REDIS_URL",
     ] {
-        assert!(seen.contains(&format!("{name}: not built")), "{seen}");
         assert!(
             explain.contains(&format!("= <redacted:{name}>")),
             "{explain}"
@@ -399,6 +405,25 @@ fn a_refused_value_from_the_vault_is_quoted_in_no_form() {
             "AZURE_MONITOR_WORKSPACE_ENDPOINT",
             "https://u:Vault-S3cret@amw.example/w",
             &[],
+        ),
+        ("AI_RATE_LIMIT_STRATEGY", "Tokens-Vault-S3cret", &[]),
+        ("AI_RATE_LIMIT_KEY", "Ip-Vault-S3cret", &[]),
+        ("AI_RATE_LIMIT_HIGH_LIMIT", "Many-Vault-S3cret", &[]),
+        (
+            "AI_RATE_LIMIT_REJECT_CODE",
+            "99999999999",
+            &[("ENABLE_AI_RATE_LIMIT", "true")],
+        ),
+        ("RATE_LIMIT_RATE", "Fast-Vault-S3cret", &[]),
+        ("QUOTA_TIME_WINDOW", "Day-Vault-S3cret", &[]),
+        ("RATE_LIMIT_REDIS_FAILURE", "Open-Vault-S3cret", &[]),
+        (
+            "GATEWAY_CLIENT_TOKEN_QUOTA_0",
+            "Lots-Vault-S3cret",
+            &[
+                ("GATEWAY_CLIENT_NAME_0", "a"),
+                ("GATEWAY_CLIENT_KEY_0", "ck-a"),
+            ],
         ),
     ];
     let templates = hydrenv::render::Templates::embedded().unwrap();
