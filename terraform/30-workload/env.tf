@@ -59,7 +59,7 @@ locals {
       APPLICATIONINSIGHTS_CONNECTION_STRING = var.app_insights_connection_string
     } : {},
     var.redis.enabled ? {
-      RATE_LIMIT_REDIS_URL              = "rediss://:${azurerm_managed_redis.shared[0].default_database[0].primary_access_key}@${azurerm_managed_redis.shared[0].hostname}:${azurerm_managed_redis.shared[0].default_database[0].port}"
+      RATE_LIMIT_REDIS_URL              = "rediss://:${urlencode(azurerm_managed_redis.shared[0].default_database[0].primary_access_key)}@${azurerm_managed_redis.shared[0].hostname}:${azurerm_managed_redis.shared[0].default_database[0].port}"
       RESPONSES_AFFINITY_REDIS_PASSWORD = azurerm_managed_redis.shared[0].default_database[0].primary_access_key
     } : {},
   )

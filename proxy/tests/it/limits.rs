@@ -608,3 +608,24 @@ async fn redis_going_away_gives_the_configured_policy_without_a_hang_and_limits_
         assert_eq!(statuses, [200, 200, 429], "{policy}");
     }
 }
+
+#[tokio::test]
+async fn a_reload_keeps_the_counters_when_the_store_stays() {
+    let backend = mock("eus").await;
+    let quota = |requests: u32| {
+        config_yaml(
+            &[b("eus", backend.url())],
+            &format!("limits:\n  quota: {{ window: 1h, requests: {requests} }}\n"),
+        )
+    };
+    let gw = gateway(&quota(2)).await;
+    for _ in 0..2 {
+        assert_eq!(post(gw.addr, CHAT, CHAT_BODY).await.status, 200);
+    }
+    // A new config (another limit, same in-process store): the two requests still count.
+    gw.reload(proxy::GatewayConfig::parse("test.yaml", &quota(3)).unwrap());
+    let reply = post(gw.addr, CHAT, CHAT_BODY).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(num(&reply, "x-ratelimit-remaining"), 0);
+    assert_eq!(post(gw.addr, CHAT, CHAT_BODY).await.status, 429);
+}
