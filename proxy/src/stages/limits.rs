@@ -59,6 +59,19 @@ struct Tokens {
     reject_message: Box<str>,
 }
 
+/// A request's checks as they are built, each with the limit it is.
+struct Checks {
+    checks: Vec<Check>,
+    kinds: [Kind; 4],
+}
+
+impl Checks {
+    fn push(&mut self, kind: Kind, check: Check) {
+        self.kinds[self.checks.len()] = kind;
+        self.checks.push(check);
+    }
+}
+
 /// Which limit a check is (the order of [`Plan::checks`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -164,12 +177,15 @@ impl Plan {
         }
     }
 
-    /// The checks `ctx` must pass, with what each is.
-    fn checks(&self, ctx: &RequestCtx, estimate: Option<&Estimate>) -> Vec<(Kind, Check)> {
-        let mut checks = Vec::with_capacity(4);
+    /// The checks `ctx` must pass, and which limit each is (by index: four at most).
+    fn checks(&self, ctx: &RequestCtx, estimate: Option<&Estimate>) -> (Vec<Check>, [Kind; 4]) {
+        let mut checks = Checks {
+            checks: Vec::with_capacity(4),
+            kinds: [Kind::Rate; 4],
+        };
         if let Some((rule, _)) = self.rate {
             let key = Key::Rate(ctx.client.ip());
-            checks.push((Kind::Rate, Check { key, rule, cost: 1 }));
+            checks.push(Kind::Rate, Check { key, rule, cost: 1 });
         }
         if let Some((limit, window_us)) = self.quota {
             let who = match &ctx.consumer {
@@ -178,10 +194,10 @@ impl Plan {
             };
             let rule = Rule::Window { limit, window_us };
             let key = Key::Quota(who);
-            checks.push((Kind::Quota, Check { key, rule, cost: 1 }));
+            checks.push(Kind::Quota, Check { key, rule, cost: 1 });
         }
         let Some(estimate) = estimate else {
-            return checks;
+            return (checks.checks, checks.kinds);
         };
         if let Some(tokens) = &self.tokens {
             let scope = match tokens.key {
@@ -213,7 +229,7 @@ impl Plan {
                 window_us: tokens.window_us,
             };
             let key = Key::Tokens(scope, ctx.lane);
-            checks.push((Kind::Tokens, Check { key, rule, cost }));
+            checks.push(Kind::Tokens, Check { key, rule, cost });
         }
         if let (Some(window_us), Some(consumer)) = (self.token_quota_window, &ctx.consumer)
             && let Some(limit) = consumer.token_quota
@@ -221,9 +237,9 @@ impl Plan {
             let rule = Rule::Window { limit, window_us };
             let key = Key::TokenQuota(consumer.name.clone());
             let cost = estimate.prompt + estimate.completion_cap;
-            checks.push((Kind::TokenQuota, Check { key, rule, cost }));
+            checks.push(Kind::TokenQuota, Check { key, rule, cost });
         }
-        checks
+        (checks.checks, checks.kinds)
     }
 
     /// The limit a check of `kind` has (for the answer fields).
@@ -245,18 +261,17 @@ impl Plan {
                 body.and_then(|b| b.choices),
             )
         });
-        let checks = self.checks(ctx, estimate.as_ref());
+        let (checks, kinds) = self.checks(ctx, estimate.as_ref());
         if checks.is_empty() {
             return Ok(());
         }
-        let asked: Vec<Check> = checks.iter().map(|(_, check)| check.clone()).collect();
-        match self.store.admit(&asked).await {
+        match self.store.admit(&checks).await {
             Ok(Verdict::Admitted(grants)) => {
-                self.admitted(ctx, checks, grants, estimate);
+                self.admitted(ctx, checks, kinds, grants, estimate);
                 Ok(())
             }
             Ok(Verdict::Refused { index, retry_us }) => {
-                let (kind, check) = &checks[index];
+                let (kind, check) = (&kinds[index], &checks[index]);
                 let shown = Shown {
                     limit: self.limit_of(*kind, check),
                     remaining: 0,
@@ -294,12 +309,13 @@ impl Plan {
     fn admitted(
         &self,
         ctx: &mut RequestCtx,
-        checks: Vec<(Kind, Check)>,
+        checks: Vec<Check>,
+        kinds: [Kind; 4],
         grants: Vec<Granted>,
         estimate: Option<Estimate>,
     ) {
         let mut charges = Vec::new();
-        for ((kind, check), grant) in checks.into_iter().zip(grants) {
+        for ((check, kind), grant) in checks.into_iter().zip(kinds).zip(grants) {
             let shown = Shown {
                 limit: self.limit_of(kind, &check),
                 remaining: grant.remaining,

@@ -549,7 +549,10 @@ async fn two_proxy_processes_sharing_redis_enforce_one_limit_exactly() {
         let _ = spawned.child.kill();
         let _ = spawned.child.wait();
     }
-    assert_eq!(passed, 5, "five requests in all, whichever replica took them");
+    assert_eq!(
+        passed, 5,
+        "five requests in all, whichever replica took them"
+    );
 }
 
 #[tokio::test]
@@ -628,4 +631,47 @@ async fn a_reload_keeps_the_counters_when_the_store_stays() {
     assert_eq!(reply.status, 200);
     assert_eq!(num(&reply, "x-ratelimit-remaining"), 0);
     assert_eq!(post(gw.addr, CHAT, CHAT_BODY).await.status, 429);
+}
+
+#[tokio::test]
+async fn a_slow_redis_costs_a_request_at_most_the_timeout_then_the_policy() {
+    let redis = RedisServer::start();
+    let backend = mock("eus").await;
+    let yaml = config_yaml(
+        &[b("eus", backend.url())],
+        &format!(
+            "limits:\n  quota: {{ window: 1h, requests: 100 }}\n  redis: {{ url: '{}', timeout: 100ms, on_failure: closed }}\n",
+            redis.url()
+        ),
+    );
+    let gw = gateway(&yaml).await;
+    wait_until(async || metric_sum(&metrics(&gw).await, "gateway_limit_store_up", &[]) == 1.0)
+        .await;
+    assert_eq!(post(gw.addr, CHAT, CHAT_BODY).await.status, 200);
+    // Redis stops answering but keeps its connections: each request waits for the timeout,
+    // then gets the closed policy's 503 (10 s only tells a hang from an answer).
+    redis.pause();
+    for _ in 0..3 {
+        let reply = tokio::time::timeout(Duration::from_secs(10), post(gw.addr, CHAT, CHAT_BODY))
+            .await
+            .expect("a request hung on a slow Redis");
+        assert_eq!(reply.status, 503, "{}", reply.text());
+        assert_eq!(reply.header("x-gateway-error"), "limits_unavailable");
+    }
+    let text = metrics(&gw).await;
+    assert_eq!(
+        metric_sum(
+            &text,
+            "gateway_limit_store_errors_total",
+            &["error=\"timeout\""]
+        ),
+        3.0,
+        "{text}"
+    );
+    // Answering again: the same connection serves, the count goes on from Redis's.
+    redis.resume();
+    wait_until(async || post(gw.addr, CHAT, CHAT_BODY).await.status == 200).await;
+    let reply = post(gw.addr, CHAT, CHAT_BODY).await;
+    assert_eq!(reply.status, 200);
+    assert!(num(&reply, "x-ratelimit-remaining") < 98);
 }
