@@ -675,3 +675,45 @@ async fn a_slow_redis_costs_a_request_at_most_the_timeout_then_the_policy() {
     assert_eq!(reply.status, 200);
     assert!(num(&reply, "x-ratelimit-remaining") < 98);
 }
+
+#[tokio::test]
+async fn limits_share_a_tls_redis_with_a_password_and_never_show_it() {
+    use crate::process::{spawn_proxy_with, write};
+    let password = "pw-SECRET-5f3a";
+    let redis = RedisServer::start_tls(password);
+    let backend = mock("eus").await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config_yaml(
+        &[b("eus", backend.url())],
+        &format!(
+            "limits:\n  quota: {{ window: 1h, requests: 2 }}\n  redis: {{ url: 'rediss://:{password}@127.0.0.1:{}', timeout: 500ms, on_failure: closed }}\n",
+            redis.port
+        ),
+    );
+    let config = write(&dir, "gateway.yaml", &yaml);
+    // The process trusts the test CA only (rustls-native-certs reads SSL_CERT_FILE).
+    let ca = redis.ca_file();
+    let mut gw = spawn_proxy_with(&config, &[("SSL_CERT_FILE", &ca)]);
+    let admin = gw.admin;
+    wait_until(async || {
+        let text = send(request(Method::GET, admin, "/metrics", &[], Bytes::new()))
+            .await
+            .text();
+        metric_sum(&text, "gateway_limit_store_up", &[]) == 1.0
+    })
+    .await;
+    let statuses = [
+        post(gw.addr, CHAT, CHAT_BODY).await.status.as_u16(),
+        post(gw.addr, CHAT, CHAT_BODY).await.status.as_u16(),
+        post(gw.addr, CHAT, CHAT_BODY).await.status.as_u16(),
+    ];
+    assert_eq!(
+        statuses,
+        [200, 200, 429],
+        "the quota is counted in the TLS Redis"
+    );
+    let _ = gw.child.kill();
+    let _ = gw.child.wait();
+    let log = gw.log.join().unwrap().join("\n");
+    assert!(!log.contains(password), "{log}");
+}

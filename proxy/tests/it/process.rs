@@ -23,9 +23,15 @@ pub struct Spawned {
 
 /// Starts the binary on `config`.
 pub fn spawn_proxy(config: &std::path::Path) -> Spawned {
+    spawn_proxy_with(config, &[])
+}
+
+/// Starts the binary on `config` with these environment variables added.
+pub fn spawn_proxy_with(config: &std::path::Path, env: &[(&str, &std::path::Path)]) -> Spawned {
     let mut child = Command::new(BIN)
         .arg("--config")
         .arg(config)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

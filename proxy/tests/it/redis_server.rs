@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
+    /// TLS only (`--tls-port`), with this directory holding the CA and the server's certificate.
+    tls: Option<tempfile::TempDir>,
+    password: Option<String>,
 }
 
 impl RedisServer {
@@ -18,9 +21,43 @@ impl RedisServer {
             .local_addr()
             .unwrap()
             .port();
-        let mut server = Self { port, child: None };
+        let mut server = Self {
+            port,
+            child: None,
+            tls: None,
+            password: None,
+        };
         server.restart();
         server
+    }
+
+    /// A server that speaks only TLS, with a certificate for 127.0.0.1 signed by a fresh CA
+    /// (`ca_file`), and that wants `password`.
+    pub fn start_tls(password: &str) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        write_certificates(dir.path());
+        let mut server = Self {
+            port,
+            child: None,
+            tls: Some(dir),
+            password: Some(password.to_owned()),
+        };
+        server.restart();
+        server
+    }
+
+    /// The CA a client must trust to reach a TLS server.
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.tls
+            .as_ref()
+            .expect("not a TLS server")
+            .path()
+            .join("ca.pem")
     }
 
     pub fn url(&self) -> String {
@@ -30,24 +67,42 @@ impl RedisServer {
     /// Starts the server (again) and waits until it answers.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
+        let port = self.port.to_string();
+        let mut args: Vec<String> = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            .map(str::to_owned)
+            .to_vec();
+        match &self.tls {
+            None => args.extend(["--port".to_owned(), port]),
+            Some(dir) => {
+                let file = |name: &str| dir.path().join(name).display().to_string();
+                args.extend([
+                    "--port".to_owned(),
+                    "0".to_owned(),
+                    "--tls-port".to_owned(),
+                    port,
+                    "--tls-cert-file".to_owned(),
+                    file("server.pem"),
+                    "--tls-key-file".to_owned(),
+                    file("server.key"),
+                    "--tls-ca-cert-file".to_owned(),
+                    file("ca.pem"),
+                    "--tls-auth-clients".to_owned(),
+                    "no".to_owned(),
+                ]);
+            }
+        }
+        if let Some(password) = &self.password {
+            args.extend(["--requirepass".to_owned(), password.clone()]);
+        }
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server is not installed: run scripts/setup-system.sh");
         self.child = Some(child);
         let give_up = Instant::now() + Duration::from_secs(10);
-        while self.ping().is_err() {
+        while !self.answers() {
             assert!(Instant::now() < give_up, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -77,6 +132,14 @@ impl RedisServer {
         rustix::process::kill_process(pid, signal).unwrap();
     }
 
+    /// Whether the server takes connections (PING without TLS; a TCP connect with it).
+    fn answers(&self) -> bool {
+        match &self.tls {
+            None => self.ping().is_ok(),
+            Some(_) => std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok(),
+        }
+    }
+
     fn ping(&self) -> redis::RedisResult<String> {
         let client = redis::Client::open(self.url())?;
         let mut connection = client.get_connection_with_timeout(Duration::from_millis(200))?;
@@ -102,4 +165,33 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `ca.pem`, and `server.pem`/`server.key` for 127.0.0.1 signed by it, into `dir`.
+fn write_certificates(dir: &std::path::Path) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
+        ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
+    };
+    let mut ca_params = CertificateParams::default();
+    let mut ca_name = DistinguishedName::new();
+    ca_name.push(DnType::CommonName, "limit tests Redis CA");
+    ca_params.distinguished_name = ca_name;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let mut server_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    server_params
+        .subject_alt_names
+        .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+    server_params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let server_key = KeyPair::generate().unwrap();
+    let server = server_params.signed_by(&server_key, &ca).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("server.pem"), server.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
 }

@@ -93,12 +93,18 @@ fn bounded<V: Clone + Send + Sync + 'static>() -> moka::sync::Cache<Key, V> {
         .build()
 }
 
-impl Local {
-    pub fn new() -> Self {
+impl Default for Local {
+    fn default() -> Self {
         Self {
             rates: bounded(),
             windows: bounded(),
         }
+    }
+}
+
+impl Local {
+    pub fn new() -> Self {
+        Self::default()
     }
 
     pub fn admit(&self, checks: &[Check]) -> Verdict {
