@@ -68,7 +68,7 @@ pub fn find_usage(json: &[u8]) -> Option<Usage> {
 
 /// Keys whose string values are generated text, in chat, completions and Responses answers and
 /// chunks (`delta` is a Responses text event's piece; in chat chunks it is an object).
-const TEXT_KEYS: [&[u8]; 6] = [
+pub(crate) const TEXT_KEYS: [&[u8]; 6] = [
     b"content",
     b"text",
     b"delta",

@@ -124,6 +124,31 @@ fn reference_stripped(json: &Json, v: &Value) -> Option<Value> {
     Some(stripped)
 }
 
+/// Bytes of generated text as the document was written: every string value (decoded) of a
+/// text member, at any depth, duplicates included; a document that is not an object is not
+/// read as JSON (`usage::text_bytes` reads it as SSE).
+fn reference_text_bytes(json: &Json) -> u64 {
+    fn walk(json: &Json) -> u64 {
+        match json {
+            Json::Object(members) => members
+                .iter()
+                .map(|(key, value)| match value {
+                    Json::String(text) if usage::TEXT_KEYS.contains(&key.as_bytes()) => {
+                        text.len() as u64
+                    }
+                    other => walk(other),
+                })
+                .sum(),
+            Json::Array(items) => items.iter().map(walk).sum(),
+            _ => 0,
+        }
+    }
+    match json {
+        Json::Object(_) => walk(json),
+        _ => 0,
+    }
+}
+
 /// Whether the writer left a backslash in the raw id (`created_response_id` refuses those).
 fn id_may_be_escaped(text: &str) -> bool {
     text.contains('\\')
@@ -178,6 +203,12 @@ fn check_document(json: &Json, text: &str, frame_seed: u64) -> Result<(), TestCa
         (None, Some(_)) => prop_assert!(id_may_be_escaped(text), "created_response_id: {text}"),
         (None, None) => {}
     }
+    prop_assert_eq!(
+        usage::text_bytes(bytes),
+        reference_text_bytes(json),
+        "text_bytes: {}",
+        text
+    );
     prop_assert_eq!(
         error_code(bytes).map(Cow::into_owned),
         reference_error_code(&v),
