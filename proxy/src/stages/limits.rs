@@ -34,6 +34,9 @@ use crate::usage::Estimate;
 pub struct Limits {
     /// None: no limit is configured (the stage costs one branch).
     plan: Option<Plan>,
+    /// Per backend (by index): `x-ai-ratelimit-{limit,remaining,reset}-<name>`, the
+    /// per-backend spelling APISIX's clients read, for a backend whose name can be a field name.
+    per_backend: Vec<Option<[HeaderName; 3]>>,
 }
 
 #[derive(Debug)]
@@ -85,8 +88,24 @@ impl Stage for Limits {
     fn new(config: &GatewayConfig, previous: Option<&Self>) -> Self {
         let limits = &config.limits;
         if limits.tokens.is_none() && limits.rate.is_none() && limits.quota.is_none() {
-            return Self { plan: None };
+            return Self {
+                plan: None,
+                per_backend: Vec::new(),
+            };
         }
+        let per_backend = config
+            .backends
+            .iter()
+            .map(|backend| {
+                let name = |what: &str| {
+                    HeaderName::from_bytes(
+                        format!("x-ai-ratelimit-{what}-{}", backend.name).as_bytes(),
+                    )
+                    .ok()
+                };
+                Some([name("limit")?, name("remaining")?, name("reset")?])
+            })
+            .collect();
         // The counters outlive a reload while they live in the same place.
         let store = previous
             .and_then(|p| p.plan.as_ref())
@@ -95,6 +114,7 @@ impl Stage for Limits {
             .unwrap_or_else(|| Arc::new(LimitStore::new(limits.redis.as_ref())));
         Self {
             plan: Some(Plan::new(limits, store)),
+            per_backend,
         }
     }
 
@@ -121,9 +141,17 @@ impl Stage for Limits {
             HeaderName::from_static("x-ratelimit-remaining"),
             HeaderName::from_static("x-ratelimit-reset"),
         ];
-        for (names, shown) in [(TOKENS, ctx.limits.tokens), (REQUESTS, ctx.limits.requests)] {
-            if let Some(shown) = shown {
-                let [limit, remaining, reset] = names;
+        let backend = ctx
+            .outcome
+            .backend
+            .and_then(|i| self.per_backend.get(i).cloned().flatten());
+        let fields = [
+            (Some(TOKENS), ctx.limits.tokens),
+            (backend, ctx.limits.tokens),
+            (Some(REQUESTS), ctx.limits.requests),
+        ];
+        for (names, shown) in fields {
+            if let (Some([limit, remaining, reset]), Some(shown)) = (names, shown) {
                 head.headers.insert(limit, HeaderValue::from(shown.limit));
                 head.headers
                     .insert(remaining, HeaderValue::from(shown.remaining));

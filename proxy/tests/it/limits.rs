@@ -112,6 +112,12 @@ async fn token_limit_at_its_edge(store: Store<'_>) {
         );
         let reset = num(&reply, "x-ai-ratelimit-reset");
         assert!((3500..=3600).contains(&reset), "reset {reset}");
+        // The per-backend spelling, for clients of APISIX's ai-proxy-multi.
+        assert_eq!(
+            reply.header("x-ai-ratelimit-remaining-eus"),
+            reply.header("x-ai-ratelimit-remaining")
+        );
+        assert_eq!(num(&reply, "x-ai-ratelimit-limit-eus"), limit);
         settled(&gw, store, (i + 1) as f64, CHAT_HIGH, (i + 1) * t).await;
     }
     let refused = post(gw.addr, CHAT, CHAT_BODY).await;
