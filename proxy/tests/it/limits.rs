@@ -723,3 +723,30 @@ async fn limits_share_a_tls_redis_with_a_password_and_never_show_it() {
     let log = gw.log.join().unwrap().join("\n");
     assert!(!log.contains(password), "{log}");
 }
+
+#[tokio::test]
+async fn a_cache_hit_counts_against_the_request_quota_and_gives_its_tokens_back() {
+    let backend = mock("eus").await;
+    let body = r#"{"temperature":0,"messages":[{"role":"user","content":"hello there"}]}"#;
+    let e = estimate(body);
+    let gw = limited(
+        &backend,
+        Store::InProcess,
+        "  tokens: { high: 100000, low: 1, window: 1h }\n  quota: { window: 1h, requests: 10 }\n",
+        "cache: { ttl: 1h }\n",
+    )
+    .await;
+    let miss = post(gw.addr, CHAT, body).await;
+    assert_eq!(miss.header("x-gateway-cache"), "miss");
+    let t = miss.json()["usage"]["total_tokens"].as_u64().unwrap();
+    ended(&gw, 1.0).await;
+    for (n, quota_left) in [(2.0, 8), (3.0, 7)] {
+        let hit = post(gw.addr, CHAT, body).await;
+        assert_eq!(hit.header("x-gateway-cache"), "hit");
+        // Only the miss's real use is committed: each hit's reservation was given back.
+        assert_eq!(num(&hit, "x-ai-ratelimit-remaining"), 100000 - t - e);
+        assert_eq!(num(&hit, "x-ratelimit-remaining"), quota_left);
+        ended(&gw, n).await;
+    }
+    assert_eq!(backend.stats().requests(), 1);
+}
