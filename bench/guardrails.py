@@ -158,7 +158,9 @@ def case_limits(bench) -> dict:
             + ", ".join(f"{n} {throughput[n][-1]['rps']:.0f} req/s" for n in targets)
         )
 
-    validity = redis_validity(h, port, setups["limits_redis"], calls * len(rtt))
+    # redis-benchmark's own script calls: `calls` per admission measurement per repetition.
+    evalsha_runs = sum(1 for rep in rtt for kind in rep if kind.startswith("admit_"))
+    validity = redis_validity(h, port, setups["limits_redis"], calls * evalsha_runs)
     for proc in (*procs.values(), redis):
         proc.stop()
     if not validity["valid"] and p.name != "full":
