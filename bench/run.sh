@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The gateway benchmark, one command (see bench/README.md):
-#   bench/run.sh            full run, ~5 minutes + the release build (scripts/build-release.sh,
+#   bench/run.sh            full run, ~7.5 minutes + the release build (scripts/build-release.sh,
 #                           ~7.5 min from clean); bench/results/<time>-full.json, latest.md
 #   bench/run.sh --smoke    every case once, tiny durations (CI); no thresholds
 # Other options go to bench/bench.py (--cases, --reps, --bin-dir, --no-pin, --out).
