@@ -5,9 +5,9 @@ installs the tools and builds the binaries first.
     bench/run.sh                  full run (~10 min): results in bench/results/
     bench/run.sh --smoke          every case once with tiny durations (CI), no thresholds
 
-Starts the mock backends, the gateway and nginx on 127.0.0.1, runs the seven cases with wrk and
-loadgen (bench/src), and writes a JSON file and a Markdown report. Exit code 0 unless the harness
-itself broke: numbers never fail a run.
+Starts the mock backends, the gateway and nginx on 127.0.0.1, runs the seven cases and the
+guardrails' (limits) with wrk, loadgen (bench/src) and redis-benchmark, and writes a JSON file
+and a Markdown report. Exit code 0 unless the harness itself broke: numbers never fail a run.
 """
 
 from __future__ import annotations
@@ -31,7 +31,16 @@ from harness import LOAD_CPUS, SERVER_CPUS, ForeignLoad, Harness, HarnessError, 
 from report import markdown, verdicts  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-CASES = ("latency", "throughput", "rate", "streaming", "failover", "startup", "profile")
+CASES = (
+    "latency",
+    "throughput",
+    "rate",
+    "streaming",
+    "failover",
+    "limits",
+    "startup",
+    "profile",
+)
 
 
 def main() -> int:

@@ -1,4 +1,5 @@
-"""The seven cases of shared/spec/performance.md, plus the profile of one request path.
+"""The seven cases of shared/spec/performance.md, plus the profile of one request path and the
+guardrails' cost (`limits`, in bench/guardrails.py).
 
 Each case measures the gateway side by side with nginx and with the mock called directly, in the
 same run, several repetitions interleaved (so slow drift on a shared machine hits every target
@@ -14,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+import guardrails
 from harness import (
     BACKEND_KEY,
     CHAT_BODY,
@@ -534,6 +536,11 @@ class Bench:
         fail.stop()
         ok.stop()
         return {"runs": runs, "summary": added(runs, "first_ok", ("failover",))}
+
+    # ---- guardrails: what the limits cost (bench/guardrails.py) -------------------------------
+
+    def case_limits(self) -> dict:
+        return guardrails.case_limits(self)
 
     # ---- case 7: start-up --------------------------------------------------------------------
 

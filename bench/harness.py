@@ -6,6 +6,7 @@ Every command line that is run is recorded in `Harness.commands`, so the report 
 
 from __future__ import annotations
 
+import csv
 import http.client
 import json
 import os
@@ -75,10 +76,25 @@ class Harness:
         prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
         self.commands.append((f"env -i PATH=$PATH {prefix} " if prefix else "") + shlex.join(argv))
 
-    def run_tool(self, argv: list[str], cpus: str = LOAD_CPUS, timeout: float = 600) -> str:
+    def run_tool(
+        self,
+        argv: list[str],
+        cpus: str = LOAD_CPUS,
+        timeout: float = 600,
+        stdin: Path | None = None,
+    ) -> str:
+        """Runs a tool to its end (on the load core unless told), its input from `stdin` if
+        given; returns its output."""
         full = self.pinned(argv, cpus)
         self.record(full)
-        done = subprocess.run(full, capture_output=True, text=True, timeout=timeout)
+        if stdin is not None:
+            self.commands[-1] += f" < {shlex.quote(str(stdin))}"
+        with open(stdin or os.devnull, "rb") as source:
+            done = subprocess.run(full, stdin=source, capture_output=True, timeout=timeout)
+        done.stdout, done.stderr = (
+            done.stdout.decode(errors="replace"),
+            done.stderr.decode(errors="replace"),
+        )
         if done.returncode != 0:
             raise HarnessError(
                 f"{shlex.join(full)} exited {done.returncode}: {done.stderr.strip()[-2000:]}"
@@ -200,9 +216,10 @@ class Harness:
     def start_gateway(self, name: str, setup: GatewaySetup) -> Proc:
         """Starts the gateway the way users start it: `hydrenv run` with the environment of
         `setup` (shared/spec/env.md; hydrenv renders a release under SHARED_ROOT and execs the
-        proxy next to it on that release). Without a hydrenv binary in the bin directory, the
-        proxy is started directly on the same gateway rendered as YAML."""
-        if self.launcher == "hydrenv run":
+        proxy next to it on that release). Without a hydrenv binary in the bin directory, or
+        for a setup that asks for its config file (`config_file`, or `limits`, which hydrenv
+        does not render yet), the proxy is started directly on the gateway rendered as YAML."""
+        if self.launcher == "hydrenv run" and not (setup.config_file or setup.limits):
             shared = self.work / "gateways" / name / "shared"
             shared.parent.mkdir(parents=True, exist_ok=True)
             # Only what the gateway needs: the run does not depend on the caller's environment.
@@ -238,6 +255,46 @@ class Harness:
         for port in ports.values():
             wait_port(port, proc)
         return proc, ports
+
+
+    def start_redis(self, name: str) -> tuple[Proc, int]:
+        """redis-server on a free port of 127.0.0.1 (core 0, with the other servers), nothing
+        saved to disk; returns it and its port. Stopped with the other processes."""
+        redis = shutil.which("redis-server")
+        if not redis:
+            raise HarnessError("redis-server is not installed (bench/run.sh installs it)")
+        port = free_port()
+        argv = [redis, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
+        argv += ["no", "--dir", str(self.work)]
+        proc = Proc(self, name, argv, SERVER_CPUS)
+        wait_port(port, proc)
+        return proc, port
+
+    def redis_benchmark(self, port: int, requests: int, *command: str, cpus: str = LOAD_CPUS):
+        """`redis-benchmark -c 1` (one call at a time): per test, calls/s and latency
+        percentiles in µs (its CSV gives ms with --precision 3, so 1 µs resolution)."""
+        argv = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-n", str(requests)]
+        argv += ["-c", "1", "--precision", "3", "--csv", *command]
+        out = self.run_tool(argv, cpus=cpus, timeout=300)
+        rows = list(csv.reader(out.splitlines()))
+        if len(rows) < 2 or rows[0][:2] != ["test", "rps"]:
+            raise HarnessError(f"redis-benchmark printed no CSV:\n{out}")
+        tests = {}
+        for row in rows[1:]:
+            figures = dict(zip(rows[0][1:], (float(v) for v in row[1:]), strict=True))
+            tests[row[0]] = {
+                "rps": figures["rps"],
+                **{
+                    f"{k}_us": round(figures[f"{k}_latency_ms"] * 1000)
+                    for k in ("avg", "min", "p50", "p95", "p99", "max")
+                },
+            }
+        return tests
+
+    def redis_cli(self, port: int, *command: str, stdin: Path | None = None) -> str:
+        """`redis-cli`; with `stdin`, its content is the command's last argument (`-x`)."""
+        argv = ["redis-cli", "-h", "127.0.0.1", "-p", str(port), *(["-x"] if stdin else [])]
+        return self.run_tool([*argv, *command], stdin=stdin)
 
 
 NGINX_CONF = """# nginx: a plain L7 reverse proxy in front of the same mock backends (the baseline).
@@ -286,6 +343,12 @@ class GatewaySetup:
     listen_port: int = field(default_factory=lambda: free_port())
     admin_port: int = field(default_factory=lambda: free_port())
     active_health: bool = False
+    # The `limits:` section as one YAML flow mapping (see proxy/src/stages/limits/config.rs),
+    # or None for no limits.
+    limits: str | None = None
+    # Start the proxy on its config file even when hydrenv is there (same start for every
+    # gateway of a comparison when one of them needs the config file).
+    config_file: bool = False
 
     @property
     def url(self) -> str:
@@ -316,9 +379,14 @@ class GatewaySetup:
             "  require_auth: true",
             f"  consumers: [ {{ name: bench, key: {CLIENT_KEY} }} ]",
             "log: { level: info, access: false }",
-            "",
         ]
-        return "\n".join(lines)
+        if self.limits:
+            lines.append(f"limits: {self.limits}")
+        return "\n".join(lines) + "\n"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}/metrics"
 
     def env(self, shared_root: Path) -> dict[str, str]:
         """The same gateway as the environment contract (for `hydrenv run`)."""
@@ -494,6 +562,28 @@ def post(url: str, key: str, body: str) -> tuple[int, dict[str, str], bytes]:
         return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
     finally:
         conn.close()
+
+
+def get(url: str) -> tuple[int, str]:
+    """One GET with the standard library (the admin /metrics)."""
+    host, port, path = split_url(url)
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read().decode(errors="replace")
+    finally:
+        conn.close()
+
+
+def metric_sum(text: str, name: str) -> float | None:
+    """Sum over every series of one metric in Prometheus text (None: no series)."""
+    total, seen = 0.0, False
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " "):
+            total += float(line.rsplit(" ", 1)[1])
+            seen = True
+    return total if seen else None
 
 
 def split_url(url: str) -> tuple[str, int, str]:

@@ -127,6 +127,59 @@ def verdicts(r: dict) -> list[dict]:
             1,
             target="≤ 150 MiB (at 1 000)",
         )
+    lim = r["cases"].get("limits", {}).get("summary")
+    if lim:
+        added = lim["added_over_gateway_p99_us"]
+        errors = lim["latency_errors"]
+        at_most(
+            "L",
+            "limits_local: added p99 at c=1 (over the plain gateway)",
+            added["limits_local"],
+            10,
+            " µs",
+            errors=errors["limits_local"],
+        )
+        local, base = lim["rps"]["limits_local"]["median"], lim["rps"]["gateway"]["median"]
+        share = lim["vs_gateway"]["limits_local"]
+        row(
+            "L",
+            "limits_local: max throughput",
+            f"{fmt(local, ' req/s')} ({fmt(share, '×', 3)} the plain gateway)",
+            f"≥ 0.95 × the plain gateway ({fmt(base, ' req/s')})",
+            share is not None and share >= 0.95,
+            f"by {fmt((0.95 - share) * 100, ' points', 1)}" if share is not None and share < 0.95
+            else "",
+        )
+        # One round trip of the call the gateway makes (its admission script), from the core
+        # it calls from; runs without that figure: PING from the load core.
+        kind = "admit_evalsha_server_core"
+        if kind not in lim["redis_rtt_us"]:
+            kind = "ping"
+        rtt = lim["redis_rtt_us"][kind]["p99"]
+        rtt_label = {
+            "ping": "PING p99, load core",
+            "admit_evalsha_server_core": "the admission EVALSHA's p99, server core",
+        }[kind]
+        limit = rtt + 20 if rtt is not None else None
+        if lim["redis_valid"]:
+            at_most(
+                "L",
+                "limits_redis: added p99 at c=1 (over the plain gateway)",
+                added["limits_redis"],
+                limit if limit is not None else -1,
+                " µs",
+                target=f"≤ one Redis round trip ({rtt_label}: {fmt(rtt, ' µs')}) + 20 µs",
+                errors=errors["limits_redis"],
+            )
+        else:
+            row(
+                "L",
+                "limits_redis: added p99 at c=1",
+                "invalid run",
+                "counted through Redis",
+                False,
+                "; ".join(r["cases"]["limits"]["validity"]["problems"]),
+            )
     up = r["cases"].get("startup", {}).get("backends")
     if up:
         most = max(up, key=int)
@@ -288,6 +341,7 @@ def markdown(r: dict) -> str:
             f"{fmt(mem['nginx'].get('peak_rss_kib', 0) / 1024, ' MiB', 1)} |",
             "",
         ]
+    out += limits_section(cases.get("limits"))
     up = cases.get("startup", {}).get("backends")
     if up:
         out += [
@@ -334,6 +388,81 @@ def markdown(r: dict) -> str:
 
 
 TARGETS = ("direct", "gateway", "nginx")
+LIMIT_TARGETS = ("direct", "gateway", "limits_local", "limits_redis", "nginx")
+
+
+def limits_section(c: dict | None) -> list[str]:
+    """The guardrails' cost (bench/guardrails.py)."""
+    if not c or "summary" not in c:
+        return []
+    s = c["summary"]
+    v = c["validity"]
+
+    def cells(values: dict, unit: str, digits: int = 0, names=LIMIT_TARGETS) -> str:
+        return " | ".join(fmt(values.get(n), unit, digits) for n in names)
+
+    proxies = LIMIT_TARGETS[1:]
+
+    rps = s["rps"]
+    out = [
+        "### Guardrails: the cost of counting (limits so high nothing is refused; "
+        "bench/guardrails.py)",
+        "",
+        f"Limits: `{c['limits']}`; `limits_redis` adds `redis:` ({c['redis']}). c=1: one "
+        f"`loadgen paired` run of {fmt(c['paired_seconds'], ' s', 1)} per repetition over the "
+        f"five targets; throughput: wrk -c{c['connections']} per target in turn.",
+        "",
+        "| | " + " | ".join(LIMIT_TARGETS) + " |",
+        "|---|---|---|---|---|---|",
+        f"| p50 | {cells(s['p50_us'], ' µs')} |",
+        f"| p99 | {cells(s['p99_us'], ' µs')} |",
+        f"| added p50 over direct | | {cells(s['added_over_direct_p50_us'], ' µs', 0, proxies)} |",
+        f"| added p99 over direct | | {cells(s['added_over_direct_p99_us'], ' µs', 0, proxies)} |",
+        f"| added p50 over the plain gateway | | | "
+        f"{fmt(s['added_over_gateway_p50_us']['limits_local'], ' µs')} | "
+        f"{fmt(s['added_over_gateway_p50_us']['limits_redis'], ' µs')} | |",
+        f"| added p99 over the plain gateway | | | "
+        f"{fmt(s['added_over_gateway_p99_us']['limits_local'], ' µs')} | "
+        f"{fmt(s['added_over_gateway_p99_us']['limits_redis'], ' µs')} | |",
+        "| req/s (median) | " + " | ".join(fmt(rps[n]["median"]) for n in LIMIT_TARGETS) + " |",
+        "| req/s (min–max) | "
+        + " | ".join(f"{fmt(rps[n]['min'])}–{fmt(rps[n]['max'])}" for n in LIMIT_TARGETS)
+        + " |",
+        f"| × the plain gateway | {cells(s['vs_gateway'], '×', 3)} |",
+        f"| proxy CPU per request | | {cells(s['cpu_us_per_request'], ' µs', 1, proxies)} |",
+        f"| redis-server CPU per request | | | | "
+        f"{fmt(s['cpu_us_per_request']['redis'], ' µs', 1)} | |",
+        "",
+        "One Redis round trip, `redis-benchmark -c 1` (median over repetitions):",
+        "",
+        "| call | p50 | p99 |",
+        "|---|---|---|",
+    ]
+    labels = {
+        "ping": "PING, from the load core (as every client here)",
+        "ping_server_core": "PING, from the server core (where the gateway calls from)",
+        "admit_evalsha": "EVALSHA of the gateway's admission script, 3 keys (load core)",
+        "admit_evalsha_server_core": "the same EVALSHA from the server core",
+    }
+    for kind, label in labels.items():
+        figures = s["redis_rtt_us"].get(kind)
+        if not figures:
+            continue
+        out.append(f"| {label} | {fmt(figures['p50'], ' µs')} | {fmt(figures['p99'], ' µs')} |")
+    out += [
+        "",
+        f"Redis counted: {'yes' if v['valid'] else '**no**: ' + '; '.join(v['problems'])} "
+        f"(gateway_limit_store_up {fmt(v['store_up'])}, gateway_limit_store_errors_total "
+        f"{fmt(v['store_errors'])}, {fmt(v['gateway_script_calls'])} script calls in redis-server "
+        f"for {fmt(v['gateway_requests'])} answered requests, {fmt(v['failed_script_calls'])} "
+        "failed). Errors at c=1: "
+        + ", ".join(f"{n} {s['latency_errors'][n]}" for n in LIMIT_TARGETS)
+        + "; non-2xx or socket errors under wrk: "
+        + ", ".join(f"{n} {s['throughput_errors'][n]}" for n in LIMIT_TARGETS)
+        + ".",
+        "",
+    ]
+    return out
 
 
 def row3(label: str, values: dict, unit: str) -> str:

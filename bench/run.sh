@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The gateway benchmark, one command (see bench/README.md):
-#   bench/run.sh            full run, ~5 minutes + the release build (scripts/build-release.sh,
+#   bench/run.sh            full run, ~7.5 minutes + the release build (scripts/build-release.sh,
 #                           ~7.5 min from clean); bench/results/<time>-full.json, latest.md
 #   bench/run.sh --smoke    every case once, tiny durations (CI); no thresholds
 # Other options go to bench/bench.py (--cases, --reps, --bin-dir, --no-pin, --out).
 #   BENCH_DEBUG=1           use the debug binaries (target/debug) instead of the release build
-# Installs what it needs first (idempotent): nginx, wrk and perf from the OS packages.
+# Installs what it needs first (idempotent): nginx, wrk, redis and perf from the OS packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +13,9 @@ need=()
 command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v taskset >/dev/null 2>&1 || need+=(util-linux)
+# The limits case counts through a real redis-server (redis-tools: redis-cli, redis-benchmark).
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v redis-benchmark >/dev/null 2>&1 || need+=(redis-tools)
 if [[ " $* " != *" --smoke "* ]] && ! command -v perf >/dev/null 2>&1; then
   need+=(linux-perf)
 fi

@@ -1,0 +1,303 @@
+"""The `limits` case: what the gateway's guardrails cost (proxy/src/stages/limits.rs).
+
+Three gateways in front of the same instant mock, side by side with nginx and the mock called
+directly: the plain gateway, `limits_local` (every limit on, counters in the process) and
+`limits_redis` (the same limits, counters in a redis-server the harness starts on a free port
+of 127.0.0.1, on core 0 with the other servers). The limits are so high that nothing is ever
+refused: what is measured is the cost of counting. All three gateways are started from their
+config file (`proxy --config`; hydrenv does not render limits yet), so they differ only in the
+`limits:` section.
+
+Per repetition: `loadgen paired` at c=1 over the five targets (added p50/p99 of each limits
+gateway against the plain one, in the same run); one Redis round trip measured with
+`redis-benchmark -c 1` (PING, and the gateway's own admission script by EVALSHA with the same
+three keys, each from the load core, as the client side of every other figure, and from the
+server core, where the gateway calls from); then `wrk -c64` on each target in turn (req/s, and CPU per
+request of each gateway and of redis-server).
+
+The Redis case only counts when it really went through Redis: the gateway's store is connected
+before anything is sent (`gateway_limit_store_up` 1), `gateway_limit_store_errors_total` stays 0
+(else the run measured the fail-open path), and redis-server ran at least one script call per
+request the gateway answered. A smoke run stops with a harness error when it does not.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+from harness import (
+    BACKEND_KEY,
+    CHAT_BODY,
+    CHAT_PATH,
+    CLIENT_KEY,
+    SERVER_CPUS,
+    Backend,
+    GatewaySetup,
+    HarnessError,
+    get,
+    metric_sum,
+    post,
+    wait_ready,
+)
+
+# Limits so high that nothing is refused (the cost of counting, not of refusing).
+LIMITS = (
+    "{ tokens: { high: 1000000000, low: 1000000000, window: 60s }, "
+    "rate: { per_second: 1000000, burst: 1000000 }, "
+    "quota: { window: 60s, requests: 1000000000 } }"
+)
+GATEWAYS = ("gateway", "limits_local", "limits_redis")
+TARGETS = ("direct", *GATEWAYS, "nginx")
+SCRIPTS = tuple(
+    Path(__file__).resolve().parent.parent / "proxy/src/stores/limits" / name
+    for name in ("admit.lua", "settle.lua")
+)
+# redis-benchmark calls per RTT measurement (full plan, smoke plan).
+RTT_CALLS = {"full": 20_000, "smoke": 500}
+# The round trips measured: PING and the admission script, from the load core (where every
+# client of this benchmark runs) and from the server core (where the gateway calls from).
+RTT_KINDS = ("ping", "ping_server_core", "admit_evalsha", "admit_evalsha_server_core")
+# limits.redis.timeout: the default in a full run; in a smoke run (debug binaries, a busy CI
+# machine) a longer one, so that a pause of the machine does not fail the harness check below.
+REDIS_TIMEOUT = {"full": "50ms"}
+# The three checks the gateway sends per request (rate, quota, tokens), as in admit.lua.
+ADMIT_ARGS = (
+    "3 bench:rate bench:quota bench:tokens "
+    "r 1 1000000 1 w 1000000000 60000000 1 w 1000000000 60000000 30"
+).split()
+
+
+def redis_limits(port: int, timeout: str) -> str:
+    return LIMITS[:-2] + (
+        f", redis: {{ url: 'redis://127.0.0.1:{port}', timeout: {timeout}, on_failure: open }} }}"
+    )
+
+
+def case_limits(bench) -> dict:
+    h, p = bench.h, bench.plan
+    redis, port = h.start_redis("redis")
+    setups = {
+        "gateway": GatewaySetup([Backend("instant", bench.instant)], config_file=True),
+        "limits_local": GatewaySetup([Backend("instant", bench.instant)], limits=LIMITS),
+        "limits_redis": GatewaySetup(
+            [Backend("instant", bench.instant)],
+            limits=redis_limits(port, REDIS_TIMEOUT.get(p.name, "500ms")),
+        ),
+    }
+    # Both scripts loaded before the gateway's first call, so that no EVALSHA of the gateway
+    # meets NOSCRIPT (a failed call in redis-server's figures, below).
+    for script in SCRIPTS:
+        h.redis_cli(port, "SCRIPT", "LOAD", stdin=script)
+    procs = {}
+    for name, setup in setups.items():
+        procs[name] = h.start_gateway(f"gw-{name.replace('_', '-')}", setup)
+        wait_ready(setup.ready_url, procs[name])
+    # The store connects in the background: nothing is sent before it is up, or the first
+    # requests would take the fail-open path.
+    wait_store_up(setups["limits_redis"], procs["limits_redis"])
+    targets = {
+        "direct": (bench.instant + CHAT_PATH, BACKEND_KEY),
+        **{name: (s.url + CHAT_PATH, CLIENT_KEY) for name, s in setups.items()},
+        "nginx": (bench.nginx_urls["instant"] + CHAT_PATH, "unused-by-nginx"),
+    }
+    bench.check(targets, CHAT_BODY)
+    counting = {name: check_counting(targets[name]) for name in ("limits_local", "limits_redis")}
+    admit_sha = h.redis_cli(port, "SCRIPT", "LOAD", stdin=SCRIPTS[0]).strip()
+    calls = RTT_CALLS.get(p.name, RTT_CALLS["smoke"])
+
+    # Five targets take turns in one paired run: as many seconds per target as case 1 gives.
+    paired_seconds = round(p.paired_seconds * len(targets) / 3, 1)
+    latency = {name: [] for name in targets}
+    rtt = []
+    throughput = {name: [] for name in targets}
+    watched = {**procs, "nginx": bench.nginx, "redis": redis}
+    for rep, order in bench.rotations(list(targets)):
+        result = h.paired(targets, CHAT_BODY, paired_seconds)
+        for name in targets:
+            latency[name].append({**result[name]["latency_us"], "errors": result[name]["errors"]})
+        rtt.append(
+            {
+                "ping": h.redis_benchmark(port, calls, "-t", "ping")["PING_MBULK"],
+                "ping_server_core": h.redis_benchmark(
+                    port, calls, "-t", "ping", cpus=SERVER_CPUS
+                )["PING_MBULK"],
+                "admit_evalsha": first(
+                    h.redis_benchmark(port, calls, "EVALSHA", admit_sha, *ADMIT_ARGS)
+                ),
+                "admit_evalsha_server_core": first(
+                    h.redis_benchmark(
+                        port, calls, "EVALSHA", admit_sha, *ADMIT_ARGS, cpus=SERVER_CPUS
+                    )
+                ),
+            }
+        )
+        bench.log(
+            f"  rep {rep + 1} c=1: "
+            + ", ".join(
+                f"{n} p50 {latency[n][-1]['p50']} p99 {latency[n][-1]['p99']} µs" for n in targets
+            )
+            + f"; redis PING p50 {rtt[-1]['ping']['p50_us']} p99 {rtt[-1]['ping']['p99_us']} µs,"
+            f" EVALSHA p99 {rtt[-1]['admit_evalsha']['p99_us']} µs"
+        )
+        bench.warm({n: targets[n] for n in order})
+        for name in order:
+            url, key = targets[name]
+            before = {n: proc.cpu_seconds() for n, proc in watched.items()}
+            r = h.wrk(url, key, CHAT_BODY, p.conns, p.wrk_seconds)
+            answered = max(r["requests"] - r["status"], 1)
+            r["cpu_us_per_request"] = {
+                n: (proc.cpu_seconds() - before[n]) * 1e6 / answered
+                for n, proc in watched.items()
+                if n == name or (n == "redis" and name == "limits_redis")
+            }
+            throughput[name].append(r)
+        bench.log(
+            f"  rep {rep + 1} wrk: "
+            + ", ".join(f"{n} {throughput[n][-1]['rps']:.0f} req/s" for n in targets)
+        )
+
+    # redis-benchmark's own script calls: `calls` per admission measurement per repetition.
+    evalsha_runs = sum(1 for rep in rtt for kind in rep if kind.startswith("admit_"))
+    validity = redis_validity(h, port, setups["limits_redis"], calls * evalsha_runs)
+    for proc in (*procs.values(), redis):
+        proc.stop()
+    if not validity["valid"] and p.name != "full":
+        raise HarnessError(f"limits_redis did not count through Redis: {validity['problems']}")
+    return {
+        "limits": LIMITS,
+        "redis": h.run_tool(["redis-server", "--version"]).strip()
+        + "; on core 0 with the mock, the gateways and nginx",
+        "paired_seconds": paired_seconds,
+        "connections": p.conns,
+        "latency": latency,
+        "rtt": rtt,
+        "throughput": throughput,
+        "counting": counting,
+        "validity": validity,
+        "summary": summarize(latency, rtt, throughput, validity),
+    }
+
+
+def first(tests: dict) -> dict:
+    """The one test of a redis-benchmark run of one command."""
+    return next(iter(tests.values()))
+
+
+def wait_store_up(setup: GatewaySetup, proc, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, text = get(setup.metrics_url)
+        if status == 200 and metric_sum(text, "gateway_limit_store_up") == 1:
+            return
+        proc.check_alive()
+        time.sleep(0.01)
+    raise HarnessError(f"{proc.name}: gateway_limit_store_up not 1 after {timeout}s")
+
+
+def check_counting(target: tuple[str, str]) -> dict:
+    """Two requests in a row: the token limit's remaining (`x-ai-ratelimit-remaining`) must
+    go down (the limits really count on this gateway)."""
+    remaining = []
+    for _ in range(2):
+        status, headers, _ = post(*target, CHAT_BODY)
+        value = headers.get("x-ai-ratelimit-remaining")
+        if status != 200 or value is None:
+            raise HarnessError(f"{target[0]}: {status}, no x-ai-ratelimit-remaining: {headers}")
+        remaining.append(int(value))
+    if not remaining[1] < remaining[0]:
+        raise HarnessError(f"{target[0]}: token limit did not count: remaining {remaining}")
+    return {"token_remaining": remaining}
+
+
+def redis_validity(h, port: int, setup: GatewaySetup, harness_calls: int) -> dict:
+    """Whether the limits_redis gateway counted through Redis for the whole case: store up,
+    no store error, no failed script call, and at least one script call (the admission) per
+    request it answered. `harness_calls`: the EVALSHA calls of redis-benchmark."""
+    _, text = get(setup.metrics_url)
+    store_up = metric_sum(text, "gateway_limit_store_up")
+    errors = metric_sum(text, "gateway_limit_store_errors_total") or 0
+    answered = metric_sum(text, "gateway_requests_total") or 0
+    stats = h.redis_cli(port, "INFO", "commandstats")
+    scripts = failed = 0
+    for calls, fails in re.findall(
+        r"^cmdstat_(?:evalsha|eval):calls=(\d+),.*failed_calls=(\d+)", stats, re.M
+    ):
+        scripts += int(calls)
+        failed += int(fails)
+    gateway_calls = scripts - harness_calls
+    problems = []
+    if store_up != 1:
+        problems.append(f"gateway_limit_store_up {store_up}")
+    if errors:
+        problems.append(f"gateway_limit_store_errors_total {errors:.0f}")
+    if failed:
+        problems.append(f"{failed} failed script calls in redis-server")
+    if not answered or gateway_calls < answered:
+        problems.append(f"{gateway_calls} script calls for {answered:.0f} answered requests")
+    return {
+        "valid": not problems,
+        "problems": problems,
+        "store_up": store_up,
+        "store_errors": errors,
+        "gateway_requests": answered,
+        "gateway_script_calls": gateway_calls,
+        "failed_script_calls": failed,
+    }
+
+
+def summarize(latency: dict, rtt: list, throughput: dict, validity: dict) -> dict:
+    from cases import median, spread
+
+    def added(name, field):
+        return median(
+            [
+                o[field] - b[field]
+                for o, b in zip(latency[name], latency["gateway"], strict=True)
+                if o[field] is not None and b[field] is not None
+            ]
+        )
+
+    def over_direct(name, field):
+        return median(
+            [
+                o[field] - d[field]
+                for o, d in zip(latency[name], latency["direct"], strict=True)
+                if o[field] is not None and d[field] is not None
+            ]
+        )
+
+    rps = {n: spread([r["rps"] for r in throughput[n]]) for n in throughput}
+    cpu = {
+        n: median([r["cpu_us_per_request"].get(n) for r in throughput[n]])
+        for n in (*GATEWAYS, "nginx")
+    }
+    cpu["redis"] = median(
+        [r["cpu_us_per_request"].get("redis") for r in throughput["limits_redis"]]
+    )
+    base = rps["gateway"]["median"]
+    return {
+        "p50_us": {n: median([r["p50"] for r in latency[n]]) for n in latency},
+        "p99_us": {n: median([r["p99"] for r in latency[n]]) for n in latency},
+        "added_over_direct_p50_us": {n: over_direct(n, "p50") for n in TARGETS[1:]},
+        "added_over_direct_p99_us": {n: over_direct(n, "p99") for n in TARGETS[1:]},
+        "added_over_gateway_p50_us": {n: added(n, "p50") for n in GATEWAYS[1:]},
+        "added_over_gateway_p99_us": {n: added(n, "p99") for n in GATEWAYS[1:]},
+        "latency_errors": {n: sum(r["errors"] for r in latency[n]) for n in latency},
+        "redis_rtt_us": {
+            kind: {
+                "p50": median([r[kind]["p50_us"] for r in rtt]),
+                "p99": median([r[kind]["p99_us"] for r in rtt]),
+            }
+            for kind in RTT_KINDS
+        },
+        "rps": rps,
+        "vs_gateway": {
+            n: round(rps[n]["median"] / base, 3) if base and rps[n]["median"] else None
+            for n in rps
+        },
+        "throughput_errors": {n: sum(r["errors"] for r in throughput[n]) for n in throughput},
+        "cpu_us_per_request": cpu,
+        "redis_valid": validity["valid"],
+    }
