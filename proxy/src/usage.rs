@@ -136,7 +136,7 @@ impl Estimate {
         Usage {
             prompt: self.prompt,
             completion,
-            total: self.prompt + completion,
+            total: self.prompt.saturating_add(completion),
             ..Usage::default()
         }
     }

@@ -128,9 +128,6 @@ impl Stage for Limits {
     }
 
     fn respond(&self, ctx: &RequestCtx, head: &mut AnswerHead) {
-        if self.plan.is_none() {
-            return;
-        }
         const TOKENS: [HeaderName; 3] = [
             HeaderName::from_static("x-ai-ratelimit-limit"),
             HeaderName::from_static("x-ai-ratelimit-remaining"),
@@ -141,21 +138,24 @@ impl Stage for Limits {
             HeaderName::from_static("x-ratelimit-remaining"),
             HeaderName::from_static("x-ratelimit-reset"),
         ];
-        let backend = ctx
-            .outcome
-            .backend
-            .and_then(|i| self.per_backend.get(i).cloned().flatten());
-        let fields = [
-            (Some(TOKENS), ctx.limits.tokens),
-            (backend, ctx.limits.tokens),
-            (Some(REQUESTS), ctx.limits.requests),
-        ];
-        for (names, shown) in fields {
-            if let (Some([limit, remaining, reset]), Some(shown)) = (names, shown) {
-                head.headers.insert(limit, HeaderValue::from(shown.limit));
-                head.headers
-                    .insert(remaining, HeaderValue::from(shown.remaining));
-                head.headers.insert(reset, HeaderValue::from(shown.reset_s));
+        if ctx.limits.tokens.is_none() && ctx.limits.requests.is_none() {
+            return;
+        }
+        let (tokens, requests) = field_values(ctx.limits.tokens, ctx.limits.requests);
+        if let Some(values) = tokens {
+            let backend = ctx.outcome.backend.and_then(|i| self.per_backend.get(i));
+            if let Some(Some(names)) = backend {
+                for (name, value) in names.iter().zip(&values) {
+                    head.headers.insert(name.clone(), value.clone());
+                }
+            }
+            for (name, value) in TOKENS.into_iter().zip(values) {
+                head.headers.insert(name, value);
+            }
+        }
+        if let Some(values) = requests {
+            for (name, value) in REQUESTS.into_iter().zip(values) {
+                head.headers.insert(name, value);
             }
         }
     }
@@ -247,7 +247,7 @@ impl Plan {
                 Lane::Low => tokens.low,
             };
             let cost = match tokens.strategy {
-                Strategy::TotalTokens => estimate.prompt + estimate.completion_cap,
+                Strategy::TotalTokens => estimate.prompt.saturating_add(estimate.completion_cap),
                 Strategy::PromptTokens => estimate.prompt,
                 Strategy::CompletionTokens => estimate.completion_cap,
                 Strategy::Requests => 1,
@@ -257,6 +257,8 @@ impl Plan {
                 window_us: tokens.window_us,
             };
             let key = Key::Tokens(scope, ctx.lane);
+            // Never more than the limit: a client's `max_tokens` cannot reserve beyond it.
+            let cost = cost.min(limit);
             checks.push(Kind::Tokens, Check { key, rule, cost });
         }
         if let (Some(window_us), Some(consumer)) = (self.token_quota_window, &ctx.consumer)
@@ -264,7 +266,10 @@ impl Plan {
         {
             let rule = Rule::Window { limit, window_us };
             let key = Key::TokenQuota(consumer.name.clone());
-            let cost = estimate.prompt + estimate.completion_cap;
+            let cost = estimate
+                .prompt
+                .saturating_add(estimate.completion_cap)
+                .min(limit);
             checks.push(Kind::TokenQuota, Check { key, rule, cost });
         }
         (checks.checks, checks.kinds)
@@ -420,6 +425,37 @@ impl Plan {
             }
         }
     }
+}
+
+/// The answer fields' values (limit, remaining, reset) of what the limits showed: the digits of
+/// all of them in one buffer, each value a slice of it (one allocation, not six).
+fn field_values(
+    tokens: Option<Shown>,
+    requests: Option<Shown>,
+) -> (Option<[HeaderValue; 3]>, Option<[HeaderValue; 3]>) {
+    let mut digits = bytes::BytesMut::with_capacity(6 * 20);
+    let mut ends = [0usize; 6];
+    for (i, value) in [tokens, requests]
+        .iter()
+        .flat_map(|shown| match shown {
+            Some(s) => [s.limit, s.remaining, s.reset_s],
+            None => [0; 3],
+        })
+        .enumerate()
+    {
+        digits.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+        ends[i] = digits.len();
+    }
+    let digits = digits.freeze();
+    let value = |i: usize| {
+        let start = if i == 0 { 0 } else { ends[i - 1] };
+        HeaderValue::from_maybe_shared(digits.slice(start..ends[i]))
+            .unwrap_or(HeaderValue::from_static("0"))
+    };
+    (
+        tokens.map(|_| [value(0), value(1), value(2)]),
+        requests.map(|_| [value(3), value(4), value(5)]),
+    )
 }
 
 /// Seconds for an answer field, rounded up.

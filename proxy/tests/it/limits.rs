@@ -750,3 +750,32 @@ async fn a_cache_hit_counts_against_the_request_quota_and_gives_its_tokens_back(
     }
     assert_eq!(backend.stats().requests(), 1);
 }
+
+#[tokio::test]
+async fn a_huge_max_tokens_reserves_at_most_the_limit_and_settles_to_real_use() {
+    let backend = mock("eus").await;
+    let t = chat_tokens(&backend).await;
+    let gw = limited(
+        &backend,
+        Store::InProcess,
+        "  tokens: { high: 1000, low: 1, window: 1h }\n",
+        "",
+    )
+    .await;
+    let huge = r#"{"max_tokens":18446744073709551615,"n":3,"messages":[{"role":"user","content":"hello there"}]}"#;
+    let reply = post(gw.addr, CHAT, huge).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        num(&reply, "x-ai-ratelimit-remaining"),
+        0,
+        "it reserved the whole limit"
+    );
+    ended(&gw, 1.0).await;
+    let next = post(gw.addr, CHAT, CHAT_BODY).await;
+    assert_eq!(next.status, 200);
+    assert_eq!(
+        num(&next, "x-ai-ratelimit-remaining"),
+        1000 - t - estimate(CHAT_BODY),
+        "the reservation became the real use"
+    );
+}

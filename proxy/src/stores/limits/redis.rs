@@ -1,13 +1,21 @@
-//! Counters in Redis, shared by every replica. One multiplexed connection, whose driver and
-//! reconnect loop run on the background runtime ([`crate::background`]): a worker only sends on
-//! it and awaits the answer, never longer than `limits.redis.timeout`. While there is no
-//! connection (Redis down, or not reached yet) every call fails at once with
-//! [`StoreError::Down`] and the loop keeps reconnecting (100 ms, doubling to 2 s between
-//! tries), so no request ever waits for a reconnect.
+//! Counters in Redis, shared by every replica.
+//!
+//! - The store's own connection and its reconnect loop run on the background runtime
+//!   ([`crate::background`]); it tells whether Redis is reachable. While it is not (Redis down,
+//!   or not reached yet) every call fails at once with [`StoreError::Down`] and the loop keeps
+//!   reconnecting (100 ms, doubling to 2 s between tries), so no request ever waits for a
+//!   reconnect.
+//! - A worker calls on a connection of its own, made on its thread in the background of its
+//!   first call (which uses the store's meanwhile): an admission then never leaves the worker's
+//!   thread. Through the store's connection, each call would wake the background thread and be
+//!   woken by it, two cross-thread hops that cost ~60 µs a request on the benchmark machine, more
+//!   than the Redis round trip itself (docs/benchmarks.md, "Guardrails").
+//! - No call waits longer than `limits.redis.timeout`.
 //!
 //! Time comes from Redis (`TIME` inside the scripts), so replicas with skewed clocks still
 //! share one window.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -17,6 +25,17 @@ use redis::aio::MultiplexedConnection;
 
 use super::{Charge, Check, Granted, Rule, StoreError, Ticket, Verdict};
 use crate::config::RedisConfig;
+
+thread_local! {
+    /// This thread's own connection to each Redis store in use (see the module's doc).
+    static OWN: RefCell<Vec<Own>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A thread's connection to one store; `None` while it is being made.
+struct Own {
+    store: Weak<RedisStore>,
+    connection: Option<MultiplexedConnection>,
+}
 
 static ADMIT: &str = include_str!("admit.lua");
 static SETTLE: &str = include_str!("settle.lua");
@@ -91,14 +110,73 @@ impl RedisStore {
                 .is_ok()
     }
 
+    /// Settings of a connection: connecting may take longer than one call may wait (TLS,
+    /// AUTH), but not forever.
+    fn settings(&self) -> redis::AsyncConnectionConfig {
+        let wait = self.config.timeout.max(Duration::from_secs(2));
+        redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(wait))
+            .set_response_timeout(Some(wait))
+    }
+
+    /// This thread's connection, when it has one; else starts making it (on a runtime whose
+    /// tasks all run on this thread: a worker's, or the background one).
+    fn own_connection(self: &Arc<Self>) -> Option<MultiplexedConnection> {
+        OWN.with_borrow_mut(|own| {
+            own.retain(|o| o.store.strong_count() > 0);
+            if let Some(found) = own
+                .iter()
+                .find(|o| std::ptr::eq(o.store.as_ptr(), Arc::as_ptr(self)))
+            {
+                return found.connection.clone();
+            }
+            let runtime = tokio::runtime::Handle::try_current().ok()?;
+            if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread {
+                return None;
+            }
+            let client = self.client.clone()?;
+            own.push(Own {
+                store: Arc::downgrade(self),
+                connection: None,
+            });
+            let store = Arc::downgrade(self);
+            let settings = self.settings();
+            runtime.spawn(async move {
+                let made = client
+                    .get_multiplexed_async_connection_with_config(&settings)
+                    .await;
+                OWN.with_borrow_mut(|own| {
+                    let slot = own.iter().position(|o| o.store.ptr_eq(&store));
+                    match (made, slot) {
+                        (Ok(connection), Some(at)) => own[at].connection = Some(connection),
+                        // Tried again on a later call.
+                        (Err(_), Some(at)) => drop(own.remove(at)),
+                        _ => {}
+                    }
+                });
+            });
+            None
+        })
+    }
+
+    /// Forgets this thread's connection (it broke).
+    fn forget_own(self: &Arc<Self>) {
+        OWN.with_borrow_mut(|own| {
+            own.retain(|o| !std::ptr::eq(o.store.as_ptr(), Arc::as_ptr(self)));
+        });
+    }
+
     async fn call<T: redis::FromRedisValue>(
-        &self,
+        self: &Arc<Self>,
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
-        let Some(connection) = self.connection.load_full() else {
+        let Some(shared) = self.connection.load_full() else {
             return Err(StoreError::Down);
         };
-        let mut connection = MultiplexedConnection::clone(&connection);
+        let (mut connection, own) = match self.own_connection() {
+            Some(connection) => (connection, true),
+            None => (MultiplexedConnection::clone(&shared), false),
+        };
         let answer = tokio::time::timeout(
             self.config.timeout,
             invocation.invoke_async::<T>(&mut connection),
@@ -112,6 +190,9 @@ impl RedisStore {
                     || error.is_connection_dropped()
                     || error.is_unrecoverable_error()
                 {
+                    if own {
+                        self.forget_own();
+                    }
                     self.connection.store(None);
                     self.broken.notify_one();
                     Err(StoreError::Down)
@@ -122,7 +203,7 @@ impl RedisStore {
         }
     }
 
-    pub async fn admit(&self, checks: &[Check]) -> Result<Verdict, StoreError> {
+    pub async fn admit(self: &Arc<Self>, checks: &[Check]) -> Result<Verdict, StoreError> {
         let mut invocation = self.admit.prepare_invoke();
         for check in checks {
             invocation.key(check.key.redis_name());
@@ -232,11 +313,7 @@ async fn keep_connected(store: Weak<RedisStore>) {
         let Some(client) = live.client.clone() else {
             return;
         };
-        // Connecting may take longer than one call may wait (TLS, AUTH), but not forever.
-        let wait = live.config.timeout.max(Duration::from_secs(2));
-        let settings = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(wait))
-            .set_response_timeout(Some(wait));
+        let settings = live.settings();
         drop(live);
         let connected = client
             .get_multiplexed_async_connection_with_config(&settings)
