@@ -502,14 +502,7 @@ impl Reservation for Settlement {
                 charge
             })
             .collect();
-        match &*store {
-            LimitStore::Redis(redis) => {
-                let metrics = ctx.gateway.metrics.clone();
-                redis.settle_then(charges, move |error| {
-                    metrics.limit_store_error("settle", error.label(), "lost");
-                });
-            }
-            local => local.settle(charges),
-        }
+        let metrics = matches!(*store, LimitStore::Redis(_)).then(|| ctx.gateway.metrics.clone());
+        store.settle(charges, metrics);
     }
 }

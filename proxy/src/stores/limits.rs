@@ -214,12 +214,12 @@ impl LimitStore {
         }
     }
 
-    /// Settles reservations; in Redis, sent from the background runtime (the request does not
-    /// wait for it).
-    pub fn settle(&self, charges: Vec<Charge>) {
+    /// Settles reservations; in Redis, queued for the background runtime (the request does not
+    /// wait for it), a failure counted in `metrics`.
+    pub fn settle(&self, charges: Vec<Charge>, metrics: Option<Arc<crate::metrics::Metrics>>) {
         match self {
             LimitStore::InProcess(local) => local.settle(charges),
-            LimitStore::Redis(store) => store.settle(charges),
+            LimitStore::Redis(store) => store.settle(charges, metrics),
         }
     }
 }
