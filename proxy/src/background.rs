@@ -9,6 +9,10 @@
 //! `Arc`ed state, a client whose driver task runs here): a request awaits a reply that this
 //! thread sends, and never runs a background task itself. The thread starts with the first
 //! use and lives as long as the process.
+//!
+//! One measured exception: a worker's Redis admissions go over a connection of the worker's
+//! own, driven on its thread like its backend connections (through this thread the two hops
+//! cost more than the round trip); see `stores/limits/redis.rs`.
 
 use std::sync::OnceLock;
 
