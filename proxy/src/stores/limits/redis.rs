@@ -258,12 +258,17 @@ type Settlement = (Vec<Charge>, Option<Arc<Metrics>>);
 
 /// Most requests settled by one script call.
 const SETTLE_BATCH: usize = 64;
+/// How long the first settlement of a batch waits for others.
+const SETTLE_LINGER: Duration = Duration::from_millis(2);
 
 /// Sends queued settlements, everything queued at once, for as long as the store is in use.
 async fn settle_queued(store: Weak<RedisStore>, mut queue: UnboundedReceiver<Settlement>) {
     let mut batch = Vec::with_capacity(SETTLE_BATCH);
     while let Some(first) = queue.recv().await {
         batch.push(first);
+        // A moment for more to come: one call then settles the requests of the next
+        // milliseconds too (their reservations are held that much longer: the strict side).
+        tokio::time::sleep(SETTLE_LINGER).await;
         while batch.len() < SETTLE_BATCH {
             match queue.try_recv() {
                 Ok(next) => batch.push(next),
