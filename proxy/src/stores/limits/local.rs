@@ -19,7 +19,11 @@ const IDLE: Duration = Duration::from_secs(367 * 86_400);
 pub struct Local {
     /// GCRA: each key's theoretical arrival time (µs on the process clock).
     rates: moka::sync::Cache<Key, Arc<AtomicU64>>,
+    /// Windows of keys the config bounds (routes, lanes, consumers).
     windows: moka::sync::Cache<Key, Arc<Bucket>>,
+    /// Windows of client addresses (request quotas without a known key): kept apart, so a
+    /// flood of addresses can evict only other addresses' buckets, never a consumer's.
+    addresses: moka::sync::Cache<Key, Arc<Bucket>>,
 }
 
 impl std::fmt::Debug for Local {
@@ -27,6 +31,7 @@ impl std::fmt::Debug for Local {
         f.debug_struct("Local")
             .field("rates", &self.rates.entry_count())
             .field("windows", &self.windows.entry_count())
+            .field("addresses", &self.addresses.entry_count())
             .finish()
     }
 }
@@ -98,6 +103,7 @@ impl Default for Local {
         Self {
             rates: bounded(),
             windows: bounded(),
+            addresses: bounded(),
         }
     }
 }
@@ -151,7 +157,10 @@ impl Local {
             match tat.compare_exchange_weak(seen, next, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => {
                     return Ok(Granted {
-                        remaining: (tolerance + interval).saturating_sub(next - now) / interval,
+                        remaining: tolerance
+                            .saturating_add(interval)
+                            .saturating_sub(next - now)
+                            / interval,
                         reset_us: next - now,
                         ticket: Ticket::Rate,
                     });
@@ -169,9 +178,11 @@ impl Local {
         cost: u64,
         now: u64,
     ) -> Result<Granted, u64> {
-        let bucket = self
-            .windows
-            .get_with_by_ref(key, || Arc::new(Bucket::new()));
+        let cache = match key {
+            Key::Quota(super::Who::Address(_)) => &self.addresses,
+            _ => &self.windows,
+        };
+        let bucket = cache.get_with_by_ref(key, || Arc::new(Bucket::new()));
         let (window, _) = bucket.live(now, window_us, 0);
         let mut seen = window.committed.load(Ordering::Acquire);
         loop {

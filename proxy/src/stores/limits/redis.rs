@@ -26,17 +26,22 @@ use redis::aio::MultiplexedConnection;
 use super::{Charge, Check, Granted, Rule, StoreError, Ticket, Verdict};
 use crate::config::RedisConfig;
 use crate::metrics::Metrics;
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::{Receiver, Sender};
 
 thread_local! {
     /// This thread's own connection to each Redis store in use (see the module's doc).
     static OWN: RefCell<Vec<Own>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A thread's connection to one store; `None` while it is being made.
+/// A thread's connection to one store; `None` while it is being made, or until `retry_ms`
+/// after a failed try.
 struct Own {
     store: Weak<RedisStore>,
     connection: Option<MultiplexedConnection>,
+    /// The store's generation it was made in.
+    generation: u64,
+    /// Process-clock ms before which no new try is made.
+    retry_ms: u64,
 }
 
 static ADMIT: &str = include_str!("admit.lua");
@@ -53,8 +58,17 @@ pub struct RedisStore {
     /// Process-clock ms of the last warning (one per second at most).
     warned_ms: AtomicU64,
     /// Settlements waiting for the background runtime ([`settle_queued`]).
-    settlements: UnboundedSender<Settlement>,
+    settlements: Sender<Settlement>,
+    /// Bumped by every new store connection: a worker's own connection made before the last
+    /// reconnect is replaced (Redis restarted, or the path to it broke).
+    generation: AtomicU64,
+    /// Calls in a row that timed out or failed: a connection that is open but answers nothing
+    /// (a flow dropped without a reset, a demoted primary) is replaced after a few.
+    failures: AtomicU64,
 }
+
+/// Calls in a row that time out or fail before the connections are made again.
+const FAILURES_BEFORE_RECONNECT: u64 = 3;
 
 impl std::fmt::Debug for RedisStore {
     /// Never the URL: it may hold a password.
@@ -76,7 +90,7 @@ impl RedisStore {
         // rediss:// builds its TLS config with the process's default provider: the gateway's
         // (ring). Installing it again is a no-op error.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let (settlements, queue) = tokio::sync::mpsc::unbounded_channel();
+        let (settlements, queue) = tokio::sync::mpsc::channel(SETTLE_QUEUE);
         let store = Arc::new(Self {
             config: config.clone(),
             client,
@@ -86,6 +100,8 @@ impl RedisStore {
             settle: redis::Script::new(SETTLE),
             warned_ms: AtomicU64::new(0),
             settlements,
+            generation: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
         });
         if store.client.is_some() {
             let background = crate::background::handle();
@@ -127,26 +143,38 @@ impl RedisStore {
             .set_response_timeout(Some(wait))
     }
 
-    /// This thread's connection, when it has one; else starts making it (on a runtime whose
-    /// tasks all run on this thread: a worker's, or the background one).
+    /// This thread's connection, when it has one of the current generation; else starts
+    /// making it (on a runtime whose tasks all run on this thread: a worker's, or the
+    /// background one), and the caller uses the store's meanwhile.
     fn own_connection(self: &Arc<Self>) -> Option<MultiplexedConnection> {
+        let generation = self.generation.load(Ordering::Acquire);
         OWN.with_borrow_mut(|own| {
             own.retain(|o| o.store.strong_count() > 0);
-            if let Some(found) = own
-                .iter()
-                .find(|o| std::ptr::eq(o.store.as_ptr(), Arc::as_ptr(self)))
-            {
-                return found.connection.clone();
+            let mine = |o: &Own| std::ptr::eq(o.store.as_ptr(), Arc::as_ptr(self));
+            if let Some(found) = own.iter_mut().find(|o| mine(o)) {
+                if found.generation == generation {
+                    if found.connection.is_some() || crate::clock::now_ms() < found.retry_ms {
+                        return found.connection.clone();
+                    }
+                } else {
+                    // Made before the last reconnect: replaced.
+                    found.connection = None;
+                }
+                found.generation = generation;
+                found.retry_ms = u64::MAX;
+            } else {
+                own.push(Own {
+                    store: Arc::downgrade(self),
+                    connection: None,
+                    generation,
+                    retry_ms: u64::MAX,
+                });
             }
             let runtime = tokio::runtime::Handle::try_current().ok()?;
             if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread {
                 return None;
             }
             let client = self.client.clone()?;
-            own.push(Own {
-                store: Arc::downgrade(self),
-                connection: None,
-            });
             let store = Arc::downgrade(self);
             let settings = self.settings();
             runtime.spawn(async move {
@@ -154,12 +182,16 @@ impl RedisStore {
                     .get_multiplexed_async_connection_with_config(&settings)
                     .await;
                 OWN.with_borrow_mut(|own| {
-                    let slot = own.iter().position(|o| o.store.ptr_eq(&store));
-                    match (made, slot) {
-                        (Ok(connection), Some(at)) => own[at].connection = Some(connection),
-                        // Tried again on a later call.
-                        (Err(_), Some(at)) => drop(own.remove(at)),
-                        _ => {}
+                    let Some(slot) = own.iter_mut().find(|o| o.store.ptr_eq(&store)) else {
+                        return;
+                    };
+                    match made {
+                        Ok(connection) if slot.generation == generation => {
+                            slot.connection = Some(connection);
+                        }
+                        Ok(_) => slot.retry_ms = 0,
+                        // Not before a second from now.
+                        Err(_) => slot.retry_ms = crate::clock::now_ms() + 1000,
                     }
                 });
             });
@@ -167,11 +199,34 @@ impl RedisStore {
         })
     }
 
-    /// Forgets this thread's connection (it broke).
+    /// Forgets this thread's connection (it broke); a new one is made on a later call.
     fn forget_own(self: &Arc<Self>) {
         OWN.with_borrow_mut(|own| {
-            own.retain(|o| !std::ptr::eq(o.store.as_ptr(), Arc::as_ptr(self)));
+            if let Some(slot) = own
+                .iter_mut()
+                .find(|o| std::ptr::eq(o.store.as_ptr(), Arc::as_ptr(self)))
+            {
+                slot.connection = None;
+                slot.retry_ms = 0;
+            }
         });
+    }
+
+    /// The store's connection `used` is broken: dropped (unless the loop has already replaced
+    /// it) and the reconnect loop woken.
+    fn broke(&self, used: &Arc<MultiplexedConnection>) {
+        let previous = self.connection.compare_and_swap(&Some(used.clone()), None);
+        if previous.as_ref().is_some_and(|p| Arc::ptr_eq(p, used)) {
+            self.broken.notify_one();
+        }
+    }
+
+    /// Whether an error says this connection cannot serve the scripts any more.
+    fn broken_by(error: &redis::RedisError) -> bool {
+        error.is_io_error()
+            || error.is_connection_dropped()
+            || error.is_unrecoverable_error()
+            || matches!(error.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"))
     }
 
     async fn call<T: redis::FromRedisValue>(
@@ -181,37 +236,61 @@ impl RedisStore {
         let Some(shared) = self.connection.load_full() else {
             return Err(StoreError::Down);
         };
-        let (mut connection, own) = match self.own_connection() {
-            Some(connection) => (connection, true),
-            None => (MultiplexedConnection::clone(&shared), false),
-        };
-        let answer = tokio::time::timeout(
-            self.config.timeout,
-            invocation.invoke_async::<T>(&mut connection),
-        )
-        .await;
-        match answer {
-            Err(_) => Err(StoreError::Timeout),
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => {
-                if error.is_io_error()
-                    || error.is_connection_dropped()
-                    || error.is_unrecoverable_error()
-                {
-                    if own {
-                        self.forget_own();
-                    }
-                    self.connection.store(None);
-                    self.broken.notify_one();
-                    Err(StoreError::Down)
-                } else {
-                    Err(StoreError::Failed)
+        let deadline = tokio::time::Instant::now() + self.config.timeout;
+        if let Some(mut own) = self.own_connection() {
+            match tokio::time::timeout_at(deadline, invocation.invoke_async::<T>(&mut own)).await {
+                Ok(Ok(value)) => {
+                    self.failures.store(0, Ordering::Relaxed);
+                    return Ok(value);
                 }
+                // This thread's connection broke: forgotten (a new one is made on a later
+                // call), the store's left as it is (it may be fine: an idle connection closed,
+                // a Redis restart it has got over). Not tried again on the store's: the script
+                // may have run.
+                Ok(Err(error)) if Self::broken_by(&error) => {
+                    self.forget_own();
+                    return Err(StoreError::Down);
+                }
+                Ok(Err(_)) => return Err(self.failed(StoreError::Failed, &shared)),
+                Err(_) => return Err(self.failed(StoreError::Timeout, &shared)),
             }
+        }
+        let mut connection = MultiplexedConnection::clone(&shared);
+        match tokio::time::timeout_at(deadline, invocation.invoke_async::<T>(&mut connection)).await
+        {
+            Ok(Ok(value)) => {
+                self.failures.store(0, Ordering::Relaxed);
+                Ok(value)
+            }
+            Ok(Err(error)) if Self::broken_by(&error) => {
+                self.broke(&shared);
+                Err(StoreError::Down)
+            }
+            Ok(Err(_)) => Err(self.failed(StoreError::Failed, &shared)),
+            Err(_) => Err(self.failed(StoreError::Timeout, &shared)),
         }
     }
 
+    /// Counts a call that timed out or failed; after a few in a row the connections are made
+    /// again (one that is open but answers nothing is never reported broken).
+    fn failed(
+        self: &Arc<Self>,
+        error: StoreError,
+        shared: &Arc<MultiplexedConnection>,
+    ) -> StoreError {
+        if self.failures.fetch_add(1, Ordering::Relaxed) + 1 >= FAILURES_BEFORE_RECONNECT {
+            self.failures.store(0, Ordering::Relaxed);
+            self.forget_own();
+            self.broke(shared);
+        }
+        error
+    }
+
     pub async fn admit(self: &Arc<Self>, checks: &[Check]) -> Result<Verdict, StoreError> {
+        if self.connection.load().is_none() {
+            // Nothing is sent: nothing to give back.
+            return Err(StoreError::Down);
+        }
         let mut invocation = self.admit.prepare_invoke();
         for check in checks {
             invocation.key(check.key.redis_name());
@@ -231,7 +310,16 @@ impl RedisStore {
                     .arg(check.cost),
             };
         }
+        // From here the script may run in Redis even when its answer never comes (a timeout,
+        // a broken connection, the client gone and this future dropped): then what it may have
+        // reserved is given back.
+        let mut unanswered = Unanswered {
+            store: self,
+            checks,
+            armed: true,
+        };
         let answer: Vec<i64> = self.call(&invocation).await?;
+        unanswered.armed = false;
         read_verdict(&answer, checks.len()).ok_or(StoreError::Failed)
     }
 
@@ -246,10 +334,52 @@ impl RedisStore {
             .filter(|c| matches!(c.ticket, Ticket::Redis { .. }))
             .filter(|c| c.reserved != c.actual)
             .collect();
-        if !charges.is_empty() {
-            // The queue outlives the store only while the sender does: never full, never shut.
-            let _ = self.settlements.send((charges, metrics));
+        if charges.is_empty() {
+            return;
         }
+        if self
+            .settlements
+            .try_send((charges, metrics.clone()))
+            .is_err()
+            && let Some(metrics) = metrics
+        {
+            // Settlements come faster than Redis takes them: this one is lost (its
+            // reservation stays charged until its window ends: the strict side).
+            metrics.limit_store_error("settle", "queue_full", "lost");
+        }
+    }
+}
+
+/// An admission sent without an answer yet; dropped while `armed`, it gives back what the
+/// script may have reserved: the checks' costs, from whichever window of each is running
+/// (`settle.lua`'s start 0). Should the script not have run, that frees someone else's
+/// reservation of at most as much: the limit errs on the loose side only on this failure path.
+struct Unanswered<'a> {
+    store: &'a RedisStore,
+    checks: &'a [Check],
+    armed: bool,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let charges = self
+            .checks
+            .iter()
+            .filter_map(|check| match check.rule {
+                Rule::Window { window_us, .. } => Some(Charge {
+                    key: check.key.clone(),
+                    window_us,
+                    reserved: check.cost,
+                    actual: 0,
+                    ticket: Ticket::Redis { start_us: 0 },
+                }),
+                Rule::Rate { .. } => None,
+            })
+            .collect();
+        self.store.settle(charges, None);
     }
 }
 
@@ -258,24 +388,38 @@ type Settlement = (Vec<Charge>, Option<Arc<Metrics>>);
 
 /// Most requests settled by one script call.
 const SETTLE_BATCH: usize = 64;
+/// Most settlements waiting (beyond it, one is counted lost rather than memory growing).
+const SETTLE_QUEUE: usize = 65_536;
 /// How long the first settlement of a batch waits for others.
 const SETTLE_LINGER: Duration = Duration::from_millis(2);
 
 /// Sends queued settlements, everything queued at once, for as long as the store is in use.
-async fn settle_queued(store: Weak<RedisStore>, mut queue: UnboundedReceiver<Settlement>) {
+async fn settle_queued(store: Weak<RedisStore>, mut queue: Receiver<Settlement>) {
     let mut batch = Vec::with_capacity(SETTLE_BATCH);
-    while let Some(first) = queue.recv().await {
-        batch.push(first);
-        // A moment for more to come: one call then settles the requests of the next
-        // milliseconds too (their reservations are held that much longer: the strict side).
-        tokio::time::sleep(SETTLE_LINGER).await;
+    let drain = |queue: &mut Receiver<Settlement>, batch: &mut Vec<Settlement>| {
         while batch.len() < SETTLE_BATCH {
             match queue.try_recv() {
                 Ok(next) => batch.push(next),
                 Err(_) => break,
             }
         }
+    };
+    while let Some(first) = queue.recv().await {
+        batch.push(first);
+        drain(&mut queue, &mut batch);
+        if batch.len() == 1 {
+            // Nothing else waiting: a moment for more to come, so one call settles the
+            // requests of the next milliseconds too (their reservations are held that much
+            // longer: the strict side). With a backlog, no pause.
+            tokio::time::sleep(SETTLE_LINGER).await;
+            drain(&mut queue, &mut batch);
+        }
         let Some(live) = store.upgrade() else {
+            for (_, metrics) in &batch {
+                if let Some(metrics) = metrics {
+                    metrics.limit_store_error("settle", "replaced", "lost");
+                }
+            }
             return;
         };
         let mut invocation = live.settle.prepare_invoke();
@@ -290,14 +434,50 @@ async fn settle_queued(store: Weak<RedisStore>, mut queue: UnboundedReceiver<Set
             }
         }
         if let Err(error) = live.call::<i64>(&invocation).await {
-            for (_, metrics) in &batch {
-                if let Some(metrics) = metrics {
+            let mut refunds = Vec::new();
+            for (charges, metrics) in batch.drain(..) {
+                if charges
+                    .iter()
+                    .all(|c| matches!(c.ticket, Ticket::Redis { start_us: 0 }))
+                {
+                    // What an unanswered admission may have reserved: tried again later (Redis
+                    // often runs such an admission once it answers again), so an outage does
+                    // not leave it charged for the rest of its window.
+                    refunds.extend(charges);
+                } else if let Some(metrics) = metrics {
                     metrics.limit_store_error("settle", error.label(), "lost");
                 }
+            }
+            if !refunds.is_empty() {
+                tokio::spawn(refund_later(Arc::downgrade(&live), refunds));
             }
         }
         drop(live);
         batch.clear();
+    }
+}
+
+/// Gives back what unanswered admissions may have reserved, once Redis answers: tried after
+/// 1, 2 and 4 s (each try may free at most that much of someone else's reservation, should
+/// the admission never have run: the loose side, on this failure path only).
+async fn refund_later(store: Weak<RedisStore>, charges: Vec<Charge>) {
+    for pause in [1, 2, 4] {
+        tokio::time::sleep(Duration::from_secs(pause)).await;
+        let Some(live) = store.upgrade() else {
+            return;
+        };
+        let mut invocation = live.settle.prepare_invoke();
+        for charge in &charges {
+            invocation
+                .key(charge.key.redis_name())
+                .arg(0)
+                .arg(charge.reserved)
+                .arg(0)
+                .arg(charge.window_us);
+        }
+        if live.call::<i64>(&invocation).await.is_ok() {
+            return;
+        }
     }
 }
 
@@ -357,11 +537,15 @@ async fn keep_connected(store: Weak<RedisStore>) {
         };
         match connected {
             Ok(connection) => {
-                live.connection.store(Some(Arc::new(connection)));
+                let connection = Arc::new(connection);
+                live.generation.fetch_add(1, Ordering::AcqRel);
+                live.failures.store(0, Ordering::Relaxed);
+                live.connection.store(Some(connection.clone()));
                 pause = Duration::from_millis(100);
                 tracing::info!("limits: connected to Redis");
-                // Wait for a call to find it broken; look every second whether the store is
-                // still in use.
+                // Wait for a call to find it broken; every second, see whether the store is
+                // still in use and whether Redis still answers a PING in time (a connection
+                // that is open but answers nothing is never reported broken otherwise).
                 drop(live);
                 loop {
                     let Some(live) = store.upgrade() else {
@@ -372,6 +556,16 @@ async fn keep_connected(store: Weak<RedisStore>) {
                             .await
                             .is_ok();
                     if woken || live.connection.load().is_none() {
+                        break;
+                    }
+                    let mut ping = MultiplexedConnection::clone(&connection);
+                    let answered = tokio::time::timeout(
+                        live.config.timeout.max(Duration::from_millis(500)),
+                        redis::cmd("PING").query_async::<String>(&mut ping),
+                    )
+                    .await;
+                    if !matches!(answered, Ok(Ok(_))) {
+                        live.broke(&connection);
                         break;
                     }
                 }

@@ -2,7 +2,8 @@
 -- ARGV, four per key: start of the window the reservation was made in (us), units reserved,
 -- units used, window length (us).
 -- Same window still running: the reservation becomes what was used. A later window running:
--- what was used counts there. No window running: what was used starts one.
+-- what was used counts there. No window running: what was used starts one. Start 0: an
+-- admission whose answer never came; its reservation is taken from whichever window runs.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 for i = 1, #KEYS do
@@ -12,7 +13,7 @@ for i = 1, #KEYS do
   local h = redis.call('HMGET', KEYS[i], 's', 'c')
   local start, used = tonumber(h[1]), tonumber(h[2])
   local live = start and used and now < start + window
-  if live and start == admitted then
+  if live and (start == admitted or admitted == 0) then
     redis.call('HSET', KEYS[i], 'c', string.format('%d', math.max(used - reserved, 0) + actual))
   elseif live then
     if actual > 0 then redis.call('HINCRBY', KEYS[i], 'c', actual) end
