@@ -96,7 +96,14 @@ pub fn parse_f64(name: &str, value: &str) -> Result<f64, EnvError> {
         && trimmed != ".";
     match trimmed.parse::<f64>() {
         Ok(v) if ok && v.is_finite() => Ok(v),
-        _ => Err(EnvError::new(name, format!("`{value}` is not a number"))),
+        Ok(v) if trimmed.starts_with('-') && v.is_finite() => Err(EnvError::new(
+            name,
+            format!("`{value}` is negative: give a number of 0 or more, like `2.5`"),
+        )),
+        _ => Err(EnvError::new(
+            name,
+            format!("`{value}` is not a number (digits and one `.`, like `2.5`)"),
+        )),
     }
 }
 

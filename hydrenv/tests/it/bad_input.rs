@@ -169,7 +169,7 @@ fn passive_health_numbers_are_strict() {
             "-5",
             [
                 "AI_PROXY_PASSIVE_HEALTH_FAILURES: `5000000000` is too large (at most 4294967295)",
-                "AI_PROXY_UNHEALTHY_SECONDS: `-5` is not a number",
+                "AI_PROXY_UNHEALTHY_SECONDS: `-5` is negative",
             ],
         ),
     ] {

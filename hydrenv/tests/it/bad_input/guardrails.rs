@@ -29,7 +29,7 @@ fn guardrail_numbers_are_strict_and_limits_positive() {
             "AI_RATE_LIMIT_HIGH_LIMIT: `-200` is not a whole number",
             "AI_RATE_LIMIT_LOW_LIMIT: must be greater than 0",
             "AI_RATE_LIMIT_REJECT_CODE: `200` is not an HTTP error status (400-599)",
-            "RATE_LIMIT_RATE: `-1` is not a number",
+            "RATE_LIMIT_RATE: `-1` is negative",
             "RATE_LIMIT_BURST: `1.5` is not a whole number",
             "QUOTA_COUNT: must be greater than 0 with ENABLE_QUOTA=true",
             "QUOTA_TIME_WINDOW: must be greater than 0: it is the window of ENABLE_QUOTA=true",
