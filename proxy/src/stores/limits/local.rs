@@ -1,13 +1,17 @@
 //! In-process counters: one atomic per rate key, one window (an atomic counter behind an
-//! `ArcSwap`) per window key; lock-free. Buckets live in bounded caches that forget keys idle
-//! for longer than any window could last, so a flood of client addresses costs memory only up
-//! to the bound (a forgotten bucket starts again from zero).
+//! `ArcSwap`) per window key; lock-free. Keys the config bounds (routes and lanes, consumers)
+//! live in a copy-on-write map; keys clients choose (their addresses) in bounded caches that
+//! forget keys idle for longer than any window could last, so a flood of client addresses costs
+//! memory only up to the bound (a forgotten bucket starts again from zero).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use arc_swap::ArcSwap;
+use rustc_hash::FxBuildHasher;
 
 use super::{Charge, Check, Granted, Key, Rule, Ticket, Verdict, update};
 
@@ -19,8 +23,10 @@ const IDLE: Duration = Duration::from_secs(367 * 86_400);
 pub struct Local {
     /// GCRA: each key's theoretical arrival time (µs on the process clock).
     rates: moka::sync::Cache<Key, Arc<AtomicU64>>,
-    /// Windows of keys the config bounds (routes, lanes, consumers).
-    windows: moka::sync::Cache<Key, Arc<Bucket>>,
+    /// Windows of keys the config bounds (routes, lanes, consumers): a copy-on-write map read
+    /// without a lock or any bookkeeping (a new key copies it, a handful of times per config),
+    /// never evicting (there are only so many).
+    windows: ArcSwap<HashMap<Key, Arc<Bucket>, FxBuildHasher>>,
     /// Windows of client addresses (request quotas without a known key): kept apart, so a
     /// flood of addresses can evict only other addresses' buckets, never a consumer's.
     addresses: moka::sync::Cache<Key, Arc<Bucket>>,
@@ -30,7 +36,7 @@ impl std::fmt::Debug for Local {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Local")
             .field("rates", &self.rates.entry_count())
-            .field("windows", &self.windows.entry_count())
+            .field("windows", &self.windows.load().len())
             .field("addresses", &self.addresses.entry_count())
             .finish()
     }
@@ -102,7 +108,7 @@ impl Default for Local {
     fn default() -> Self {
         Self {
             rates: bounded(),
-            windows: bounded(),
+            windows: ArcSwap::from_pointee(HashMap::default()),
             addresses: bounded(),
         }
     }
@@ -178,11 +184,12 @@ impl Local {
         cost: u64,
         now: u64,
     ) -> Result<Granted, u64> {
-        let cache = match key {
-            Key::Quota(super::Who::Address(_)) => &self.addresses,
-            _ => &self.windows,
+        let bucket = match key {
+            Key::Quota(super::Who::Address(_)) => self
+                .addresses
+                .get_with_by_ref(key, || Arc::new(Bucket::new())),
+            _ => self.bounded_bucket(key),
         };
-        let bucket = cache.get_with_by_ref(key, || Arc::new(Bucket::new()));
         let (window, _) = bucket.live(now, window_us, 0);
         let mut seen = window.committed.load(Ordering::Acquire);
         loop {
@@ -206,6 +213,21 @@ impl Local {
                 Err(current) => seen = current,
             }
         }
+    }
+
+    /// The bucket of a key the config bounds, made the first time it is asked for.
+    fn bounded_bucket(&self, key: &Key) -> Arc<Bucket> {
+        if let Some(bucket) = self.windows.load().get(key) {
+            return bucket.clone();
+        }
+        let fresh = Arc::new(Bucket::new());
+        self.windows.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            map.entry(key.clone()).or_insert_with(|| fresh.clone());
+            map
+        });
+        // The one stored first, should two threads have made one at once.
+        self.windows.load().get(key).cloned().unwrap_or(fresh)
     }
 
     /// Gives back what an admitted check took, when a later check of the request refused.
