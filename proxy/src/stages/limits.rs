@@ -285,8 +285,16 @@ impl Plan {
     }
 
     async fn check(&self, ctx: &mut RequestCtx) -> Flow {
+        // Only a token check needs the estimate (and, through `ctx.estimate`, the relay's
+        // reading of the text it passes on): with request limits alone, neither is made.
         let spends = ctx.route.is_some_and(|r| r.operation.spends_tokens());
-        let estimate = spends.then(|| {
+        let token_quota = self.token_quota_window.is_some()
+            && ctx
+                .consumer
+                .as_ref()
+                .is_some_and(|c| c.token_quota.is_some());
+        let counts_tokens = spends && (self.tokens.is_some() || token_quota);
+        let estimate = counts_tokens.then(|| {
             let body = ctx.body.as_ref();
             Estimate::new(
                 body.map_or(0, |b| b.bytes.len()),
