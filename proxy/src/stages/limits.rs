@@ -16,8 +16,6 @@ pub mod config;
 
 use std::sync::Arc;
 
-use http::{HeaderName, HeaderValue};
-
 use crate::answer::AnswerHead;
 use crate::config::{Failure, GatewayConfig, Lane, LimitKey, LimitsConfig, Strategy};
 use crate::ctx::{Flow, RequestCtx, Shown};
@@ -34,9 +32,6 @@ use crate::usage::Estimate;
 pub struct Limits {
     /// None: no limit is configured (the stage costs one branch).
     plan: Option<Plan>,
-    /// Per backend (by index): `x-ai-ratelimit-{limit,remaining,reset}-<name>`, the
-    /// per-backend spelling APISIX's clients read, for a backend whose name can be a field name.
-    per_backend: Vec<Option<[HeaderName; 3]>>,
 }
 
 #[derive(Debug)]
@@ -88,24 +83,8 @@ impl Stage for Limits {
     fn new(config: &GatewayConfig, previous: Option<&Self>) -> Self {
         let limits = &config.limits;
         if limits.tokens.is_none() && limits.rate.is_none() && limits.quota.is_none() {
-            return Self {
-                plan: None,
-                per_backend: Vec::new(),
-            };
+            return Self { plan: None };
         }
-        let per_backend = config
-            .backends
-            .iter()
-            .map(|backend| {
-                let name = |what: &str| {
-                    HeaderName::from_bytes(
-                        format!("x-ai-ratelimit-{what}-{}", backend.name).as_bytes(),
-                    )
-                    .ok()
-                };
-                Some([name("limit")?, name("remaining")?, name("reset")?])
-            })
-            .collect();
         // The counters outlive a reload while they live in the same place.
         let store = previous
             .and_then(|p| p.plan.as_ref())
@@ -114,7 +93,6 @@ impl Stage for Limits {
             .unwrap_or_else(|| Arc::new(LimitStore::new(limits.redis.as_ref())));
         Self {
             plan: Some(Plan::new(limits, store)),
-            per_backend,
         }
     }
 
@@ -128,36 +106,8 @@ impl Stage for Limits {
     }
 
     fn respond(&self, ctx: &RequestCtx, head: &mut AnswerHead) {
-        const TOKENS: [HeaderName; 3] = [
-            HeaderName::from_static("x-ai-ratelimit-limit"),
-            HeaderName::from_static("x-ai-ratelimit-remaining"),
-            HeaderName::from_static("x-ai-ratelimit-reset"),
-        ];
-        const REQUESTS: [HeaderName; 3] = [
-            HeaderName::from_static("x-ratelimit-limit"),
-            HeaderName::from_static("x-ratelimit-remaining"),
-            HeaderName::from_static("x-ratelimit-reset"),
-        ];
-        if ctx.limits.tokens.is_none() && ctx.limits.requests.is_none() {
-            return;
-        }
-        let (tokens, requests) = field_values(ctx.limits.tokens, ctx.limits.requests);
-        if let Some(values) = tokens {
-            let backend = ctx.outcome.backend.and_then(|i| self.per_backend.get(i));
-            if let Some(Some(names)) = backend {
-                for (name, value) in names.iter().zip(&values) {
-                    head.headers.insert(name.clone(), value.clone());
-                }
-            }
-            for (name, value) in TOKENS.into_iter().zip(values) {
-                head.headers.insert(name, value);
-            }
-        }
-        if let Some(values) = requests {
-            for (name, value) in REQUESTS.into_iter().zip(values) {
-                head.headers.insert(name, value);
-            }
-        }
+        // Written by the answer's writer (see `AnswerHead::limits`).
+        head.limits = ctx.limits;
     }
 }
 
@@ -433,37 +383,6 @@ impl Plan {
             }
         }
     }
-}
-
-/// The answer fields' values (limit, remaining, reset) of what the limits showed: the digits of
-/// all of them in one buffer, each value a slice of it (one allocation, not six).
-fn field_values(
-    tokens: Option<Shown>,
-    requests: Option<Shown>,
-) -> (Option<[HeaderValue; 3]>, Option<[HeaderValue; 3]>) {
-    let mut digits = bytes::BytesMut::with_capacity(6 * 20);
-    let mut ends = [0usize; 6];
-    for (i, value) in [tokens, requests]
-        .iter()
-        .flat_map(|shown| match shown {
-            Some(s) => [s.limit, s.remaining, s.reset_s],
-            None => [0; 3],
-        })
-        .enumerate()
-    {
-        digits.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
-        ends[i] = digits.len();
-    }
-    let digits = digits.freeze();
-    let value = |i: usize| {
-        let start = if i == 0 { 0 } else { ends[i - 1] };
-        HeaderValue::from_maybe_shared(digits.slice(start..ends[i]))
-            .unwrap_or(HeaderValue::from_static("0"))
-    };
-    (
-        tokens.map(|_| [value(0), value(1), value(2)]),
-        requests.map(|_| [value(3), value(4), value(5)]),
-    )
 }
 
 /// Seconds for an answer field, rounded up.

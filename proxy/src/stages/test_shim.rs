@@ -41,21 +41,17 @@ impl Stage for TestShim {
     }
 }
 
-/// Gateway limit headers first (`X-AI-RateLimit-Remaining[-<backend>]`, then a request quota's
-/// `X-RateLimit-Remaining`), from the gateway's own fields, then the backend's; then what Azure
-/// said (`x-ratelimit-remaining-tokens`).
+/// Gateway limit fields first (`X-AI-RateLimit-Remaining`, then a request limit's
+/// `X-RateLimit-Remaining`), then the backend's (`X-AI-RateLimit-Remaining[-<name>]`, then
+/// `X-RateLimit-Remaining`); then what Azure said (`x-ratelimit-remaining-tokens`).
 fn remaining(head: &AnswerHead) -> Option<HeaderValue> {
     const PREFIX: &[u8] = b"x-ai-ratelimit-remaining";
     let limit = |name: &[u8]| {
         name.len() >= PREFIX.len() && name[..PREFIX.len()].eq_ignore_ascii_case(PREFIX)
     };
-    let own = head
-        .headers
-        .iter()
-        .find(|(name, _)| limit(name.as_str().as_bytes()))
-        .map(|(_, value)| value.clone())
-        .or_else(|| head.headers.get("x-ratelimit-remaining").cloned());
-    own.or_else(|| passed(&head.passed, limit))
+    let own = head.limits.tokens.or(head.limits.requests);
+    own.map(|shown| HeaderValue::from(shown.remaining))
+        .or_else(|| passed(&head.passed, limit))
 }
 
 fn passed(fields: &RawFields, limit: impl Fn(&[u8]) -> bool) -> Option<HeaderValue> {
