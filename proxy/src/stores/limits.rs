@@ -64,17 +64,25 @@ impl Key {
     /// The Redis key. Every key carries the hash tag `{gw}`, so one request's keys share a slot
     /// (a script may only touch keys of one slot on a clustered endpoint). Free text (a consumer
     /// name) always comes last, so two keys can never spell the same name.
-    pub fn redis_name(&self) -> Vec<u8> {
-        let mut name = Vec::with_capacity(48);
-        name.extend_from_slice(b"{gw}:");
+    pub fn redis_name(&self) -> RedisName<'_> {
+        RedisName(self)
+    }
+}
+
+/// A key's name in Redis ([`Key::redis_name`]), written where it is needed (into the command
+/// being built: no string of its own).
+pub struct RedisName<'a>(&'a Key);
+
+impl std::fmt::Display for RedisName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let lane = |lane: &Lane| match lane {
             Lane::High => "high",
             Lane::Low => "low",
         };
-        let text = match self {
-            Key::Rate(ip) => format!("rate:{ip}"),
-            Key::Quota(Who::Address(ip)) => format!("quota:a:{ip}"),
-            Key::Quota(Who::Consumer(name)) => format!("quota:c:{name}"),
+        match self.0 {
+            Key::Rate(ip) => write!(f, "{{gw}}:rate:{ip}"),
+            Key::Quota(Who::Address(ip)) => write!(f, "{{gw}}:quota:a:{ip}"),
+            Key::Quota(Who::Consumer(name)) => write!(f, "{{gw}}:quota:c:{name}"),
             Key::Tokens(
                 Scope::Route {
                     family,
@@ -82,19 +90,20 @@ impl Key {
                     test,
                 },
                 l,
-            ) => format!(
-                "tok:r:{}:{}:{}:{}",
+            ) => write!(
+                f,
+                "{{gw}}:tok:r:{}:{}:{}:{}",
                 lane(l),
                 family.label(),
                 operation.label(),
                 if *test { "test" } else { "-" }
             ),
-            Key::Tokens(Scope::Consumer(None), l) => format!("tok:a:{}", lane(l)),
-            Key::Tokens(Scope::Consumer(Some(name)), l) => format!("tok:c:{}:{name}", lane(l)),
-            Key::TokenQuota(name) => format!("tq:{name}"),
-        };
-        name.extend_from_slice(text.as_bytes());
-        name
+            Key::Tokens(Scope::Consumer(None), l) => write!(f, "{{gw}}:tok:a:{}", lane(l)),
+            Key::Tokens(Scope::Consumer(Some(name)), l) => {
+                write!(f, "{{gw}}:tok:c:{}:{name}", lane(l))
+            }
+            Key::TokenQuota(name) => write!(f, "{{gw}}:tq:{name}"),
+        }
     }
 }
 
@@ -270,8 +279,9 @@ mod tests {
             ),
             Key::TokenQuota("a".into()),
         ];
-        let names: std::collections::HashSet<Vec<u8>> = keys.iter().map(Key::redis_name).collect();
+        let names: std::collections::HashSet<String> =
+            keys.iter().map(|k| k.redis_name().to_string()).collect();
         assert_eq!(names.len(), keys.len());
-        assert!(names.iter().all(|n| n.starts_with(b"{gw}:")));
+        assert!(names.iter().all(|n| n.starts_with("{gw}:")));
     }
 }

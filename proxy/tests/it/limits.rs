@@ -210,19 +210,25 @@ async fn lanes_have_their_own_limits_and_the_test_shim_reads_the_gateways_header
 
 #[tokio::test]
 async fn a_full_window_opens_again_when_it_ends() {
-    let backend = mock("eus").await;
-    let gw = limited(
-        &backend,
-        Store::InProcess,
-        "  tokens: { high: 1, low: 1, window: 1s }\n",
-        "",
-    )
-    .await;
-    assert_eq!(post(gw.addr, CHAT, CHAT_BODY).await.status, 200);
-    ended(&gw, 1.0).await;
-    assert_eq!(post(gw.addr, CHAT, CHAT_BODY).await.status, 503);
-    // A new window: the whole limit again.
-    wait_until(async || post(gw.addr, CHAT, CHAT_BODY).await.status == 200).await;
+    let redis = RedisServer::start();
+    for store in [Store::InProcess, Store::Redis(&redis)] {
+        let backend = mock("eus").await;
+        let gw = limited(
+            &backend,
+            store,
+            "  tokens: { high: 1, low: 1, window: 1s }\n",
+            "",
+        )
+        .await;
+        let first = post(gw.addr, CHAT, CHAT_BODY).await;
+        assert_eq!(first.status, 200);
+        assert_eq!(num(&first, "x-ai-ratelimit-reset"), 1);
+        ended(&gw, 1.0).await;
+        assert_eq!(post(gw.addr, CHAT, CHAT_BODY).await.status, 503);
+        // A new window: the whole limit again, and only it (one request, then refused).
+        wait_until(async || post(gw.addr, CHAT, CHAT_BODY).await.status == 200).await;
+        assert_eq!(post(gw.addr, CHAT, CHAT_BODY).await.status, 503);
+    }
 }
 
 async fn stream_to_the_end(gw: &RunningGateway, body: &str) -> String {
@@ -394,30 +400,33 @@ async fn two_hundred_concurrent_requests_overshoot_by_at_most_one_estimate_in_re
 
 #[tokio::test]
 async fn the_request_rate_lets_a_burst_through_per_client_address() {
-    let backend = mock("eus").await;
-    let gw = limited(
-        &backend,
-        Store::InProcess,
-        "  rate: { per_second: 0.001, burst: 2 }\n",
-        "",
-    )
-    .await;
-    for remaining in [2, 1, 0] {
-        let reply = post(gw.addr, CHAT, CHAT_BODY).await;
-        assert_eq!(reply.status, 200);
-        assert_eq!(num(&reply, "x-ratelimit-limit"), 3);
-        assert_eq!(num(&reply, "x-ratelimit-remaining"), remaining);
-        assert!(
-            reply.header("x-ai-ratelimit-limit").is_empty(),
-            "no token limit here"
-        );
+    let redis = RedisServer::start();
+    for store in [Store::InProcess, Store::Redis(&redis)] {
+        let backend = mock("eus").await;
+        let gw = limited(
+            &backend,
+            store,
+            "  rate: { per_second: 0.001, burst: 2 }\n",
+            "",
+        )
+        .await;
+        for remaining in [2, 1, 0] {
+            let reply = post(gw.addr, CHAT, CHAT_BODY).await;
+            assert_eq!(reply.status, 200);
+            assert_eq!(num(&reply, "x-ratelimit-limit"), 3);
+            assert_eq!(num(&reply, "x-ratelimit-remaining"), remaining);
+            assert!(
+                reply.header("x-ai-ratelimit-limit").is_empty(),
+                "no token limit here"
+            );
+        }
+        let refused = post(gw.addr, CHAT, CHAT_BODY).await;
+        assert_eq!(refused.status, 429);
+        assert_eq!(refused.header("x-gateway-error"), "request_rate_limited");
+        // One request per 1000 s: the next one is 1000 s away.
+        let retry = num(&refused, "retry-after");
+        assert!((990..=1000).contains(&retry), "{retry}");
     }
-    let refused = post(gw.addr, CHAT, CHAT_BODY).await;
-    assert_eq!(refused.status, 429);
-    assert_eq!(refused.header("x-gateway-error"), "request_rate_limited");
-    // One request per 1000 s: the next one is 1000 s away.
-    let retry = num(&refused, "retry-after");
-    assert!((990..=1000).contains(&retry), "{retry}");
 }
 
 #[tokio::test]

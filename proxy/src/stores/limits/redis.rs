@@ -231,14 +231,15 @@ impl RedisStore {
 
     async fn call<T: redis::FromRedisValue>(
         self: &Arc<Self>,
-        invocation: &redis::ScriptInvocation<'_>,
+        script: &redis::Script,
+        cmd: &redis::Cmd,
     ) -> Result<T, StoreError> {
         let Some(shared) = self.connection.load_full() else {
             return Err(StoreError::Down);
         };
         let deadline = tokio::time::Instant::now() + self.config.timeout;
         if let Some(mut own) = self.own_connection() {
-            match tokio::time::timeout_at(deadline, invocation.invoke_async::<T>(&mut own)).await {
+            match tokio::time::timeout_at(deadline, eval::<T>(&mut own, script, cmd)).await {
                 Ok(Ok(value)) => {
                     self.failures.store(0, Ordering::Relaxed);
                     return Ok(value);
@@ -256,8 +257,7 @@ impl RedisStore {
             }
         }
         let mut connection = MultiplexedConnection::clone(&shared);
-        match tokio::time::timeout_at(deadline, invocation.invoke_async::<T>(&mut connection)).await
-        {
+        match tokio::time::timeout_at(deadline, eval::<T>(&mut connection, script, cmd)).await {
             Ok(Ok(value)) => {
                 self.failures.store(0, Ordering::Relaxed);
                 Ok(value)
@@ -291,23 +291,16 @@ impl RedisStore {
             // Nothing is sent: nothing to give back.
             return Err(StoreError::Down);
         }
-        let mut invocation = self.admit.prepare_invoke();
+        let mut cmd = script_cmd(&self.admit, checks.iter().map(|c| &c.key), 4);
         for check in checks {
-            invocation.key(check.key.redis_name());
             match check.rule {
                 Rule::Rate {
                     interval_us,
                     tolerance_us,
-                } => invocation
-                    .arg("r")
-                    .arg(interval_us)
-                    .arg(tolerance_us)
-                    .arg(1),
-                Rule::Window { limit, window_us } => invocation
-                    .arg("w")
-                    .arg(limit)
-                    .arg(window_us)
-                    .arg(check.cost),
+                } => cmd.arg("r").arg(interval_us).arg(tolerance_us).arg(1),
+                Rule::Window { limit, window_us } => {
+                    cmd.arg("w").arg(limit).arg(window_us).arg(check.cost)
+                }
             };
         }
         // From here the script may run in Redis even when its answer never comes (a timeout,
@@ -318,7 +311,7 @@ impl RedisStore {
             checks,
             armed: true,
         };
-        let answer: Vec<i64> = self.call(&invocation).await?;
+        let answer: Vec<i64> = self.call(&self.admit, &cmd).await?;
         unanswered.armed = false;
         read_verdict(&answer, checks.len()).ok_or(StoreError::Failed)
     }
@@ -422,18 +415,23 @@ async fn settle_queued(store: Weak<RedisStore>, mut queue: Receiver<Settlement>)
             }
             return;
         };
-        let mut invocation = live.settle.prepare_invoke();
-        for charge in batch.iter().flat_map(|(charges, _)| charges) {
-            if let Ticket::Redis { start_us } = charge.ticket {
-                invocation
-                    .key(charge.key.redis_name())
-                    .arg(start_us)
-                    .arg(charge.reserved)
-                    .arg(charge.actual)
-                    .arg(charge.window_us);
-            }
+        let charges = || {
+            batch
+                .iter()
+                .flat_map(|(charges, _)| charges)
+                .filter_map(|c| match c.ticket {
+                    Ticket::Redis { start_us } => Some((c, start_us)),
+                    _ => None,
+                })
+        };
+        let mut cmd = script_cmd(&live.settle, charges().map(|(c, _)| &c.key), 4);
+        for (charge, start_us) in charges() {
+            cmd.arg(start_us)
+                .arg(charge.reserved)
+                .arg(charge.actual)
+                .arg(charge.window_us);
         }
-        if let Err(error) = live.call::<i64>(&invocation).await {
+        if let Err(error) = live.call::<i64>(&live.settle, &cmd).await {
             let mut refunds = Vec::new();
             for (charges, metrics) in batch.drain(..) {
                 if charges
@@ -466,18 +464,53 @@ async fn refund_later(store: Weak<RedisStore>, charges: Vec<Charge>) {
         let Some(live) = store.upgrade() else {
             return;
         };
-        let mut invocation = live.settle.prepare_invoke();
+        let mut cmd = script_cmd(&live.settle, charges.iter().map(|c| &c.key), 4);
         for charge in &charges {
-            invocation
-                .key(charge.key.redis_name())
-                .arg(0)
-                .arg(charge.reserved)
-                .arg(0)
-                .arg(charge.window_us);
+            cmd.arg(0).arg(charge.reserved).arg(0).arg(charge.window_us);
         }
-        if live.call::<i64>(&invocation).await.is_ok() {
+        if live.call::<i64>(&live.settle, &cmd).await.is_ok() {
             return;
         }
+    }
+}
+
+/// `EVALSHA <script> <keys> <key>...`, built in one buffer (a `ScriptInvocation` makes a vector
+/// per key and argument); `args` per key follow.
+fn script_cmd<'k>(
+    script: &redis::Script,
+    keys: impl Iterator<Item = &'k super::Key> + Clone,
+    args: usize,
+) -> redis::Cmd {
+    let count = keys.clone().count();
+    let mut cmd = redis::Cmd::with_capacity(3 + count * (1 + args), 64 + count * 96);
+    cmd.arg("EVALSHA").arg(script.get_hash()).arg(count);
+    for key in keys {
+        cmd.arg(key.redis_name());
+    }
+    cmd
+}
+
+/// Runs a script's call; when Redis does not have the script (a restart, a `SCRIPT FLUSH`),
+/// loads it and calls again.
+async fn eval<T: redis::FromRedisValue>(
+    connection: &mut MultiplexedConnection,
+    script: &redis::Script,
+    cmd: &redis::Cmd,
+) -> redis::RedisResult<T> {
+    match cmd.query_async(connection).await {
+        Err(error)
+            if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+        {
+            script.load_async(connection).await?;
+            cmd.query_async(connection).await
+        }
+        answer => answer,
+    }
+}
+
+impl redis::ToRedisArgs for super::RedisName<'_> {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        out.write_arg_fmt(self);
     }
 }
 
