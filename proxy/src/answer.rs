@@ -93,9 +93,10 @@ pub struct AnswerHead {
     pub head_length: Option<u64>,
     /// The limits' fields (`X-AI-RateLimit-*`, with the `-<backend>` copies on a backend's
     /// answer, and `X-RateLimit-*`), kept as numbers and written by the writers after the
-    /// gateway's own: through `headers` they cost ~0.6 µs a request (nine names hashed and
-    /// inserted, their values shared and dropped; docs/benchmarks.md, "Guardrails"). Each
-    /// replaces a backend field of its name.
+    /// gateway's own: through `headers` they were most of what in-process limits cost (nine
+    /// names hashed and inserted, values shared and dropped, each backend field compared with
+    /// every own one; docs/benchmarks.md, "Guardrails"). Each replaces a backend field of its
+    /// name.
     pub limits: LimitView,
 }
 

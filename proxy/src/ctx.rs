@@ -162,7 +162,7 @@ pub struct RequestCtx {
     /// The consistent-hash key, when hashing is configured.
     pub hash_key: Option<Vec<u8>>,
     /// What limits reserved; settled (charged or refunded) when the request ends.
-    pub reservations: Vec<Box<dyn Reservation>>,
+    pub reservations: smallvec::SmallVec<[Box<dyn Reservation>; 2]>,
     /// What the limits showed for the request (their answer fields).
     pub limits: LimitView,
     /// Set when something counts this request's tokens (a limit): what it is estimated to
@@ -212,7 +212,7 @@ impl RequestCtx {
             stream: false,
             pinned: None,
             hash_key: None,
-            reservations: Vec::new(),
+            reservations: smallvec::SmallVec::new(),
             limits: LimitView::default(),
             estimate: None,
             cache_key: None,

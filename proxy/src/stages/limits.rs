@@ -23,7 +23,8 @@ use crate::end::Reservation;
 use crate::error::{GatewayError, Limit};
 use crate::stages::Stage;
 use crate::stores::limits::{
-    Charge, Check, Granted, Key, LimitStore, Rule, Scope, StoreError, Verdict, Who, micros,
+    Charge, Check, Granted, Key, LimitStore, MOST_CHECKS, PerRequest, Rule, Scope, StoreError,
+    Verdict, Who, micros,
 };
 use crate::usage::Estimate;
 
@@ -59,8 +60,8 @@ struct Tokens {
 
 /// A request's checks as they are built, each with the limit it is.
 struct Checks {
-    checks: Vec<Check>,
-    kinds: [Kind; 4],
+    checks: PerRequest<Check>,
+    kinds: [Kind; MOST_CHECKS],
 }
 
 impl Checks {
@@ -156,10 +157,14 @@ impl Plan {
     }
 
     /// The checks `ctx` must pass, and which limit each is (by index: four at most).
-    fn checks(&self, ctx: &RequestCtx, estimate: Option<&Estimate>) -> (Vec<Check>, [Kind; 4]) {
+    fn checks(
+        &self,
+        ctx: &RequestCtx,
+        estimate: Option<&Estimate>,
+    ) -> (PerRequest<Check>, [Kind; MOST_CHECKS]) {
         let mut checks = Checks {
-            checks: Vec::with_capacity(4),
-            kinds: [Kind::Rate; 4],
+            checks: PerRequest::new(),
+            kinds: [Kind::Rate; MOST_CHECKS],
         };
         if let Some((rule, _)) = self.rate {
             let key = Key::Rate(ctx.client.ip());
@@ -300,12 +305,12 @@ impl Plan {
     fn admitted(
         &self,
         ctx: &mut RequestCtx,
-        checks: Vec<Check>,
-        kinds: [Kind; 4],
-        grants: Vec<Granted>,
+        checks: PerRequest<Check>,
+        kinds: [Kind; MOST_CHECKS],
+        grants: PerRequest<Granted>,
         estimate: Option<Estimate>,
     ) {
-        let mut charges = Vec::new();
+        let mut charges = PerRequest::new();
         for ((check, kind), grant) in checks.into_iter().zip(kinds).zip(grants) {
             let shown = Shown {
                 limit: self.limit_of(kind, &check),
@@ -394,7 +399,7 @@ fn seconds(us: u64) -> u64 {
 struct Settlement {
     store: Arc<LimitStore>,
     strategy: Option<Strategy>,
-    charges: Vec<(Kind, Charge)>,
+    charges: PerRequest<(Kind, Charge)>,
 }
 
 impl Reservation for Settlement {
@@ -411,7 +416,7 @@ impl Reservation for Settlement {
             strategy,
             charges,
         } = *self;
-        let charges: Vec<Charge> = charges
+        let charges: PerRequest<Charge> = charges
             .into_iter()
             .map(|(kind, mut charge)| {
                 charge.actual = match kind {

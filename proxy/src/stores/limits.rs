@@ -30,6 +30,12 @@ use crate::stages::route::{Family, Operation};
 pub use local::Local;
 pub use redis::RedisStore;
 
+/// At most this many checks per request: rate, quota, tokens, token quota.
+pub const MOST_CHECKS: usize = 4;
+
+/// A request's checks, grants or charges, held inline (no allocation per request).
+pub type PerRequest<T> = smallvec::SmallVec<[T; MOST_CHECKS]>;
+
 /// What a counter counts for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Key {
@@ -129,7 +135,7 @@ pub struct Check {
 #[derive(Debug)]
 pub enum Verdict {
     /// Every check let it through: one grant per check, in order.
-    Admitted(Vec<Granted>),
+    Admitted(PerRequest<Granted>),
     /// The check at `index` refused; it may pass again after `retry_us`.
     Refused { index: usize, retry_us: u64 },
 }
@@ -225,7 +231,11 @@ impl LimitStore {
 
     /// Settles reservations; in Redis, queued for the background runtime (the request does not
     /// wait for it), a failure counted in `metrics`.
-    pub fn settle(&self, charges: Vec<Charge>, metrics: Option<Arc<crate::metrics::Metrics>>) {
+    pub fn settle(
+        &self,
+        charges: PerRequest<Charge>,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
+    ) {
         match self {
             LimitStore::InProcess(local) => local.settle(charges),
             LimitStore::Redis(store) => store.settle(charges, metrics),

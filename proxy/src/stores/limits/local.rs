@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use arc_swap::ArcSwap;
 use rustc_hash::FxBuildHasher;
 
-use super::{Charge, Check, Granted, Key, Rule, Ticket, Verdict, update};
+use super::{Charge, Check, Granted, Key, PerRequest, Rule, Ticket, Verdict, update};
 
 /// Buckets kept per cache at most.
 const CAPACITY: u64 = 200_000;
@@ -121,7 +121,7 @@ impl Local {
 
     pub fn admit(&self, checks: &[Check]) -> Verdict {
         let now = now_us();
-        let mut granted: Vec<Granted> = Vec::with_capacity(checks.len());
+        let mut granted: PerRequest<Granted> = PerRequest::new();
         for (index, check) in checks.iter().enumerate() {
             let result = match check.rule {
                 Rule::Rate {
@@ -245,7 +245,7 @@ impl Local {
         }
     }
 
-    pub fn settle(&self, charges: Vec<Charge>) {
+    pub fn settle(&self, charges: PerRequest<Charge>) {
         let now = now_us();
         for charge in charges {
             let Ticket::Local(held) = charge.ticket else {
@@ -418,7 +418,7 @@ mod tests {
             panic!()
         };
         let bucket = held.bucket.clone();
-        local.settle(vec![Charge {
+        local.settle(smallvec::smallvec![Charge {
             key: check.key.clone(),
             window_us: 3_600_000_000,
             reserved: 5,

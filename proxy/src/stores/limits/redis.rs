@@ -23,7 +23,7 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use redis::aio::MultiplexedConnection;
 
-use super::{Charge, Check, Granted, Rule, StoreError, Ticket, Verdict};
+use super::{Charge, Check, Granted, PerRequest, Rule, StoreError, Ticket, Verdict};
 use crate::config::RedisConfig;
 use crate::metrics::Metrics;
 use tokio::sync::mpsc::{Receiver, Sender};
@@ -321,8 +321,8 @@ impl RedisStore {
     /// Queues a request's settlement for the background runtime, which sends what is queued
     /// in one script call (so under load one call settles many requests, and Redis runs one
     /// script for them instead of one each). A failure is counted in `metrics`.
-    pub fn settle(&self, charges: Vec<Charge>, metrics: Option<Arc<Metrics>>) {
-        let charges: Vec<Charge> = charges
+    pub fn settle(&self, charges: PerRequest<Charge>, metrics: Option<Arc<Metrics>>) {
+        let charges: PerRequest<Charge> = charges
             .into_iter()
             .filter(|c| matches!(c.ticket, Ticket::Redis { .. }))
             .filter(|c| c.reserved != c.actual)
@@ -377,7 +377,7 @@ impl Drop for Unanswered<'_> {
 }
 
 /// A request's settlement on its way to Redis.
-type Settlement = (Vec<Charge>, Option<Arc<Metrics>>);
+type Settlement = (PerRequest<Charge>, Option<Arc<Metrics>>);
 
 /// Most requests settled by one script call.
 const SETTLE_BATCH: usize = 64;
@@ -542,7 +542,7 @@ fn read_verdict(answer: &[i64], checks: usize) -> Option<Verdict> {
                         },
                     })
                 })
-                .collect::<Option<Vec<_>>>()?;
+                .collect::<Option<PerRequest<_>>>()?;
             Some(Verdict::Admitted(grants))
         }
         _ => None,
