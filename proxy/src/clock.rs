@@ -19,6 +19,13 @@ pub fn now_us() -> u64 {
     origin().elapsed().as_micros() as u64 + 1
 }
 
+/// [`now_us`] to within one kernel tick ([`coarse`]), for the limit counters' settlement: whether
+/// a reservation's window (seconds long) is still running is decided a few milliseconds either
+/// way, without reading the time-stamp counter.
+pub fn coarse_us() -> u64 {
+    coarse().saturating_duration_since(origin()).as_micros() as u64 + 1
+}
+
 /// [`now_ms`] of an instant already read (saves reading the clock again).
 pub fn ms_at(instant: Instant) -> u64 {
     instant.saturating_duration_since(origin()).as_millis() as u64 + 1

@@ -23,8 +23,8 @@ use crate::end::Reservation;
 use crate::error::{GatewayError, Limit};
 use crate::stages::Stage;
 use crate::stores::limits::{
-    Charge, Check, Granted, Key, LimitStore, MOST_CHECKS, PerRequest, Rule, Scope, StoreError,
-    Verdict, Who, micros,
+    Charge, Check, Granted, Key, LimitStore, Local, MOST_CHECKS, PerRequest, RedisStore, Rule,
+    Scope, StoreError, Verdict, Who, micros,
 };
 use crate::usage::Estimate;
 
@@ -71,6 +71,13 @@ impl Checks {
     }
 }
 
+/// What a request's admission asks the store.
+struct Asked {
+    checks: PerRequest<Check>,
+    kinds: [Kind; MOST_CHECKS],
+    estimate: Option<Estimate>,
+}
+
 /// Which limit a check is (the order of [`Plan::checks`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -100,9 +107,13 @@ impl Stage for Limits {
     async fn check(&self, ctx: &mut RequestCtx) -> Flow {
         match &self.plan {
             None => Ok(()),
-            // Boxed: a store call's future is large, and the request's future (which holds
-            // every stage's) stays small when limits are off.
-            Some(plan) => Box::pin(plan.check(ctx)).await,
+            Some(plan) => match &*plan.store {
+                // In process the store answers at once: no future, nothing boxed.
+                LimitStore::InProcess(local) => plan.check_local(ctx, local),
+                // Boxed: a Redis call's future is large, and the request's future (which
+                // holds every stage's) stays small without it.
+                LimitStore::Redis(store) => Box::pin(plan.check_redis(ctx, store)).await,
+            },
         }
     }
 
@@ -239,7 +250,24 @@ impl Plan {
         }
     }
 
-    async fn check(&self, ctx: &mut RequestCtx) -> Flow {
+    fn check_local(&self, ctx: &mut RequestCtx, local: &Local) -> Flow {
+        let Some(asked) = self.ask(ctx) else {
+            return Ok(());
+        };
+        let answer = Ok(local.admit(&asked.checks));
+        self.decide(ctx, asked, answer)
+    }
+
+    async fn check_redis(&self, ctx: &mut RequestCtx, store: &Arc<RedisStore>) -> Flow {
+        let Some(asked) = self.ask(ctx) else {
+            return Ok(());
+        };
+        let answer = store.admit(&asked.checks).await;
+        self.decide(ctx, asked, answer)
+    }
+
+    /// What `ctx` must be asked (none: no limit applies to it).
+    fn ask(&self, ctx: &RequestCtx) -> Option<Asked> {
         // Only a token check needs the estimate (and, through `ctx.estimate`, the relay's
         // reading of the text it passes on): with request limits alone, neither is made.
         let spends = ctx.route.is_some_and(|r| r.operation.spends_tokens());
@@ -258,10 +286,26 @@ impl Plan {
             )
         });
         let (checks, kinds) = self.checks(ctx, estimate.as_ref());
-        if checks.is_empty() {
-            return Ok(());
-        }
-        match self.store.admit(&checks).await {
+        (!checks.is_empty()).then_some(Asked {
+            checks,
+            kinds,
+            estimate,
+        })
+    }
+
+    /// The store's answer to what was asked.
+    fn decide(
+        &self,
+        ctx: &mut RequestCtx,
+        asked: Asked,
+        answer: Result<Verdict, StoreError>,
+    ) -> Flow {
+        let Asked {
+            checks,
+            kinds,
+            estimate,
+        } = asked;
+        match answer {
             Ok(Verdict::Admitted(grants)) => {
                 self.admitted(ctx, checks, kinds, grants, estimate);
                 Ok(())

@@ -246,7 +246,9 @@ impl Local {
     }
 
     pub fn settle(&self, charges: PerRequest<Charge>) {
-        let now = now_us();
+        // Whether a window (seconds long) is over, to within a kernel tick: a settlement at the
+        // very end of its window may count in it rather than in the next.
+        let now = crate::clock::coarse_us();
         for charge in charges {
             let Ticket::Local(held) = charge.ticket else {
                 continue;
@@ -412,8 +414,9 @@ mod tests {
         let Verdict::Admitted(mut grants) = local.admit(std::slice::from_ref(&check)) else {
             panic!()
         };
-        // The window (1 µs) is over by now; the 12 tokens used start the next one, full.
-        std::thread::sleep(Duration::from_millis(2));
+        // The window (1 µs) is over by now, also for the settlement's clock (a kernel tick, a
+        // few ms); the 12 tokens used start the next one, full.
+        std::thread::sleep(Duration::from_millis(30));
         let Ticket::Local(held) = grants.remove(0).ticket else {
             panic!()
         };
