@@ -447,7 +447,7 @@ struct Settlement {
 }
 
 impl Reservation for Settlement {
-    fn settle(self: Box<Self>, ctx: &RequestCtx) {
+    fn settle(mut self: Box<Self>, ctx: &RequestCtx) {
         let outcome = &ctx.outcome;
         // A backend's answer was committed; else the gateway answered itself: every backend
         // failed, the client left first, or (2xx) the cache answered.
@@ -455,30 +455,29 @@ impl Reservation for Settlement {
         let served = answered || (200..300).contains(&outcome.status);
         // Usage: the backend's, or the end's estimate when it reported none (see `end`).
         let usage = outcome.usage.unwrap_or_default();
+        // Taken from where they are (no copy of the inline list).
         let Settlement {
             store,
             strategy,
             charges,
-        } = *self;
-        let charges: PerRequest<Charge> = charges
-            .into_iter()
-            .map(|(kind, mut charge)| {
-                charge.actual = match kind {
-                    Kind::Rate => charge.reserved,
-                    Kind::Quota => u64::from(served),
-                    _ if !answered => 0,
-                    Kind::Tokens => match strategy {
-                        Some(Strategy::Requests) => 1,
-                        Some(Strategy::PromptTokens) => usage.prompt,
-                        Some(Strategy::CompletionTokens) => usage.completion,
-                        Some(Strategy::TotalTokens) | None => usage.total,
-                    },
-                    Kind::TokenQuota => usage.total,
-                };
-                charge
-            })
-            .collect();
-        let metrics = matches!(*store, LimitStore::Redis(_)).then(|| ctx.gateway.metrics.clone());
+        } = &mut *self;
+        let strategy = *strategy;
+        let charges = charges.drain(..).map(|(kind, mut charge)| {
+            charge.actual = match kind {
+                Kind::Rate => charge.reserved,
+                Kind::Quota => u64::from(served),
+                _ if !answered => 0,
+                Kind::Tokens => match strategy {
+                    Some(Strategy::Requests) => 1,
+                    Some(Strategy::PromptTokens) => usage.prompt,
+                    Some(Strategy::CompletionTokens) => usage.completion,
+                    Some(Strategy::TotalTokens) | None => usage.total,
+                },
+                Kind::TokenQuota => usage.total,
+            };
+            charge
+        });
+        let metrics = matches!(**store, LimitStore::Redis(_)).then(|| ctx.gateway.metrics.clone());
         store.settle(charges, metrics);
     }
 }

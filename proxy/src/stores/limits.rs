@@ -233,7 +233,7 @@ impl LimitStore {
     /// wait for it), a failure counted in `metrics`.
     pub fn settle(
         &self,
-        charges: PerRequest<Charge>,
+        charges: impl IntoIterator<Item = Charge>,
         metrics: Option<Arc<crate::metrics::Metrics>>,
     ) {
         match self {

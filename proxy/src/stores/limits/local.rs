@@ -245,7 +245,7 @@ impl Local {
         }
     }
 
-    pub fn settle(&self, charges: PerRequest<Charge>) {
+    pub fn settle(&self, charges: impl IntoIterator<Item = Charge>) {
         // Whether a window (seconds long) is over, to within a kernel tick: a settlement at the
         // very end of its window may count in it rather than in the next.
         let now = crate::clock::coarse_us();
@@ -298,7 +298,7 @@ mod tests {
         let Verdict::Admitted(grants) = verdict else {
             panic!("refused")
         };
-        let charges = checks
+        let charges: Vec<Charge> = checks
             .iter()
             .zip(grants)
             .map(|(check, grant)| Charge {
@@ -421,7 +421,7 @@ mod tests {
             panic!()
         };
         let bucket = held.bucket.clone();
-        local.settle(smallvec::smallvec![Charge {
+        local.settle([Charge {
             key: check.key.clone(),
             window_us: 3_600_000_000,
             reserved: 5,

@@ -321,7 +321,7 @@ impl RedisStore {
     /// Queues a request's settlement for the background runtime, which sends what is queued
     /// in one script call (so under load one call settles many requests, and Redis runs one
     /// script for them instead of one each). A failure is counted in `metrics`.
-    pub fn settle(&self, charges: PerRequest<Charge>, metrics: Option<Arc<Metrics>>) {
+    pub fn settle(&self, charges: impl IntoIterator<Item = Charge>, metrics: Option<Arc<Metrics>>) {
         let charges: PerRequest<Charge> = charges
             .into_iter()
             .filter(|c| matches!(c.ticket, Ticket::Redis { .. }))
@@ -358,20 +358,16 @@ impl Drop for Unanswered<'_> {
         if !self.armed {
             return;
         }
-        let charges = self
-            .checks
-            .iter()
-            .filter_map(|check| match check.rule {
-                Rule::Window { window_us, .. } => Some(Charge {
-                    key: check.key.clone(),
-                    window_us,
-                    reserved: check.cost,
-                    actual: 0,
-                    ticket: Ticket::Redis { start_us: 0 },
-                }),
-                Rule::Rate { .. } => None,
-            })
-            .collect();
+        let charges = self.checks.iter().filter_map(|check| match check.rule {
+            Rule::Window { window_us, .. } => Some(Charge {
+                key: check.key.clone(),
+                window_us,
+                reserved: check.cost,
+                actual: 0,
+                ticket: Ticket::Redis { start_us: 0 },
+            }),
+            Rule::Rate { .. } => None,
+        });
         self.store.settle(charges, None);
     }
 }
