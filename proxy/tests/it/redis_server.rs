@@ -146,6 +146,26 @@ impl RedisServer {
         redis::cmd("PING").query(&mut connection)
     }
 
+    /// How many clients are connected (`INFO clients`), this question's own connection not
+    /// counted.
+    pub fn clients(&self) -> Option<u64> {
+        let client = redis::Client::open(self.url()).ok()?;
+        let mut connection = client
+            .get_connection_with_timeout(Duration::from_secs(1))
+            .ok()?;
+        let info: String = redis::cmd("INFO")
+            .arg("clients")
+            .query(&mut connection)
+            .ok()?;
+        let count = info
+            .lines()
+            .find_map(|line| line.strip_prefix("connected_clients:"))?
+            .trim()
+            .parse::<u64>()
+            .ok()?;
+        Some(count.saturating_sub(1))
+    }
+
     /// `HGET key c` of a window counter (None when the key is not there).
     pub fn committed(&self, key: &str) -> Option<u64> {
         let client = redis::Client::open(self.url()).ok()?;

@@ -65,6 +65,9 @@ pub struct RedisStore {
     /// Calls in a row that timed out or failed: a connection that is open but answers nothing
     /// (a flow dropped without a reset, a demoted primary) is replaced after a few.
     failures: AtomicU64,
+    /// Dropped with the store: each worker then closes its own connection to it, on its thread
+    /// (else a reload that turns Redis off would leave one open per worker).
+    closed: tokio::sync::watch::Sender<()>,
 }
 
 /// Calls in a row that time out or fail before the connections are made again.
@@ -102,6 +105,7 @@ impl RedisStore {
             settlements,
             generation: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            closed: tokio::sync::watch::channel(()).0,
         });
         if store.client.is_some() {
             let background = crate::background::handle();
@@ -169,6 +173,7 @@ impl RedisStore {
                     generation,
                     retry_ms: u64::MAX,
                 });
+                self.close_with_store();
             }
             let runtime = tokio::runtime::Handle::try_current().ok()?;
             if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread {
@@ -197,6 +202,24 @@ impl RedisStore {
             });
             None
         })
+    }
+
+    /// On this thread's runtime (one whose tasks all run on this thread), a task that forgets
+    /// this thread's connection to the store when the store is dropped.
+    fn close_with_store(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread {
+            return;
+        }
+        let mut closed = self.closed.subscribe();
+        let store = Arc::downgrade(self);
+        runtime.spawn(async move {
+            // Nothing is ever sent: this ends when the sender, and the store with it, is gone.
+            while closed.changed().await.is_ok() {}
+            OWN.with_borrow_mut(|own| own.retain(|o| !o.store.ptr_eq(&store)));
+        });
     }
 
     /// Forgets this thread's connection (it broke); a new one is made on a later call.

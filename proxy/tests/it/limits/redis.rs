@@ -223,3 +223,21 @@ async fn an_admission_whose_answer_never_came_gives_its_reservation_back() {
     redis.resume();
     wait_until(async || redis.committed(key).is_some_and(|c| c <= 1)).await;
 }
+
+#[tokio::test]
+async fn a_reload_that_turns_redis_off_closes_every_connection_to_it() {
+    let redis = RedisServer::start();
+    let backend = mock("eus").await;
+    let gw = quota_in_redis(&backend, &redis, 100, "1s", "open").await;
+    // The first call of a worker goes on the store's connection and makes the worker's own;
+    // the later ones use it.
+    for _ in 0..4 {
+        assert_eq!(post(gw.addr, CHAT, CHAT_BODY).await.status, 200);
+    }
+    wait_until(async || redis.clients().unwrap_or(0) >= 2).await;
+    let plain = config_yaml(&[b("eus", backend.url())], "");
+    gw.reload(proxy::GatewayConfig::parse("test.yaml", &plain).unwrap());
+    assert_eq!(post(gw.addr, CHAT, CHAT_BODY).await.status, 200);
+    // The store's connection and every worker's own are closed, not kept for the process's life.
+    wait_until(async || redis.clients() == Some(0)).await;
+}
