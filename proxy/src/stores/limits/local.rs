@@ -74,11 +74,12 @@ pub struct Window {
     committed: AtomicU64,
 }
 
-/// A reservation's bucket and the window it was made in.
+/// A reservation's bucket and the window it was made in, by its end (a bucket's windows end
+/// one after the other, so the end tells them apart; no reference to the window is kept).
 #[derive(Debug)]
 pub struct Held {
     bucket: Arc<Bucket>,
-    window: Arc<Window>,
+    end_us: u64,
 }
 
 /// Microseconds on the process clock (monotonic, never 0).
@@ -98,8 +99,14 @@ impl Bucket {
 
     /// The window running at `now`, starting one if the last has ended (when two requests
     /// start one at once, both use the one that was stored first).
-    fn live(&self, now: u64, window_us: u64, committed: u64) -> (Arc<Window>, bool) {
-        let current = self.current.load_full();
+    /// Read through a guard (no reference count taken) while the window runs.
+    fn live(
+        &self,
+        now: u64,
+        window_us: u64,
+        committed: u64,
+    ) -> (arc_swap::Guard<Arc<Window>>, bool) {
+        let current = self.current.load();
         if now < current.end_us {
             return (current, false);
         }
@@ -107,11 +114,11 @@ impl Bucket {
             end_us: now.saturating_add(window_us),
             committed: AtomicU64::new(committed),
         });
-        let previous = self.current.compare_and_swap(&current, fresh.clone());
+        let previous = self.current.compare_and_swap(&*current, fresh.clone());
         if Arc::ptr_eq(&previous, &current) {
-            (fresh, true)
+            (arc_swap::Guard::from_inner(fresh), true)
         } else {
-            (arc_swap::Guard::into_inner(previous), false)
+            (previous, false)
         }
     }
 }
@@ -253,10 +260,12 @@ impl Local {
                 Ordering::Acquire,
             ) {
                 Ok(_) => {
+                    let end_us = window.end_us;
+                    drop(window);
                     return Ok(Granted {
                         remaining: limit.saturating_sub(next),
-                        reset_us: window.end_us.saturating_sub(now),
-                        ticket: Ticket::Local(Held { bucket, window }),
+                        reset_us: end_us.saturating_sub(now),
+                        ticket: Ticket::Local(Held { bucket, end_us }),
                     });
                 }
                 Err(current) => seen = current,
@@ -287,7 +296,11 @@ impl Local {
                 update(&tat, |t| t.saturating_sub(interval_us));
             }
             (Rule::Window { .. }, Ticket::Local(held)) => {
-                update(&held.window.committed, |c| c.saturating_sub(check.cost));
+                let current = held.bucket.current.load();
+                // Else that window has ended meanwhile, its reservation with it.
+                if current.end_us == held.end_us {
+                    update(&current.committed, |c| c.saturating_sub(check.cost));
+                }
             }
             _ => {}
         }
@@ -306,9 +319,9 @@ impl Local {
                 continue;
             }
             let current = held.bucket.current.load();
-            if Arc::ptr_eq(&current, &held.window) && now < held.window.end_us {
+            if current.end_us == held.end_us && now < held.end_us {
                 // The window it was reserved in: the reservation becomes what was used.
-                update(&held.window.committed, |c| {
+                update(&current.committed, |c| {
                     c.saturating_sub(charge.reserved)
                         .saturating_add(charge.actual)
                 });
