@@ -442,6 +442,10 @@ def limits_section(c: dict | None) -> list[str]:
         f"| redis-server CPU per request | | | | "
         f"{fmt(s['cpu_us_per_request']['redis'], ' µs', 1)} | |",
         "",
+        f"redis-server's time per script call while limits_redis ran at c=1 (paired): "
+        f"{fmt(s.get('redis_us_per_script_call_at_c1'), ' µs', 1)} (the round trips below "
+        f"run the script alone).",
+        "",
         "One Redis round trip, `redis-benchmark -c 1` (median over repetitions):",
         "",
         "| call | p50 | p99 |",
