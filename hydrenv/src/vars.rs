@@ -277,7 +277,7 @@ pub const VARS: &[Var] = &[
         "AI_RATE_LIMIT_WINDOW_SECONDS",
         "60",
         Gateway,
-        "Window of the token-aware limit, whole seconds (> 0)",
+        "Window of the token-aware limit, whole seconds (> 0, at most 366 days)",
     ),
     var(
         "AI_RATE_LIMIT_HIGH_LIMIT",
@@ -356,7 +356,7 @@ pub const VARS: &[Var] = &[
         "RATE_LIMIT_REDIS_TIMEOUT_MS",
         "50",
         Gateway,
-        "Longest wait for one Redis call of the limits, milliseconds (> 0)",
+        "Longest wait for one Redis call of the limits, milliseconds (> 0, at most 10000)",
     ),
     var(
         "RATE_LIMIT_REDIS_FAILURE",
@@ -408,7 +408,7 @@ pub const VARS: &[Var] = &[
         "CACHE_TTL",
         "300",
         Gateway,
-        "Seconds an answer is served from the cache, whole seconds (> 0)",
+        "Seconds an answer is served from the cache, whole seconds (> 0, at most 366 days)",
     ),
     var(
         "CACHE_MAX_BYTES",

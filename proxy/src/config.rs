@@ -292,4 +292,38 @@ mod tests {
             assert!(schema.contains(values), "{values} not in the schema");
         }
     }
+
+    #[test]
+    fn durations_beyond_what_they_can_mean_are_refused_by_name() {
+        let base = backend("endpoint: 'https://eus.example', auth: { mode: api-key, api_key: k }");
+        let refused = [
+            // The in-process cache panics beyond 1000 years; a year is the bound.
+            (
+                "cache: { ttl: 9000000h }\n",
+                "cache.ttl: must be at most 366 days",
+            ),
+            (
+                "limits:\n  quota: { window: 1h, requests: 5 }\n  redis: { url: 'redis://localhost', timeout: 11s }\n",
+                "limits.redis.timeout: must be at most 10s, the longest a request may wait for Redis",
+            ),
+            (
+                "limits:\n  quota: { window: 367d, requests: 5 }\n",
+                "limits.quota.window: `367d` has an unknown unit",
+            ),
+            (
+                "limits:\n  quota: { window: 8785h, requests: 5 }\n",
+                "limits.quota.window: must be at most 366 days",
+            ),
+        ];
+        for (section, expected) in refused {
+            let text = problems(&format!("{base}{section}"));
+            assert!(text.contains(expected), "{section}: {text}");
+        }
+        for section in [
+            "cache: { ttl: 8784h }\n",
+            "limits:\n  quota: { window: 8784h, requests: 5 }\n  redis: { url: 'redis://localhost', timeout: 10s }\n",
+        ] {
+            assert_eq!(problems(&format!("{base}{section}")), "", "{section}");
+        }
+    }
 }

@@ -41,6 +41,21 @@ impl Problems {
         duration
     }
 
+    /// A duration above 0 and at most `most` (`most_text` says how much that is).
+    pub fn bounded_duration(
+        &mut self,
+        path: &str,
+        value: Option<String>,
+        default: Duration,
+        (most, most_text): (Duration, &str),
+    ) -> Duration {
+        let duration = self.positive_duration(path, value, default);
+        if duration > most {
+            self.push(path, format!("must be at most {most_text}"));
+        }
+        duration
+    }
+
     pub fn addr(&mut self, path: &str, value: Option<String>, default: &str) -> SocketAddr {
         let text = value.unwrap_or_else(|| default.to_owned());
         text.parse().unwrap_or_else(|_| {

@@ -216,11 +216,18 @@ fn guardrail_values_the_proxy_refuses_name_the_variable() {
             ("ENABLE_QUOTA", Some("true")),
             ("QUOTA_COUNT", Some("10")),
             ("QUOTA_TIME_WINDOW", Some("40000000")),
+            // The in-process cache would panic beyond 1000 years; a year is the bound.
+            ("ENABLE_CACHE", Some("true")),
+            ("CACHE_TTL", Some("40000000000")),
+            ("RATE_LIMIT_REDIS_URL", Some("redis://localhost")),
+            ("RATE_LIMIT_REDIS_TIMEOUT_MS", Some("11000")),
         ],
         64,
         &[
             "error: AI_RATE_LIMIT_WINDOW_SECONDS: must be at most 366 days (gateway.yaml: limits.tokens.window)",
             "error: QUOTA_TIME_WINDOW: must be at most 366 days (gateway.yaml: limits.quota.window)",
+            "error: CACHE_TTL: must be at most 366 days (gateway.yaml: cache.ttl)",
+            "error: RATE_LIMIT_REDIS_TIMEOUT_MS: must be at most 10s, the longest a request may wait for Redis (gateway.yaml: limits.redis.timeout)",
         ],
     );
 }

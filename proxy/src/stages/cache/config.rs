@@ -10,12 +10,15 @@ use crate::config::Problems;
 
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
 pub const DEFAULT_CACHE_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Longest an answer may stay (the in-process cache refuses a time to live beyond 1000 years
+/// with a panic; a year is as long as a cached answer can usefully live).
+const MAX_CACHE_TTL: (Duration, &str) = (Duration::from_secs(366 * 86_400), "366 days");
 
 /// `cache`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCache {
-    /// How long an answer is served from the cache. Default `300s`.
+    /// How long an answer is served from the cache. Default `300s`, at most 366 days.
     pub ttl: Option<String>,
     /// Most bytes of answers (bodies and keys) held. Default 64 MiB.
     pub max_bytes: Option<u64>,
@@ -34,7 +37,7 @@ pub fn resolve(raw: Option<RawCache>, problems: &mut Problems) -> Option<CacheCo
         problems.push("cache.max_bytes", "must be greater than 0");
     }
     Some(CacheConfig {
-        ttl: problems.positive_duration("cache.ttl", raw.ttl, DEFAULT_CACHE_TTL),
+        ttl: problems.bounded_duration("cache.ttl", raw.ttl, DEFAULT_CACHE_TTL, MAX_CACHE_TTL),
         max_bytes,
     })
 }

@@ -95,7 +95,7 @@ pub struct RawRedis {
     /// `redis://[:password@]host[:port][/db]` or `rediss://` (TLS). Secret.
     #[schemars(with = "String")]
     pub url: Secret,
-    /// Longest wait for one Redis call. Default `50ms`.
+    /// Longest wait for one Redis call. Default `50ms`, at most `10s`.
     pub timeout: Option<String>,
     /// When Redis is slow or down: `open` (default) admits, `closed` refuses with 503.
     pub on_failure: Option<RawFailure>,
@@ -180,7 +180,13 @@ pub struct LimitsConfig {
 }
 
 /// Longest window a limit may have (counters expire after two windows).
-const MAX_WINDOW: Duration = Duration::from_secs(366 * 86_400);
+const MAX_WINDOW: (Duration, &str) = (Duration::from_secs(366 * 86_400), "366 days");
+
+/// Longest a request may wait for Redis (`limits.redis.timeout`): no request hangs on it.
+const MAX_REDIS_TIMEOUT: (Duration, &str) = (
+    Duration::from_secs(10),
+    "10s, the longest a request may wait for Redis",
+);
 
 fn window(
     problems: &mut Problems,
@@ -188,11 +194,7 @@ fn window(
     text: Option<String>,
     default: Duration,
 ) -> Duration {
-    let window = problems.positive_duration(path, text, default);
-    if window > MAX_WINDOW {
-        problems.push(path, "must be at most 366 days");
-    }
-    window
+    problems.bounded_duration(path, text, default, MAX_WINDOW)
 }
 
 pub fn resolve(raw: RawLimits, problems: &mut Problems) -> LimitsConfig {
@@ -294,10 +296,11 @@ pub fn resolve(raw: RawLimits, problems: &mut Problems) -> LimitsConfig {
             problems.push("limits.redis.url", problem);
         }
         RedisConfig {
-            timeout: problems.positive_duration(
+            timeout: problems.bounded_duration(
                 "limits.redis.timeout",
                 r.timeout,
                 DEFAULT_REDIS_TIMEOUT,
+                MAX_REDIS_TIMEOUT,
             ),
             on_failure: match r.on_failure.unwrap_or(RawFailure::Open) {
                 RawFailure::Open => Failure::Open,
