@@ -426,7 +426,7 @@ pub const VARS: &[Var] = &[
         "RESPONSES_AFFINITY_TTL_SECONDS",
         "86400",
         Gateway,
-        "How long a response id stays pinned to the backend that created it (in-process store)",
+        "How long a response id stays pinned to the backend that created it (in-process store; at most 366 days)",
     ),
     later(
         "RESPONSES_AFFINITY_REDIS_HOST",

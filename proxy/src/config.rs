@@ -23,7 +23,7 @@ pub use backends::BackendConfig;
 pub use balancer::{BalancerConfig, HashOn};
 pub use duration::parse_duration;
 pub use log::LogConfig;
-pub use problems::Problems;
+pub use problems::{A_YEAR, Problems};
 pub use server::ServerConfig;
 pub use upstream::{ActiveHealth, FailoverTriggers, PassiveHealth, UpstreamConfig};
 
@@ -297,10 +297,14 @@ mod tests {
     fn durations_beyond_what_they_can_mean_are_refused_by_name() {
         let base = backend("endpoint: 'https://eus.example', auth: { mode: api-key, api_key: k }");
         let refused = [
-            // The in-process cache panics beyond 1000 years; a year is the bound.
+            // The in-process stores panic beyond 1000 years; a year is the bound.
             (
                 "cache: { ttl: 9000000h }\n",
                 "cache.ttl: must be at most 366 days",
+            ),
+            (
+                "responses: { affinity_ttl: 9000000h }\n",
+                "responses.affinity_ttl: must be at most 366 days",
             ),
             (
                 "limits:\n  quota: { window: 1h, requests: 5 }\n  redis: { url: 'redis://localhost', timeout: 11s }\n",

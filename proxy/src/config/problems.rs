@@ -7,6 +7,11 @@ use std::time::Duration;
 
 use super::parse_duration;
 
+/// The longest a window, a cached answer or a remembered response may last: the in-process
+/// stores (moka) refuse a time to live beyond 1000 years with a panic, and nothing the gateway
+/// keeps is useful for longer than a year.
+pub const A_YEAR: (Duration, &str) = (Duration::from_secs(366 * 86_400), "366 days");
+
 /// The problems found while resolving a config.
 #[derive(Debug, Default)]
 pub struct Problems(pub(super) Vec<String>);
@@ -41,7 +46,8 @@ impl Problems {
         duration
     }
 
-    /// A duration above 0 and at most `most` (`most_text` says how much that is).
+    /// A duration above 0 and at most `most` (`most_text` says how much that is); see
+    /// [`A_YEAR`].
     pub fn bounded_duration(
         &mut self,
         path: &str,

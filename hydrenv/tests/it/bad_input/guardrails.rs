@@ -206,7 +206,8 @@ fn a_redis_url_without_any_limit_is_refused() {
     );
 }
 
-/// Limits hydrenv passes on and the proxy refuses: reported by the variable.
+/// Limits (and store lifetimes) hydrenv passes on and the proxy refuses: reported by the
+/// variable.
 #[test]
 fn guardrail_values_the_proxy_refuses_name_the_variable() {
     rejects(
@@ -221,6 +222,7 @@ fn guardrail_values_the_proxy_refuses_name_the_variable() {
             ("CACHE_TTL", Some("40000000000")),
             ("RATE_LIMIT_REDIS_URL", Some("redis://localhost")),
             ("RATE_LIMIT_REDIS_TIMEOUT_MS", Some("11000")),
+            ("RESPONSES_AFFINITY_TTL_SECONDS", Some("40000000000")),
         ],
         64,
         &[
@@ -228,6 +230,7 @@ fn guardrail_values_the_proxy_refuses_name_the_variable() {
             "error: QUOTA_TIME_WINDOW: must be at most 366 days (gateway.yaml: limits.quota.window)",
             "error: CACHE_TTL: must be at most 366 days (gateway.yaml: cache.ttl)",
             "error: RATE_LIMIT_REDIS_TIMEOUT_MS: must be at most 10s, the longest a request may wait for Redis (gateway.yaml: limits.redis.timeout)",
+            "error: RESPONSES_AFFINITY_TTL_SECONDS: must be at most 366 days (gateway.yaml: responses.affinity_ttl)",
         ],
     );
 }

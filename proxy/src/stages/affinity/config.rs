@@ -5,7 +5,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::config::Problems;
+use crate::config::{A_YEAR, Problems};
 
 pub const DEFAULT_AFFINITY_TTL: Duration = Duration::from_secs(86_400);
 pub const DEFAULT_AFFINITY_CAPACITY: u64 = 100_000;
@@ -14,7 +14,7 @@ pub const DEFAULT_AFFINITY_CAPACITY: u64 = 100_000;
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawResponses {
-    /// How long a response id stays pinned to its backend. Default `86400s`.
+    /// How long a response id stays pinned to its backend. Default `86400s`, at most 366 days.
     pub affinity_ttl: Option<String>,
     /// Most response ids remembered (in-process store). Default 100000.
     pub affinity_capacity: Option<u64>,
@@ -32,10 +32,11 @@ pub fn resolve(raw: RawResponses, problems: &mut Problems) -> ResponsesConfig {
         affinity_capacity,
     } = raw;
     ResponsesConfig {
-        affinity_ttl: problems.positive_duration(
+        affinity_ttl: problems.bounded_duration(
             "responses.affinity_ttl",
             affinity_ttl,
             DEFAULT_AFFINITY_TTL,
+            A_YEAR,
         ),
         affinity_capacity: affinity_capacity.unwrap_or(DEFAULT_AFFINITY_CAPACITY),
     }

@@ -6,13 +6,10 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::config::Problems;
+use crate::config::{A_YEAR, Problems};
 
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
 pub const DEFAULT_CACHE_MAX_BYTES: u64 = 64 * 1024 * 1024;
-/// Longest an answer may stay (the in-process cache refuses a time to live beyond 1000 years
-/// with a panic; a year is as long as a cached answer can usefully live).
-const MAX_CACHE_TTL: (Duration, &str) = (Duration::from_secs(366 * 86_400), "366 days");
 
 /// `cache`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -37,7 +34,7 @@ pub fn resolve(raw: Option<RawCache>, problems: &mut Problems) -> Option<CacheCo
         problems.push("cache.max_bytes", "must be greater than 0");
     }
     Some(CacheConfig {
-        ttl: problems.bounded_duration("cache.ttl", raw.ttl, DEFAULT_CACHE_TTL, MAX_CACHE_TTL),
+        ttl: problems.bounded_duration("cache.ttl", raw.ttl, DEFAULT_CACHE_TTL, A_YEAR),
         max_bytes,
     })
 }

@@ -179,9 +179,6 @@ pub struct LimitsConfig {
     pub redis: Option<RedisConfig>,
 }
 
-/// Longest window a limit may have (counters expire after two windows).
-const MAX_WINDOW: (Duration, &str) = (Duration::from_secs(366 * 86_400), "366 days");
-
 /// Longest a request may wait for Redis (`limits.redis.timeout`): no request hangs on it.
 const MAX_REDIS_TIMEOUT: (Duration, &str) = (
     Duration::from_secs(10),
@@ -194,7 +191,8 @@ fn window(
     text: Option<String>,
     default: Duration,
 ) -> Duration {
-    problems.bounded_duration(path, text, default, MAX_WINDOW)
+    // Counters expire after two windows.
+    problems.bounded_duration(path, text, default, crate::config::A_YEAR)
 }
 
 pub fn resolve(raw: RawLimits, problems: &mut Problems) -> LimitsConfig {
