@@ -79,11 +79,7 @@ pub(super) const fn later(
     help: &'static str,
 ) -> Var {
     Var {
-        name,
-        default,
-        secret: false,
-        target: Target::Gateway,
         status: Status::NotBuilt(feature),
-        help,
+        ..var(name, default, Target::Gateway, help)
     }
 }
