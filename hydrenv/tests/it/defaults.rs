@@ -9,7 +9,7 @@ use hydrenv::vars::{self, Status, Target};
 use proxy::GatewayConfig;
 use proxy::config::{BalancerConfig, HashOn, LimitsConfig};
 
-use crate::support::minimal;
+use crate::support::{gateway_config, minimal};
 
 /// How one variable's default shows in the resolved config.
 struct Row {
@@ -472,18 +472,7 @@ const NOT_A_CONFIG_VALUE: &[(&str, &str)] = &[
 ];
 
 fn rendered(with: &[(&str, &str)]) -> GatewayConfig {
-    let render = hydrenv::app::render(
-        &minimal(with),
-        &Default::default(),
-        &hydrenv::render::Templates::embedded().unwrap(),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let file = render
-        .files
-        .iter()
-        .find(|f| f.name == "gateway.yaml")
-        .unwrap();
-    GatewayConfig::parse("gateway.yaml", &file.contents).unwrap()
+    gateway_config(&minimal(with))
 }
 
 fn absent(section: &str) -> GatewayConfig {

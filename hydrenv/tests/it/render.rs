@@ -433,19 +433,3 @@ fn passive_health_reaches_the_proxy_and_zero_failures_turns_it_off() {
     let off = gateway(&[("AI_PROXY_PASSIVE_HEALTH_FAILURES", "0")]);
     assert_eq!(off.upstream.passive_health.failures, 0);
 }
-
-/// The gateway config the proxy reads from a render of `env`.
-fn gateway_config(env: &Env) -> proxy::GatewayConfig {
-    let render = hydrenv::app::render(
-        env,
-        &Default::default(),
-        &hydrenv::render::Templates::embedded().unwrap(),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let file = render
-        .files
-        .iter()
-        .find(|f| f.name == "gateway.yaml")
-        .unwrap();
-    proxy::GatewayConfig::parse("gateway.yaml", &file.contents).unwrap()
-}

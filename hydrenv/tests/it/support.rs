@@ -26,6 +26,18 @@ pub fn minimal(extra: &[(&str, &str)]) -> Env {
     e
 }
 
+/// The gateway config the proxy reads from a render of `env`.
+pub fn gateway_config(env: &Env) -> proxy::GatewayConfig {
+    let render = hydrenv::app::render(env, &Default::default(), &Templates::embedded().unwrap())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let file = render
+        .files
+        .iter()
+        .find(|f| f.name == "gateway.yaml")
+        .unwrap();
+    proxy::GatewayConfig::parse("gateway.yaml", &file.contents).unwrap()
+}
+
 /// Renders in memory (no Key Vault); returns the dry-run text or the problems.
 pub fn dry_run(env: &Env) -> Result<String, String> {
     hydrenv::app::render(env, &BTreeSet::new(), &Templates::embedded().unwrap())

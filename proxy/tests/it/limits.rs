@@ -237,6 +237,15 @@ async fn stream_to_the_end(gw: &RunningGateway, body: &str) -> String {
     reply.text()
 }
 
+/// A stream through a gateway with `limits` (in process) from a backend that sends no usage
+/// chunk: the backend (kept alive), the gateway and the relayed text.
+async fn stream_without_usage(limits: &str) -> (mock::MockServer, RunningGateway, String) {
+    let backend = mock_with(no_stream_usage("eus")).await;
+    let gw = limited(&backend, Store::InProcess, limits, "").await;
+    let text = stream_to_the_end(&gw, STREAM_BODY).await;
+    (backend, gw, text)
+}
+
 #[tokio::test]
 async fn a_stream_settles_with_the_usage_the_gateway_read_from_it() {
     let redis = RedisServer::start();
@@ -271,15 +280,8 @@ async fn a_stream_settles_with_the_usage_the_gateway_read_from_it() {
 
 #[tokio::test]
 async fn a_stream_without_usage_settles_with_an_estimate_that_is_counted() {
-    let backend = mock_with(no_stream_usage("eus")).await;
-    let gw = limited(
-        &backend,
-        Store::InProcess,
-        "  tokens: { high: 100000, low: 1, window: 1h }\n",
-        "",
-    )
-    .await;
-    let text = stream_to_the_end(&gw, STREAM_BODY).await;
+    let (_backend, gw, text) =
+        stream_without_usage("  tokens: { high: 100000, low: 1, window: 1h }\n").await;
     // What was relayed: the mock's deltas; the estimate counts their text, 4 bytes a token.
     let relayed: u64 = text
         .lines()
@@ -604,15 +606,8 @@ async fn a_huge_max_tokens_reserves_at_most_the_limit_and_settles_to_real_use() 
 async fn request_limits_alone_make_no_token_estimate() {
     // The request quota counts requests: nothing estimates tokens (or reads the relayed text
     // for it), so a backend that reports no usage is counted as reporting none.
-    let backend = mock_with(no_stream_usage("eus")).await;
-    let gw = limited(
-        &backend,
-        Store::InProcess,
-        "  quota: { window: 1h, requests: 10 }\n",
-        "",
-    )
-    .await;
-    let text = stream_to_the_end(&gw, STREAM_BODY).await;
+    let (_backend, gw, text) =
+        stream_without_usage("  quota: { window: 1h, requests: 10 }\n").await;
     assert!(text.contains("[DONE]"), "{text}");
     ended(&gw, 1.0).await;
     let text = metrics(&gw).await;
