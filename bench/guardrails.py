@@ -15,11 +15,15 @@ the core between two requests of one target, so each starts with caches the othe
 that costs the Redis path (redis-server's Lua included) ~15 µs more at p50 than serving its
 own requests does, and no deployment interleaves like that. The two-target run keeps the
 comparison side by side and leaves out that artefact; both figures are reported, and so is
-what redis-server spent per script call during the paired Redis run. One Redis round trip
-measured with `redis-benchmark -c 1` (PING, and the gateway's own admission script by EVALSHA
-with the same three keys, each from the load core, as the client side of every other figure,
-and from the server core, where the gateway calls from); then `wrk -c64` on each target in
-turn (req/s, and CPU per request of each gateway and of redis-server).
+what redis-server spent per script call during the paired Redis run. One Redis round trip,
+measured twice: in place, as what it adds to a request the leanest relay serves on core 0
+(`loadgen relay`, bench/src/relay.rs: blocking threads, one EVALSHA of the admission script
+per request before relaying to the same mock, paired with the same relay without it; the
+verdict's figure, since on a core the gateway, the mock and redis-server share the same call
+costs about twice what it costs alone); and alone with `redis-benchmark -c 1` (PING, and the
+same EVALSHA with the same three keys, each from the load core, as the client side of every
+other figure, and from the server core, where the gateway calls from). Then `wrk -c64` on each
+target in turn (req/s, and CPU per request of each gateway and of redis-server).
 
 The Redis case only counts when it really went through Redis: the gateway's store is connected
 before anything is sent (`gateway_limit_store_up` 1), `gateway_limit_store_errors_total` stays 0
@@ -112,6 +116,16 @@ def case_limits(bench) -> dict:
     counting = {name: check_counting(targets[name]) for name in ("limits_local", "limits_redis")}
     admit_sha = h.redis_cli(port, "SCRIPT", "LOAD", stdin=SCRIPTS[0]).strip()
     calls = RTT_CALLS.get(p.name, RTT_CALLS["smoke"])
+    # The round trip in place: the leanest relay in front of the same mock, without and with
+    # one admission EVALSHA per request, on core 0 like the gateway (bench/src/relay.rs).
+    relays = {
+        "relay": h.start_relay("relay", bench.instant),
+        "relay_redis": h.start_relay(
+            "relay-redis", bench.instant, (port, " ".join(["EVALSHA", admit_sha, *ADMIT_ARGS]))
+        ),
+    }
+    relay_targets = {name: (url + CHAT_PATH, BACKEND_KEY) for name, (_, url) in relays.items()}
+    bench.check(relay_targets, CHAT_BODY)
 
     # Five targets take turns in one paired run: as many seconds per target as case 1 gives.
     paired_seconds = round(p.paired_seconds * len(targets) / 3, 1)
@@ -120,6 +134,8 @@ def case_limits(bench) -> dict:
     pair_seconds = round(p.paired_seconds * 2 / 3, 1)
     pairs = {name: [] for name in GATEWAYS[1:]}
     rtt = []
+    in_place = []
+    relay_calls = 1  # bench.check's request
     throughput = {name: [] for name in targets}
     watched = {**procs, "nginx": bench.nginx, "redis": redis}
     for rep, order in bench.rotations(list(targets)):
@@ -139,6 +155,11 @@ def case_limits(bench) -> dict:
                 calls, usec = (a - b for a, b in zip(script_time(h, port), before, strict=True))
                 per_call = round(usec / calls, 1) if calls else None
                 pairs[name][-1]["redis_us_per_script_call"] = per_call
+        before = script_time(h, port)
+        pair = h.paired(relay_targets, CHAT_BODY, pair_seconds)
+        in_place.append({n: {**pair[n]["latency_us"], "errors": pair[n]["errors"]} for n in pair})
+        # The relay's script calls, warm-up included (not the gateway's, for the validity).
+        relay_calls += script_time(h, port)[0] - before[0]
         rtt.append(
             {
                 "ping": h.redis_benchmark(port, calls, "-t", "ping")["PING_MBULK"],
@@ -166,6 +187,9 @@ def case_limits(bench) -> dict:
                 f"{pairs[n][-1][n]['p99'] - pairs[n][-1]['gateway']['p99']} µs"
                 for n in pairs
             )
+            + f"; one round trip in place (relay) added p50/p99 "
+            f"{in_place[-1]['relay_redis']['p50'] - in_place[-1]['relay']['p50']}/"
+            f"{in_place[-1]['relay_redis']['p99'] - in_place[-1]['relay']['p99']} µs"
             + f"; redis PING p50 {rtt[-1]['ping']['p50_us']} p99 {rtt[-1]['ping']['p99_us']} µs,"
             f" EVALSHA p99 {rtt[-1]['admit_evalsha']['p99_us']} µs"
         )
@@ -186,10 +210,13 @@ def case_limits(bench) -> dict:
             + ", ".join(f"{n} {throughput[n][-1]['rps']:.0f} req/s" for n in targets)
         )
 
-    # redis-benchmark's own script calls: `calls` per admission measurement per repetition.
+    # The harness's own script calls: `calls` per redis-benchmark admission measurement per
+    # repetition, and one per request of the relay with Redis (the check's and the pairs').
     evalsha_runs = sum(1 for rep in rtt for kind in rep if kind.startswith("admit_"))
-    validity = redis_validity(h, port, setups["limits_redis"], calls * evalsha_runs)
-    for proc in (*procs.values(), redis):
+    validity = redis_validity(
+        h, port, setups["limits_redis"], calls * evalsha_runs + relay_calls
+    )
+    for proc in (*procs.values(), *(proc for proc, _ in relays.values()), redis):
         proc.stop()
     if not validity["valid"] and p.name != "full":
         raise HarnessError(f"limits_redis did not count through Redis: {validity['problems']}")
@@ -203,10 +230,11 @@ def case_limits(bench) -> dict:
         "connections": p.conns,
         "latency": latency,
         "rtt": rtt,
+        "rtt_in_place": in_place,
         "throughput": throughput,
         "counting": counting,
         "validity": validity,
-        "summary": summarize(latency, pairs, rtt, throughput, validity),
+        "summary": summarize(latency, pairs, rtt, in_place, throughput, validity),
     }
 
 
@@ -287,7 +315,9 @@ def redis_validity(h, port: int, setup: GatewaySetup, harness_calls: int) -> dic
     }
 
 
-def summarize(latency: dict, pairs: dict, rtt: list, throughput: dict, validity: dict) -> dict:
+def summarize(
+    latency: dict, pairs: dict, rtt: list, in_place: list, throughput: dict, validity: dict
+) -> dict:
     from cases import median, spread
 
     def differences(runs, field):
@@ -342,6 +372,13 @@ def summarize(latency: dict, pairs: dict, rtt: list, throughput: dict, validity:
             }
             for kind in RTT_KINDS
         },
+        # What one admission round trip adds to a request served on core 0 in this run, made
+        # by the leanest client (bench/src/relay.rs): the relay with it over the one without.
+        "redis_rtt_in_place_us": {
+            field: differences([(r["relay_redis"], r["relay"]) for r in in_place], field)
+            for field in ("p50", "p99")
+        }
+        | {"errors": sum(r[n]["errors"] for r in in_place for n in r)},
         "rps": rps,
         "vs_gateway": {
             n: round(rps[n]["median"] / base, 3) if base and rps[n]["median"] else None

@@ -199,14 +199,18 @@ class Harness:
         argv += ["--api-key", BACKEND_KEY, *flags]
         proc = Proc(self, name, argv, SERVER_CPUS)
         instances = int(flags[flags.index("--instances") + 1]) if "--instances" in flags else 1
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            urls = re.findall(r"listening on (http://[0-9.:]+)", proc.output())
-            if len(urls) >= instances:
-                return proc, urls
-            proc.check_alive()
-            time.sleep(0.01)
-        raise HarnessError(f"mock {name} did not report its address:\n{proc.output()}")
+        return proc, listening(proc, instances)
+
+    def start_relay(self, name: str, backend: str, redis_call: tuple[int, str] | None = None):
+        """`loadgen relay` on core 0 in front of `backend` (a URL), with one Redis round trip
+        per request when `redis_call` is `(port, command)`; returns it and its URL."""
+        netloc = backend.split("//", 1)[1].split("/", 1)[0]
+        argv = [self.bin("loadgen"), "relay", "--backend", netloc]
+        if redis_call:
+            port, command = redis_call
+            argv += ["--redis", f"127.0.0.1:{port}", "--call", command]
+        proc = Proc(self, name, argv, SERVER_CPUS)
+        return proc, listening(proc, 1)[0]
 
     @property
     def launcher(self) -> str:
@@ -405,6 +409,18 @@ class GatewaySetup:
             env[f"AZURE_OPENAI_NAME_{i}"] = b.name
             env[f"AZURE_OPENAI_PRIORITY_{i}"] = str(b.priority)
         return env
+
+
+def listening(proc: Proc, count: int) -> list[str]:
+    """The URLs a server process reports ("listening on http://..."), once it has `count`."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        urls = re.findall(r"listening on (http://[0-9.:]+)", proc.output())
+        if len(urls) >= count:
+            return urls
+        proc.check_alive()
+        time.sleep(0.01)
+    raise HarnessError(f"{proc.name} did not report its address:\n{proc.output()}")
 
 
 class Proc:

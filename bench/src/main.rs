@@ -5,11 +5,15 @@
 //! - `rate`: open-loop load at a fixed request rate. Latency runs from each request's scheduled
 //!   send time, so a server that falls behind shows its queue instead of slowing the client down.
 //! - `streams`: N concurrent SSE streams; time to first token, gaps between deltas, stalls.
+//! - `relay`: not a client but the leanest HTTP relay, optionally making one Redis round trip
+//!   per request: what that round trip costs in place (the `limits` case).
 //!
-//! Prints one JSON object on stdout; `bench/bench.py` drives it. Loopback only.
+//! Prints one JSON object on stdout (`relay` serves until killed); `bench/bench.py` drives it.
+//! Loopback only.
 
 mod paired;
 mod rate;
+mod relay;
 mod stats;
 mod streams;
 mod target;
@@ -34,10 +38,25 @@ enum Command {
     Paired(paired::PairedArgs),
     /// Concurrent SSE streams; TTFT, inter-delta gaps and stalls.
     Streams(streams::StreamArgs),
+    /// The leanest HTTP relay to a backend, with one Redis round trip per request or none.
+    Relay(relay::RelayArgs),
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let command = match args.command {
+        // Blocking threads, no runtime (see relay.rs).
+        Command::Relay(args) => {
+            return match relay::run(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("loadgen relay: {error:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        command => command,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -49,10 +68,12 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match args.command {
+        match command {
             Command::Paired(args) => paired::run(args).await,
             Command::Rate(args) => rate::run(args).await,
             Command::Streams(args) => streams::run(args).await,
+            // Served above, without a runtime.
+            Command::Relay(_) => Ok(serde_json::Value::Null),
         }
     });
     match result {
