@@ -18,6 +18,7 @@
 
 mod local;
 mod redis;
+mod resp;
 
 use std::net::IpAddr;
 use std::sync::Arc;

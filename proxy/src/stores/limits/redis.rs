@@ -9,7 +9,9 @@
 //!   first call (which uses the store's meanwhile): an admission then never leaves the worker's
 //!   thread. Through the store's connection, each call would wake the background thread and be
 //!   woken by it, two cross-thread hops that cost ~60 µs a request on the benchmark machine, more
-//!   than the Redis round trip itself (docs/benchmarks.md, "Guardrails").
+//!   than the Redis round trip itself (docs/benchmarks.md, "Guardrails"). That connection is
+//!   our own lean one ([`super::resp`]), written and read by the request's task itself; a
+//!   store whose URL it cannot serve (a Unix socket) calls through the store's only.
 //! - No call waits longer than `limits.redis.timeout`.
 //!
 //! Time comes from Redis (`TIME` inside the scripts), so replicas with skewed clocks still
@@ -23,6 +25,7 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use redis::aio::MultiplexedConnection;
 
+use super::resp;
 use super::{Charge, Check, Granted, PerRequest, Rule, StoreError, Ticket, Verdict};
 use crate::config::RedisConfig;
 use crate::metrics::Metrics;
@@ -37,7 +40,7 @@ thread_local! {
 /// after a failed try.
 struct Own {
     store: Weak<RedisStore>,
-    connection: Option<MultiplexedConnection>,
+    connection: Option<Arc<resp::Connection>>,
     /// The store's generation it was made in.
     generation: u64,
     /// Process-clock ms before which no new try is made.
@@ -50,6 +53,9 @@ static SETTLE: &str = include_str!("settle.lua");
 pub struct RedisStore {
     config: RedisConfig,
     client: Option<redis::Client>,
+    /// Where the threads' own connections go, and their handshake (`None`: only through the
+    /// store's connection).
+    target: Option<resp::Target>,
     connection: ArcSwapOption<MultiplexedConnection>,
     /// Wakes the reconnect loop when a call found the connection broken.
     broken: tokio::sync::Notify,
@@ -94,9 +100,13 @@ impl RedisStore {
         // (ring). Installing it again is a no-op error.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let (settlements, queue) = tokio::sync::mpsc::channel(SETTLE_QUEUE);
+        let target = client
+            .as_ref()
+            .and_then(|c| resp::Target::of(c.get_connection_info()));
         let store = Arc::new(Self {
             config: config.clone(),
             client,
+            target,
             connection: ArcSwapOption::empty(),
             broken: tokio::sync::Notify::new(),
             admit: redis::Script::new(ADMIT),
@@ -150,14 +160,16 @@ impl RedisStore {
     /// This thread's connection, when it has one of the current generation; else starts
     /// making it (on a runtime whose tasks all run on this thread: a worker's, or the
     /// background one), and the caller uses the store's meanwhile.
-    fn own_connection(self: &Arc<Self>) -> Option<MultiplexedConnection> {
+    fn own_connection(self: &Arc<Self>) -> Option<Arc<resp::Connection>> {
         let generation = self.generation.load(Ordering::Acquire);
         OWN.with_borrow_mut(|own| {
             own.retain(|o| o.store.strong_count() > 0);
             let mine = |o: &Own| std::ptr::eq(o.store.as_ptr(), Arc::as_ptr(self));
             if let Some(found) = own.iter_mut().find(|o| mine(o)) {
                 if found.generation == generation {
-                    if found.connection.is_some() || crate::clock::now_ms() < found.retry_ms {
+                    if found.connection.as_ref().is_some_and(|c| !c.is_broken())
+                        || crate::clock::now_ms() < found.retry_ms
+                    {
                         return found.connection.clone();
                     }
                 } else {
@@ -179,24 +191,37 @@ impl RedisStore {
             if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread {
                 return None;
             }
-            let client = self.client.clone()?;
+            let target = self.target.clone()?;
             let store = Arc::downgrade(self);
-            let settings = self.settings();
+            let wait = self.config.timeout.max(Duration::from_secs(2));
             runtime.spawn(async move {
-                let made = client
-                    .get_multiplexed_async_connection_with_config(&settings)
-                    .await;
+                let made = tokio::time::timeout(wait, resp::Connection::open(&target)).await;
                 OWN.with_borrow_mut(|own| {
                     let Some(slot) = own.iter_mut().find(|o| o.store.ptr_eq(&store)) else {
                         return;
                     };
                     match made {
-                        Ok(connection) if slot.generation == generation => {
+                        Ok(Ok(connection)) if slot.generation == generation => {
                             slot.connection = Some(connection);
                         }
-                        Ok(_) => slot.retry_ms = 0,
-                        // Not before a second from now.
-                        Err(_) => slot.retry_ms = crate::clock::now_ms() + 1000,
+                        Ok(Ok(_)) => slot.retry_ms = 0,
+                        // Not before a second from now; calls meanwhile go through the
+                        // store's connection.
+                        failed => {
+                            slot.retry_ms = crate::clock::now_ms() + 1000;
+                            if let Some(live) = store.upgrade()
+                                && live.may_warn()
+                            {
+                                let why = match &failed {
+                                    Ok(Err(error)) => error.label(),
+                                    _ => "timeout",
+                                };
+                                tracing::warn!(
+                                    why,
+                                    "limits: cannot open this thread's own connection to Redis; calling through the store's meanwhile"
+                                );
+                            }
+                        }
                     }
                 });
             });
@@ -261,22 +286,34 @@ impl RedisStore {
             return Err(StoreError::Down);
         };
         let deadline = tokio::time::Instant::now() + self.config.timeout;
-        if let Some(mut own) = self.own_connection() {
-            match tokio::time::timeout_at(deadline, eval::<T>(&mut own, script, cmd)).await {
-                Ok(Ok(value)) => {
-                    self.failures.store(0, Ordering::Relaxed);
-                    return Ok(value);
+        if let Some(own) = self.own_connection() {
+            let source = if std::ptr::eq(script, &self.admit) {
+                ADMIT
+            } else {
+                SETTLE
+            };
+            match eval_own(&own, source, cmd, deadline).await {
+                Ok(reply) => {
+                    return match T::from_redis_value(reply.into_value()) {
+                        Ok(value) => {
+                            self.failures.store(0, Ordering::Relaxed);
+                            Ok(value)
+                        }
+                        Err(_) => Err(self.failed(StoreError::Failed, &shared)),
+                    };
                 }
                 // This thread's connection broke: forgotten (a new one is made on a later
                 // call), the store's left as it is (it may be fine: an idle connection closed,
                 // a Redis restart it has got over). Not tried again on the store's: the script
                 // may have run.
-                Ok(Err(error)) if Self::broken_by(&error) => {
+                Err(error) if error.is_broken() => {
                     self.forget_own();
                     return Err(StoreError::Down);
                 }
-                Ok(Err(_)) => return Err(self.failed(StoreError::Failed, &shared)),
-                Err(_) => return Err(self.failed(StoreError::Timeout, &shared)),
+                Err(resp::Error::Timeout) => {
+                    return Err(self.failed(StoreError::Timeout, &shared));
+                }
+                Err(_) => return Err(self.failed(StoreError::Failed, &shared)),
             }
         }
         let mut connection = MultiplexedConnection::clone(&shared);
@@ -507,6 +544,23 @@ fn script_cmd<'k>(
         cmd.arg(key.redis_name());
     }
     cmd
+}
+
+/// [`eval`] on a thread's own connection, all of it by `deadline`; `source` is the script's.
+async fn eval_own(
+    connection: &Arc<resp::Connection>,
+    source: &str,
+    cmd: &redis::Cmd,
+    deadline: tokio::time::Instant,
+) -> Result<resp::Reply, resp::Error> {
+    match connection.call(cmd, deadline).await {
+        Err(error) if error.code() == Some("NOSCRIPT") => {
+            let load = redis::cmd("SCRIPT").arg("LOAD").arg(source).clone();
+            connection.call(&load, deadline).await?;
+            connection.call(cmd, deadline).await
+        }
+        answer => answer,
+    }
 }
 
 /// Runs a script's call; when Redis does not have the script (a restart, a `SCRIPT FLUSH`),

@@ -203,6 +203,8 @@ async fn limits_share_a_tls_redis_with_a_password_and_never_show_it() {
     let _ = gw.child.wait();
     let log = gw.log.join().unwrap().join("\n");
     assert!(!log.contains(password), "{log}");
+    // The worker's own connection (TLS, AUTH) opened: it did not fall back to the store's.
+    assert!(!log.contains("own connection"), "{log}");
 }
 
 #[tokio::test]
