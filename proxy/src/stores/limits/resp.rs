@@ -5,7 +5,7 @@
 //! ~3-4 µs a call at c=1 on the benchmark machine, a tenth of what Redis limits add there
 //! (docs/benchmarks.md, "Guardrails", third round). Here the request's own task writes its
 //! command and reads the answers: RESP2, pipelined (answers come in the order the commands
-//! went), one connection per thread (it is `!Send`, in a thread-local), plain TCP or TLS,
+//! went), one connection per thread (in a thread-local: only its thread uses it), plain TCP or TLS,
 //! `AUTH` and `SELECT` from the store's URL. Everything else (the store's own connection,
 //! reconnects, script loading on NOSCRIPT) stays with redis-rs in `redis.rs`.
 //!
