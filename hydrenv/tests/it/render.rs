@@ -405,20 +405,7 @@ fn rendered_configs_are_what_the_proxy_accepts() {
 
 #[test]
 fn passive_health_reaches_the_proxy_and_zero_failures_turns_it_off() {
-    let gateway = |extra: &[(&str, &str)]| {
-        let render = hydrenv::app::render(
-            &minimal(extra),
-            &Default::default(),
-            &hydrenv::render::Templates::embedded().unwrap(),
-        )
-        .unwrap();
-        let file = render
-            .files
-            .iter()
-            .find(|f| f.name == "gateway.yaml")
-            .unwrap();
-        proxy::GatewayConfig::parse("gateway.yaml", &file.contents).unwrap()
-    };
+    let gateway = |extra: &[(&str, &str)]| gateway_config(&minimal(extra));
     let defaults = gateway(&[]).upstream.passive_health;
     assert_eq!(defaults.failures, 3);
     assert_eq!(defaults.unhealthy_for, std::time::Duration::from_secs(30));

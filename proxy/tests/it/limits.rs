@@ -56,6 +56,21 @@ async fn limited(
     gw
 }
 
+/// The same limits in process and in `redis`: each store with a backend and a gateway of its own.
+async fn in_each_store<'r>(
+    redis: &'r RedisServer,
+    limits: &str,
+    extra: &str,
+) -> Vec<(Store<'r>, mock::MockServer, RunningGateway)> {
+    let mut each = Vec::new();
+    for store in [Store::InProcess, Store::Redis(redis)] {
+        let backend = mock("eus").await;
+        let gw = limited(&backend, store, limits, extra).await;
+        each.push((store, backend, gw));
+    }
+    each
+}
+
 /// Real total tokens the mock spends on `CHAT_BODY` (its usage), found once without limits.
 async fn chat_tokens(backend: &mock::MockServer) -> u64 {
     let gw = gateway(&config_yaml(&[b("eus", backend.url())], "")).await;
@@ -211,15 +226,9 @@ async fn lanes_have_their_own_limits_and_the_test_shim_reads_the_gateways_header
 #[tokio::test]
 async fn a_full_window_opens_again_when_it_ends() {
     let redis = RedisServer::start();
-    for store in [Store::InProcess, Store::Redis(&redis)] {
-        let backend = mock("eus").await;
-        let gw = limited(
-            &backend,
-            store,
-            "  tokens: { high: 1, low: 1, window: 1s }\n",
-            "",
-        )
-        .await;
+    for (_store, _backend, gw) in
+        in_each_store(&redis, "  tokens: { high: 1, low: 1, window: 1s }\n", "").await
+    {
         let first = post(gw.addr, CHAT, CHAT_BODY).await;
         assert_eq!(first.status, 200);
         assert_eq!(num(&first, "x-ai-ratelimit-reset"), 1);
@@ -249,15 +258,13 @@ async fn stream_without_usage(limits: &str) -> (mock::MockServer, RunningGateway
 #[tokio::test]
 async fn a_stream_settles_with_the_usage_the_gateway_read_from_it() {
     let redis = RedisServer::start();
-    for store in [Store::InProcess, Store::Redis(&redis)] {
-        let backend = mock("eus").await;
-        let gw = limited(
-            &backend,
-            store,
-            "  tokens: { high: 100000, low: 1, window: 1h }\n",
-            "",
-        )
-        .await;
+    for (store, _backend, gw) in in_each_store(
+        &redis,
+        "  tokens: { high: 100000, low: 1, window: 1h }\n",
+        "",
+    )
+    .await
+    {
         let text = stream_to_the_end(&gw, STREAM_BODY).await;
         assert!(
             !text.contains("\"usage\":{"),
@@ -403,15 +410,9 @@ async fn two_hundred_concurrent_requests_overshoot_by_at_most_one_estimate_in_re
 #[tokio::test]
 async fn the_request_rate_lets_a_burst_through_per_client_address() {
     let redis = RedisServer::start();
-    for store in [Store::InProcess, Store::Redis(&redis)] {
-        let backend = mock("eus").await;
-        let gw = limited(
-            &backend,
-            store,
-            "  rate: { per_second: 0.001, burst: 2 }\n",
-            "",
-        )
-        .await;
+    for (_store, _backend, gw) in
+        in_each_store(&redis, "  rate: { per_second: 0.001, burst: 2 }\n", "").await
+    {
         for remaining in [2, 1, 0] {
             let reply = post(gw.addr, CHAT, CHAT_BODY).await;
             assert_eq!(reply.status, 200);
@@ -434,20 +435,13 @@ async fn the_request_rate_lets_a_burst_through_per_client_address() {
 #[tokio::test]
 async fn request_and_token_quotas_count_per_consumer() {
     let redis = RedisServer::start();
-    for store in [Store::InProcess, Store::Redis(&redis)] {
-        let backend = mock("eus").await;
-        let t = 2 + 8;
-        let clients = format!(
-            "clients:\n  consumers:\n    - {{ name: a, key: key-a }}\n    - {{ name: b, key: key-b, token_quota: {} }}\n",
-            2 * t + 1
-        );
-        let gw = limited(
-            &backend,
-            store,
-            "  quota: { window: 1h, requests: 3 }\n",
-            &clients,
-        )
-        .await;
+    let t = 2 + 8;
+    let clients = format!(
+        "clients:\n  consumers:\n    - {{ name: a, key: key-a }}\n    - {{ name: b, key: key-b, token_quota: {} }}\n",
+        2 * t + 1
+    );
+    let quota = "  quota: { window: 1h, requests: 3 }\n";
+    for (store, _backend, gw) in in_each_store(&redis, quota, &clients).await {
         let as_client = async |key: &str| {
             send(request(
                 Method::POST,

@@ -1,0 +1,255 @@
+//! What Redis answers: as much of RESP2 as it sends, read whole or not at all.
+
+/// Why a call got no answer, or what Redis answered instead.
+#[derive(Debug)]
+pub enum Error {
+    /// The connection broke or closed (or was already broken): it is of no further use.
+    Broken,
+    /// The bytes from Redis are not RESP2: the connection is out of step and of no further use.
+    Protocol,
+    /// Redis answered an error (`-NOSCRIPT ...`, `-READONLY ...`): the whole line.
+    Reply(String),
+    /// No answer by the call's deadline (it may still come, and is then thrown away).
+    Timeout,
+}
+
+impl Error {
+    /// Whether the connection cannot serve further calls.
+    pub fn is_broken(&self) -> bool {
+        match self {
+            Self::Broken | Self::Protocol => true,
+            Self::Timeout => false,
+            Self::Reply(_) => matches!(self.code(), Some("READONLY" | "MASTERDOWN" | "LOADING")),
+        }
+    }
+
+    /// What it was, for a log line: the error reply's code, never its text.
+    pub fn label(&self) -> &str {
+        match self {
+            Self::Broken => "broken",
+            Self::Protocol => "protocol",
+            Self::Timeout => "timeout",
+            Self::Reply(_) => self.code().unwrap_or("error"),
+        }
+    }
+
+    /// The error reply's code (its first word).
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Reply(line) => line.split(' ').next(),
+            _ => None,
+        }
+    }
+}
+
+/// An answer, as much of RESP2 as Redis sends.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reply {
+    Int(i64),
+    Simple(String),
+    Bulk(Option<Vec<u8>>),
+    Array(Option<Vec<Reply>>),
+}
+
+impl Reply {
+    /// As redis-rs's value, for its `FromRedisValue` conversions.
+    pub fn into_value(self) -> redis::Value {
+        match self {
+            Self::Int(n) => redis::Value::Int(n),
+            Self::Simple(text) if text == "OK" => redis::Value::Okay,
+            Self::Simple(text) => redis::Value::SimpleString(text),
+            Self::Bulk(Some(bytes)) => redis::Value::BulkString(bytes),
+            Self::Array(Some(items)) => {
+                redis::Value::Array(items.into_iter().map(Self::into_value).collect())
+            }
+            Self::Bulk(None) | Self::Array(None) => redis::Value::Nil,
+        }
+    }
+}
+
+/// An answer read whole (an error reply as `Err(Error::Reply)`), and the bytes it took.
+pub type Parsed = (Result<Reply, Error>, usize);
+
+/// Parses one whole answer from the front of `input`: `Ok(None)` while it is incomplete;
+/// `Err` when the bytes are not RESP2.
+pub fn parse(input: &[u8]) -> Result<Option<Parsed>, Error> {
+    let mut at = 0;
+    match parse_at(input, &mut at, 0)? {
+        Some(reply) => Ok(Some((reply, at))),
+        None => Ok(None),
+    }
+}
+
+/// Deepest nesting of arrays read (Redis's scripts answer flat arrays).
+const MAX_DEPTH: usize = 8;
+/// Largest element count or bulk length believed (a wrong length would make a huge buffer).
+const MAX_LENGTH: i64 = 64 * 1024 * 1024;
+
+fn parse_at(
+    input: &[u8],
+    at: &mut usize,
+    depth: usize,
+) -> Result<Option<Result<Reply, Error>>, Error> {
+    let Some(line) = line_at(input, *at)? else {
+        return Ok(None);
+    };
+    let (kind, rest) = (line[0], &line[1..]);
+    let after = *at + line.len() + 2;
+    let text = || std::str::from_utf8(rest).map_err(|_| Error::Protocol);
+    let number = || -> Result<i64, Error> { text()?.parse().map_err(|_| Error::Protocol) };
+    let reply = match kind {
+        b'+' => Ok(Reply::Simple(text()?.to_owned())),
+        b'-' => Err(Error::Reply(text()?.to_owned())),
+        b':' => Ok(Reply::Int(number()?)),
+        b'$' => {
+            let length = number()?;
+            if length < 0 {
+                Ok(Reply::Bulk(None))
+            } else {
+                if length > MAX_LENGTH {
+                    return Err(Error::Protocol);
+                }
+                let length = usize::try_from(length).map_err(|_| Error::Protocol)?;
+                let end = after + length;
+                if input.len() < end + 2 {
+                    return Ok(None);
+                }
+                if &input[end..end + 2] != b"\r\n" {
+                    return Err(Error::Protocol);
+                }
+                *at = end + 2;
+                return Ok(Some(Ok(Reply::Bulk(Some(input[after..end].to_vec())))));
+            }
+        }
+        b'*' => {
+            let count = number()?;
+            if count < 0 {
+                Ok(Reply::Array(None))
+            } else {
+                if count > MAX_LENGTH || depth >= MAX_DEPTH {
+                    return Err(Error::Protocol);
+                }
+                *at = after;
+                let mut items = Vec::with_capacity(usize::try_from(count.min(64)).unwrap_or(0));
+                let mut failed = None;
+                for _ in 0..count {
+                    match parse_at(input, at, depth + 1)? {
+                        None => return Ok(None),
+                        Some(Ok(item)) => items.push(item),
+                        // An error inside an array (a transaction's answer): the first one.
+                        Some(Err(error)) => failed = failed.or(Some(error)),
+                    }
+                }
+                return Ok(Some(match failed {
+                    Some(error) => Err(error),
+                    None => Ok(Reply::Array(Some(items))),
+                }));
+            }
+        }
+        _ => return Err(Error::Protocol),
+    };
+    *at = after;
+    Ok(Some(reply))
+}
+
+/// The line starting at `at`, without its CRLF; `None` while it has not all come.
+fn line_at(input: &[u8], at: usize) -> Result<Option<&[u8]>, Error> {
+    let rest = input.get(at..).unwrap_or_default();
+    match memchr::memchr(b'\n', rest) {
+        None if rest.len() > 64 * 1024 => Err(Error::Protocol),
+        None => Ok(None),
+        Some(end) if end >= 2 && rest[end - 1] == b'\r' => Ok(Some(&rest[..end - 1])),
+        Some(_) => Err(Error::Protocol),
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// RESP2 values as Redis writes them.
+    fn reply() -> impl Strategy<Value = Reply> {
+        let leaf = prop_oneof![
+            any::<i64>().prop_map(Reply::Int),
+            "[a-zA-Z0-9 ]{0,12}".prop_map(Reply::Simple),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..24))
+                .prop_map(Reply::Bulk),
+            Just(Reply::Array(None)),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            proptest::collection::vec(inner, 0..6).prop_map(|items| Reply::Array(Some(items)))
+        })
+    }
+
+    fn encode(reply: &Reply, out: &mut Vec<u8>) {
+        match reply {
+            Reply::Int(n) => out.extend_from_slice(format!(":{n}\r\n").as_bytes()),
+            Reply::Simple(text) => out.extend_from_slice(format!("+{text}\r\n").as_bytes()),
+            Reply::Bulk(None) => out.extend_from_slice(b"$-1\r\n"),
+            Reply::Bulk(Some(bytes)) => {
+                out.extend_from_slice(format!("${}\r\n", bytes.len()).as_bytes());
+                out.extend_from_slice(bytes);
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::Array(None) => out.extend_from_slice(b"*-1\r\n"),
+            Reply::Array(Some(items)) => {
+                out.extend_from_slice(format!("*{}\r\n", items.len()).as_bytes());
+                for item in items {
+                    encode(item, out);
+                }
+            }
+        }
+    }
+
+    proptest! {
+        /// What we read is what redis-rs reads, whole or not at all: every proper prefix is
+        /// incomplete, and the bytes after an answer are left for the next one.
+        #[test]
+        fn answers_read_as_redis_rs_reads_them(reply in reply()) {
+            let mut bytes = Vec::new();
+            encode(&reply, &mut bytes);
+            let (ours, used) = parse(&bytes).unwrap().unwrap();
+            prop_assert_eq!(used, bytes.len());
+            prop_assert_eq!(ours.unwrap().into_value(), redis::parse_redis_value(&bytes).unwrap());
+            for cut in 0..bytes.len() {
+                prop_assert!(parse(&bytes[..cut]).unwrap().is_none(), "prefix {cut} read whole");
+            }
+            bytes.extend_from_slice(b":7\r\n");
+            prop_assert_eq!(parse(&bytes).unwrap().unwrap().1, used);
+        }
+    }
+
+    proptest! {
+        /// Whatever comes from the socket, reading it never panics.
+        #[test]
+        fn any_bytes_are_read_without_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = parse(&bytes);
+            let mut answer = b"*2\r\n".to_vec();
+            answer.extend_from_slice(&bytes);
+            let _ = parse(&answer);
+        }
+    }
+
+    #[test]
+    fn error_answers_and_broken_bytes_are_told_apart() {
+        let (answer, used) = parse(b"-NOSCRIPT No matching script\r\n:1\r\n")
+            .unwrap()
+            .unwrap();
+        let error = answer.unwrap_err();
+        assert_eq!(
+            (error.code(), error.is_broken(), used),
+            (Some("NOSCRIPT"), false, 30)
+        );
+        let readonly = parse(b"-READONLY You can't write\r\n").unwrap().unwrap().0;
+        assert!(readonly.unwrap_err().is_broken(), "a replica: call another");
+        for broken in [
+            &b"?x\r\n"[..],
+            b":1\n",
+            b":x\r\n",
+            b"$3\r\nabcd\r\n",
+            b"*999999999\r\n",
+        ] {
+            assert!(parse(broken).is_err(), "{broken:?}");
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! The connection against a real redis-server (`scripts/setup-system.sh` installs it).
+
+use super::*;
+/// A redis-server of its own on a free port, stopped when dropped.
+struct Server {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl Server {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/setup-system.sh installs it)");
+        for _ in 0..500 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Self { port, child }
+    }
+
+    fn target(&self) -> Target {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/2", self.port)).unwrap();
+        Target::of(client.get_connection_info()).unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A deadline no test reaches.
+fn far() -> Instant {
+    Instant::now() + std::time::Duration::from_secs(3600)
+}
+
+fn echo(word: &str) -> redis::Cmd {
+    redis::cmd("ECHO").arg(word).clone()
+}
+
+/// Many calls of one thread in flight on one connection, one of them dropped before its
+/// answer: each gets its own answer, and the one after the dropped one still comes.
+#[tokio::test(flavor = "current_thread")]
+async fn calls_in_flight_together_each_get_their_own_answer() {
+    let server = Server::start();
+    let connection = Connection::open(&server.target()).await.unwrap();
+    let calls = (0..50).map(|i| {
+        let connection = connection.clone();
+        tokio::spawn(async move {
+            let word = format!("w{i}");
+            let answer = connection.call(&echo(&word), far()).await.unwrap();
+            assert_eq!(answer, Reply::Bulk(Some(word.into_bytes())));
+        })
+    });
+    let calls: Vec<_> = calls.collect();
+    // Dropped at once: polled once (its command went), then gone before its answer.
+    let word = echo("dropped");
+    let mut dropped = Box::pin(connection.call(&word, far()));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(dropped.as_mut().poll(&mut cx).is_pending());
+    drop(dropped);
+    let after = connection.call(&echo("after"), far()).await.unwrap();
+    assert_eq!(after, Reply::Bulk(Some(b"after".to_vec())));
+    for call in calls {
+        call.await.unwrap();
+    }
+    // SELECT 2 from the URL: the connection counts in database 2.
+    let set = redis::cmd("SET").arg("k").arg("v").clone();
+    assert_eq!(
+        connection.call(&set, far()).await.unwrap(),
+        Reply::Simple("OK".into())
+    );
+    let keys = connection.call(&redis::cmd("DBSIZE"), far()).await.unwrap();
+    assert_eq!(keys, Reply::Int(1));
+    assert!(!connection.is_broken());
+}
+
+/// The call that read last for the others is dropped before the answers come: the one
+/// still waiting is woken to read for itself (readiness would wake only the dropped one).
+#[tokio::test(flavor = "current_thread")]
+async fn a_dropped_reader_hands_the_reading_over() {
+    let server = Server::start();
+    let connection = Connection::open(&server.target()).await.unwrap();
+    let waiting = tokio::spawn({
+        let connection = connection.clone();
+        async move {
+            let blpop = redis::cmd("BLPOP").arg("handover").arg(0).clone();
+            connection.call(&blpop, far()).await
+        }
+    });
+    // It runs: its BLPOP goes, it waits to read.
+    tokio::task::yield_now().await;
+    // Another call polled after it (its waker now the one readiness keeps), then dropped.
+    let word = echo("later");
+    let mut later = Box::pin(connection.call(&word, far()));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(later.as_mut().poll(&mut cx).is_pending());
+    drop(later);
+    let pusher = Connection::open(&server.target()).await.unwrap();
+    let push = redis::cmd("RPUSH").arg("handover").arg("x").clone();
+    assert_eq!(pusher.call(&push, far()).await.unwrap(), Reply::Int(1));
+    // A guard against a hang, not a measurement: the answer is already on its way.
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(10), waiting).await;
+    let answer = answer
+        .expect("the waiting call was never woken")
+        .unwrap()
+        .unwrap();
+    let expected = [&b"handover"[..], b"x"].map(|b| Reply::Bulk(Some(b.to_vec())));
+    assert_eq!(answer, Reply::Array(Some(expected.to_vec())));
+}
+
+/// A call past its deadline ends with `Timeout`; its answer, when it comes, is thrown away
+/// and the next call still gets its own.
+#[tokio::test(flavor = "current_thread")]
+async fn a_call_past_its_deadline_times_out_and_the_next_gets_its_own_answer() {
+    let server = Server::start();
+    let connection = Connection::open(&server.target()).await.unwrap();
+    // Answered only once something is pushed: after the deadline, whatever the machine.
+    let blpop = redis::cmd("BLPOP").arg("later").arg(0).clone();
+    let soon = Instant::now() + std::time::Duration::from_millis(50);
+    let answer = connection.call(&blpop, soon).await;
+    assert!(matches!(answer, Err(Error::Timeout)), "{answer:?}");
+    let word = echo("next");
+    let mut next = Box::pin(connection.call(&word, far()));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(
+        next.as_mut().poll(&mut cx).is_pending(),
+        "queued behind the BLPOP"
+    );
+    let pusher = Connection::open(&server.target()).await.unwrap();
+    let push = redis::cmd("RPUSH").arg("later").arg("x").clone();
+    assert_eq!(pusher.call(&push, far()).await.unwrap(), Reply::Int(1));
+    assert_eq!(next.await.unwrap(), Reply::Bulk(Some(b"next".to_vec())));
+    assert!(!connection.is_broken());
+}
+
+/// The server gone: the call waiting ends at once with `Broken`, and so does every later
+/// one (a new connection is made by the store).
+#[tokio::test(flavor = "current_thread")]
+async fn a_connection_that_broke_says_so_to_every_call() {
+    let mut server = Server::start();
+    let connection = Connection::open(&server.target()).await.unwrap();
+    let blpop = redis::cmd("BLPOP").arg("nothing").arg(0).clone();
+    let blocked = connection.call(&blpop, far());
+    let kill = async {
+        tokio::task::yield_now().await;
+        let _ = server.child.kill();
+        let _ = server.child.wait();
+    };
+    let (answer, ()) = tokio::join!(blocked, kill);
+    assert!(matches!(answer, Err(Error::Broken)), "{answer:?}");
+    assert!(connection.is_broken());
+    assert!(matches!(
+        connection.call(&echo("x"), far()).await,
+        Err(Error::Broken)
+    ));
+}
