@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
-use crate::ctx::{LimitView, RequestCtx, Shown};
+use crate::ctx::{LimitView, RequestCtx};
 use crate::error::{GatewayError, ResponseBody};
 use crate::http1::RawFields;
 use crate::relay::Pending;
@@ -22,16 +22,29 @@ const X_GATEWAY_ATTEMPTS: HeaderName = HeaderName::from_static("x-gateway-attemp
 const TOKEN_PREFIX: &[u8] = b"x-ai-ratelimit-";
 const REQUEST_PREFIX: &[u8] = b"x-ratelimit-";
 const LIMIT_FIELDS: [&[u8]; 3] = [b"limit", b"remaining", b"reset"];
-const TOKEN_NAMES: [&[u8]; 3] = [
-    b"x-ai-ratelimit-limit",
-    b"x-ai-ratelimit-remaining",
-    b"x-ai-ratelimit-reset",
-];
-const REQUEST_NAMES: [&[u8]; 3] = [
-    b"x-ratelimit-limit",
-    b"x-ratelimit-remaining",
-    b"x-ratelimit-reset",
-];
+
+/// Where an answer's fields go ([`AnswerHead::for_each_field`]): a closure taking each name and
+/// value, or a writer that puts the limits' numbers straight into its buffer.
+pub trait FieldSink {
+    fn field(&mut self, name: &[u8], value: &[u8]);
+
+    /// A limit field: `name`, then `-<backend>` when given, and its number. By default
+    /// written through [`Self::field`].
+    fn number(&mut self, name: &[u8], backend: Option<&[u8]>, value: u64) {
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(value).as_bytes();
+        match backend {
+            None => self.field(name, digits),
+            Some(backend) => joined(&[name, b"-", backend], |name| self.field(name, digits)),
+        }
+    }
+}
+
+impl<F: FnMut(&[u8], &[u8])> FieldSink for F {
+    fn field(&mut self, name: &[u8], value: &[u8]) {
+        self(name, value);
+    }
+}
 
 /// `parts` one after the other, on the stack unless they are long.
 fn joined(parts: &[&[u8]], with: impl FnOnce(&[u8])) {
@@ -135,75 +148,83 @@ impl AnswerHead {
     /// Whether `name` is one of the limit fields this answer writes (a backend's field of that
     /// name is held back).
     fn is_limit_field(&self, name: &[u8]) -> bool {
+        // Every backend field is asked: most are told apart by their first three bytes.
+        let &[first, b'-', third, ..] = name else {
+            return false;
+        };
+        if !first.eq_ignore_ascii_case(&b'x') {
+            return false;
+        }
         let after = |prefix: &[u8]| {
             (name.len() > prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix))
                 .then(|| &name[prefix.len()..])
         };
         let ours = |rest: &[u8]| LIMIT_FIELDS.iter().any(|f| rest.eq_ignore_ascii_case(f));
-        if self.limits.tokens.is_some()
-            && let Some(rest) = after(TOKEN_PREFIX)
-        {
-            if ours(rest) {
-                return true;
+        match third.to_ascii_lowercase() {
+            b'a' if self.limits.tokens.is_some() => {
+                let Some(rest) = after(TOKEN_PREFIX) else {
+                    return false;
+                };
+                ours(rest)
+                    || self.backend_suffix().is_some_and(|backend| {
+                        rest.len()
+                            .checked_sub(backend.len() + 1)
+                            .is_some_and(|split| {
+                                rest[split] == b'-'
+                                    && rest[split + 1..].eq_ignore_ascii_case(backend)
+                                    && ours(&rest[..split])
+                            })
+                    })
             }
-            if let Some(backend) = self.backend_suffix()
-                && let Some(split) = rest.len().checked_sub(backend.len() + 1)
-                && rest[split] == b'-'
-                && rest[split + 1..].eq_ignore_ascii_case(backend)
-                && ours(&rest[..split])
-            {
-                return true;
-            }
+            b'r' if self.limits.requests.is_some() => after(REQUEST_PREFIX).is_some_and(ours),
+            _ => false,
         }
-        self.limits.requests.is_some() && after(REQUEST_PREFIX).is_some_and(ours)
     }
 
     /// The limit fields, in the order written: the tokens' (`-<backend>` copies first), then
-    /// the requests'.
-    fn for_each_limit_field(&self, mut field: impl FnMut(&[u8], &[u8])) {
-        let shown = |shown: Shown| [shown.limit, shown.remaining, shown.reset_s];
+    /// the requests'. Spelled out one by one, so that a writer sees each name's length as a
+    /// constant (its copy is then a few moves, not a call).
+    #[inline(always)]
+    fn for_each_limit_field(&self, sink: &mut impl FieldSink) {
         if let Some(tokens) = self.limits.tokens {
-            let values = shown(tokens);
             if let Some(backend) = self.backend_suffix() {
-                for (what, value) in LIMIT_FIELDS.iter().zip(values) {
-                    joined(&[TOKEN_PREFIX, what, b"-", backend], |name| {
-                        field(name, itoa::Buffer::new().format(value).as_bytes());
-                    });
-                }
+                sink.number(b"x-ai-ratelimit-limit", Some(backend), tokens.limit);
+                sink.number(b"x-ai-ratelimit-remaining", Some(backend), tokens.remaining);
+                sink.number(b"x-ai-ratelimit-reset", Some(backend), tokens.reset_s);
             }
-            for (what, value) in TOKEN_NAMES.iter().zip(values) {
-                field(what, itoa::Buffer::new().format(value).as_bytes());
-            }
+            sink.number(b"x-ai-ratelimit-limit", None, tokens.limit);
+            sink.number(b"x-ai-ratelimit-remaining", None, tokens.remaining);
+            sink.number(b"x-ai-ratelimit-reset", None, tokens.reset_s);
         }
         if let Some(requests) = self.limits.requests {
-            for (what, value) in REQUEST_NAMES.iter().zip(shown(requests)) {
-                field(what, itoa::Buffer::new().format(value).as_bytes());
-            }
+            sink.number(b"x-ratelimit-limit", None, requests.limit);
+            sink.number(b"x-ratelimit-remaining", None, requests.remaining);
+            sink.number(b"x-ratelimit-reset", None, requests.reset_s);
         }
     }
 
     /// Every field in the order written: the backend's that pass, the gateway's, then the marks.
-    pub fn for_each_field(&self, mut field: impl FnMut(&[u8], &[u8])) {
+    pub fn for_each_field(&self, sink: &mut impl FieldSink) {
         // The fields the backend's `connection` nominates are its hop-by-hop ones.
         let nominated = Nominated::of(&self.passed);
         for (name, value) in self.passed.iter() {
             if self.passes(name, &nominated) {
-                field(name, value);
+                sink.field(name, value);
             }
         }
         for (name, value) in &self.headers {
-            field(name.as_str().as_bytes(), value.as_bytes());
+            sink.field(name.as_str().as_bytes(), value.as_bytes());
         }
-        self.for_each_limit_field(&mut field);
+        self.for_each_limit_field(sink);
         if let Some((backend, attempts)) = &self.served_by {
-            field(X_GATEWAY_BACKEND.as_str().as_bytes(), backend.as_bytes());
-            field(
+            sink.field(X_GATEWAY_BACKEND.as_str().as_bytes(), backend.as_bytes());
+            sink.field(
                 X_GATEWAY_ATTEMPTS.as_str().as_bytes(),
                 attempts_value(*attempts).as_bytes(),
             );
         }
         if let Some(id) = &self.request_id {
-            field(X_REQUEST_ID.as_str().as_bytes(), id.as_bytes());
+            sink.field(X_REQUEST_ID.as_str().as_bytes(), id.as_bytes());
         }
     }
 
@@ -217,7 +238,7 @@ impl AnswerHead {
         for (name, value) in &self.headers {
             map.append(name, value.clone());
         }
-        self.for_each_limit_field(|name, value| {
+        self.for_each_limit_field(&mut |name: &[u8], value: &[u8]| {
             if let (Ok(name), Ok(value)) =
                 (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
             {
@@ -321,6 +342,7 @@ fn attempts_value(attempts: u32) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ctx::Shown;
 
     fn head() -> AnswerHead {
         let mut head = AnswerHead::own(StatusCode::OK, HeaderMap::new());
@@ -339,7 +361,7 @@ mod tests {
 
     fn written(head: &AnswerHead) -> Vec<(String, String)> {
         let mut fields = Vec::new();
-        head.for_each_field(|name, value| {
+        head.for_each_field(&mut |name: &[u8], value: &[u8]| {
             fields.push((
                 String::from_utf8_lossy(name).to_ascii_lowercase(),
                 String::from_utf8_lossy(value).into_owned(),

@@ -11,6 +11,7 @@ use http::HeaderValue;
 
 pub use body::UpstreamBody;
 pub use client::{BackendHead, Pool, RequestHead, SendError, default_tls, tls_with_roots};
+pub use stream::Stream;
 
 use crate::http1::RawFields;
 

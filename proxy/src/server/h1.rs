@@ -25,14 +25,14 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
-use crate::answer::{Answer, Reply};
+use crate::answer::{Answer, FieldSink, Reply};
 use crate::ctx::ClientHead;
 use crate::ctx::RequestCtx;
 use crate::error::GatewayError;
 use crate::gateway::{ConnectionSlot, Gateway};
 use crate::http1::{
     Framing, FramingFields, MAX_HEADERS, RawFields, invalid, poll_body, poll_once,
-    put_content_length, put_field, put_hex,
+    put_content_length, put_field, put_hex, put_number_field,
 };
 use crate::socket::Socket;
 
@@ -413,11 +413,7 @@ impl Conn {
         out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
         out.extend_from_slice(b"\r\n");
         // The gateway's own fields may not frame the body either: the connection does.
-        head.for_each_field(|name, value| {
-            if !framing_field(name) {
-                put_field(&mut out, name, value);
-            }
-        });
+        head.for_each_field(&mut HeadFields(&mut out));
         // An origin's answer has a `date` (RFC 9110 §6.6.1): a backend's carries its own, the
         // gateway's own answers (refusals, errors) get one here.
         if head.served_by.is_none() {
@@ -527,6 +523,24 @@ impl Conn {
             data = &data[written..];
         }
         Ok(())
+    }
+}
+
+/// An answer's fields as they go into the head being written.
+struct HeadFields<'a>(&'a mut Vec<u8>);
+
+impl FieldSink for HeadFields<'_> {
+    /// The gateway's own fields may not frame the body either: the connection does.
+    fn field(&mut self, name: &[u8], value: &[u8]) {
+        if !framing_field(name) {
+            put_field(self.0, name, value);
+        }
+    }
+
+    /// A limit field (never a framing one), straight into the buffer.
+    #[inline(always)]
+    fn number(&mut self, name: &[u8], backend: Option<&[u8]>, value: u64) {
+        put_number_field(self.0, name, backend, value);
     }
 }
 

@@ -27,6 +27,8 @@ pub struct Consumer {
     pub lane: Lane,
     /// Tokens per `limits.quota.window`, if the consumer has a quota.
     pub token_quota: Option<u64>,
+    /// Its place in `clients.consumers` (the limits stage finds its buckets by it).
+    pub slot: usize,
 }
 
 struct KnownKey {
@@ -82,12 +84,14 @@ impl ClientAuth {
         let mut keys = config
             .consumers
             .iter()
-            .map(|c| KnownKey {
+            .enumerate()
+            .map(|(slot, c)| KnownKey {
                 digest: sha256(c.key.expose().as_bytes()),
                 consumer: Consumer {
                     name: c.name.clone(),
                     lane: c.lane,
                     token_quota: c.token_quota,
+                    slot,
                 },
             })
             .collect::<Vec<_>>();

@@ -22,9 +22,10 @@ use crate::ctx::{Flow, RequestCtx, Shown};
 use crate::end::Reservation;
 use crate::error::{GatewayError, Limit};
 use crate::stages::Stage;
+use crate::stages::route::{Family, Operation};
 use crate::stores::limits::{
-    Charge, Check, Granted, Key, LimitStore, Local, MOST_CHECKS, PerRequest, RedisStore, Rule,
-    Scope, StoreError, Verdict, Who, micros,
+    BucketSlot, Charge, Check, Granted, Key, LimitStore, Local, MOST_CHECKS, PerRequest,
+    RedisStore, Rule, Scope, StoreError, Verdict, Who, micros,
 };
 use crate::usage::Estimate;
 
@@ -45,6 +46,55 @@ struct Plan {
     token_quota_window: Option<u64>,
     store: Arc<LimitStore>,
     failure: Failure,
+    /// In process: the buckets of keys the config bounds, kept here once found.
+    slots: Option<Slots>,
+}
+
+/// Where the in-process buckets of keys the config bounds are kept once found
+/// ([`Check::slot`]): a request indexes them instead of looking its keys up in the store's map
+/// (hashing, comparing and a copy-on-write map's load were most of an admission's cost). Made
+/// for each config, so a reload finds the buckets again (the store, and its counters, stay).
+#[derive(Debug)]
+struct Slots {
+    /// By [`crate::stages::auth::Consumer::slot`].
+    consumers: Box<[ConsumerSlots]>,
+    /// Tokens per consumer: requests without a known key, by lane.
+    anonymous: [BucketSlot; 2],
+    /// Tokens per route, by [`route_slot`].
+    routes: Box<[BucketSlot]>,
+}
+
+#[derive(Debug)]
+struct ConsumerSlots {
+    /// The consumer's name as the config holds it: a consumer whose name is not this very
+    /// one (by address) is not this slot's.
+    name: Arc<str>,
+    quota: BucketSlot,
+    token_quota: BucketSlot,
+    /// Tokens per consumer, by lane.
+    tokens: [BucketSlot; 2],
+}
+
+/// The route families and operations a token limit per route tells apart (the enums' last
+/// variants end them).
+const FAMILIES: usize = Family::V1 as usize + 1;
+const OPERATIONS: usize = Operation::Other as usize + 1;
+/// Route scopes (family, operation, test mode) by lane.
+const ROUTE_SLOTS: usize = FAMILIES * OPERATIONS * 2 * 2;
+
+/// A route scope's place in [`Slots::routes`], one per scope and lane. None for a variant
+/// declared after the last one counted: it is then looked up in the store's map.
+fn route_slot(family: Family, operation: Operation, test: bool, lane: Lane) -> Option<usize> {
+    let (family, operation) = (family as usize, operation as usize);
+    (family < FAMILIES && operation < OPERATIONS)
+        .then(|| ((family * OPERATIONS + operation) * 2 + usize::from(test)) * 2 + lane_slot(lane))
+}
+
+fn lane_slot(lane: Lane) -> usize {
+    match lane {
+        Lane::High => 0,
+        Lane::Low => 1,
+    }
 }
 
 #[derive(Debug)]
@@ -58,24 +108,24 @@ struct Tokens {
     reject_message: Box<str>,
 }
 
-/// A request's checks as they are built, each with the limit it is.
-struct Checks {
-    checks: PerRequest<Check>,
-    kinds: [Kind; MOST_CHECKS],
-}
-
-impl Checks {
-    fn push(&mut self, kind: Kind, check: Check) {
-        self.kinds[self.checks.len()] = kind;
-        self.checks.push(check);
-    }
-}
-
-/// What a request's admission asks the store.
-struct Asked {
-    checks: PerRequest<Check>,
+/// What a request's admission asks the store: its checks, which limit each is, and the
+/// request's estimate when a check counts tokens.
+struct Asked<'a> {
+    checks: PerRequest<Check<'a>>,
     kinds: [Kind; MOST_CHECKS],
     estimate: Option<Estimate>,
+}
+
+impl<'a> Asked<'a> {
+    fn push(&mut self, kind: Kind, key: Key, rule: Rule, cost: u64, slot: Option<&'a BucketSlot>) {
+        self.kinds[self.checks.len()] = kind;
+        self.checks.push(Check {
+            key,
+            rule,
+            cost,
+            slot,
+        });
+    }
 }
 
 /// Which limit a check is (the order of [`Plan::checks`]).
@@ -100,7 +150,7 @@ impl Stage for Limits {
             .filter(|store| store.fits(limits.redis.as_ref()))
             .unwrap_or_else(|| Arc::new(LimitStore::new(limits.redis.as_ref())));
         Self {
-            plan: Some(Plan::new(limits, store)),
+            plan: Some(Plan::new(config, store)),
         }
     }
 
@@ -134,7 +184,8 @@ impl Limits {
 }
 
 impl Plan {
-    fn new(limits: &LimitsConfig, store: Arc<LimitStore>) -> Self {
+    fn new(config: &GatewayConfig, store: Arc<LimitStore>) -> Self {
+        let limits: &LimitsConfig = &config.limits;
         let rate = limits.rate.as_ref().map(|rate| {
             let interval_us = ((1e6 / rate.per_second).round() as u64).max(1);
             (
@@ -159,6 +210,21 @@ impl Plan {
                 reject_message: t.reject_message.clone().into(),
             }),
             token_quota_window: quota.map(|q| micros(q.window)),
+            slots: matches!(*store, LimitStore::InProcess(_)).then(|| Slots {
+                consumers: config
+                    .clients
+                    .consumers
+                    .iter()
+                    .map(|c| ConsumerSlots {
+                        name: c.name.clone(),
+                        quota: BucketSlot::new(),
+                        token_quota: BucketSlot::new(),
+                        tokens: Default::default(),
+                    })
+                    .collect(),
+                anonymous: Default::default(),
+                routes: (0..ROUTE_SLOTS).map(|_| BucketSlot::new()).collect(),
+            }),
             store,
             failure: limits
                 .redis
@@ -168,45 +234,59 @@ impl Plan {
     }
 
     /// The checks `ctx` must pass, and which limit each is (by index: four at most).
-    fn checks(
-        &self,
-        ctx: &RequestCtx,
-        estimate: Option<&Estimate>,
-    ) -> (PerRequest<Check>, [Kind; MOST_CHECKS]) {
-        let mut checks = Checks {
+    fn checks(&self, ctx: &RequestCtx, estimate: Option<Estimate>) -> Asked<'_> {
+        let mut asked = Asked {
             checks: PerRequest::new(),
             kinds: [Kind::Rate; MOST_CHECKS],
+            estimate,
         };
+        let consumer = ctx.consumer.as_ref();
+        let slots = self.slots.as_ref();
+        let consumer_slots = consumer.and_then(|c| {
+            let found = slots?.consumers.get(c.slot)?;
+            Arc::ptr_eq(&found.name, &c.name).then_some(found)
+        });
         if let Some((rule, _)) = self.rate {
             let key = Key::Rate(ctx.client.ip());
-            checks.push(Kind::Rate, Check { key, rule, cost: 1 });
+            asked.push(Kind::Rate, key, rule, 1, None);
         }
         if let Some((limit, window_us)) = self.quota {
-            let who = match &ctx.consumer {
+            let who = match consumer {
                 Some(consumer) => Who::Consumer(consumer.name.clone()),
                 None => Who::Address(ctx.client.ip()),
             };
             let rule = Rule::Window { limit, window_us };
             let key = Key::Quota(who);
-            checks.push(Kind::Quota, Check { key, rule, cost: 1 });
+            let slot = consumer_slots.map(|s| &s.quota);
+            asked.push(Kind::Quota, key, rule, 1, slot);
         }
         let Some(estimate) = estimate else {
-            return (checks.checks, checks.kinds);
+            return asked;
         };
         if let Some(tokens) = &self.tokens {
-            let scope = match tokens.key {
+            let lane = lane_slot(ctx.lane);
+            let (scope, slot) = match tokens.key {
                 LimitKey::Route => {
                     let route = ctx.route.as_ref();
-                    Scope::Route {
-                        family: route.map_or(crate::stages::route::Family::V1, |r| r.family),
-                        operation: route
-                            .map_or(crate::stages::route::Operation::Other, |r| r.operation),
-                        test: route.is_some_and(|r| r.test_prefixed),
-                    }
+                    let family = route.map_or(Family::V1, |r| r.family);
+                    let operation = route.map_or(Operation::Other, |r| r.operation);
+                    let test = route.is_some_and(|r| r.test_prefixed);
+                    let slot = slots
+                        .and_then(|s| s.routes.get(route_slot(family, operation, test, ctx.lane)?));
+                    let scope = Scope::Route {
+                        family,
+                        operation,
+                        test,
+                    };
+                    (scope, slot)
                 }
-                LimitKey::Consumer => {
-                    Scope::Consumer(ctx.consumer.as_ref().map(|c| c.name.clone()))
-                }
+                LimitKey::Consumer => match consumer {
+                    Some(c) => (
+                        Scope::Consumer(Some(c.name.clone())),
+                        consumer_slots.map(|s| &s.tokens[lane]),
+                    ),
+                    None => (Scope::Consumer(None), slots.map(|s| &s.anonymous[lane])),
+                },
             };
             let limit = match ctx.lane {
                 Lane::High => tokens.high,
@@ -225,9 +305,9 @@ impl Plan {
             let key = Key::Tokens(scope, ctx.lane);
             // Never more than the limit: a client's `max_tokens` cannot reserve beyond it.
             let cost = cost.min(limit);
-            checks.push(Kind::Tokens, Check { key, rule, cost });
+            asked.push(Kind::Tokens, key, rule, cost, slot);
         }
-        if let (Some(window_us), Some(consumer)) = (self.token_quota_window, &ctx.consumer)
+        if let (Some(window_us), Some(consumer)) = (self.token_quota_window, consumer)
             && let Some(limit) = consumer.token_quota
         {
             let rule = Rule::Window { limit, window_us };
@@ -236,13 +316,14 @@ impl Plan {
                 .prompt
                 .saturating_add(estimate.completion_cap)
                 .min(limit);
-            checks.push(Kind::TokenQuota, Check { key, rule, cost });
+            let slot = consumer_slots.map(|s| &s.token_quota);
+            asked.push(Kind::TokenQuota, key, rule, cost, slot);
         }
-        (checks.checks, checks.kinds)
+        asked
     }
 
     /// The limit a check of `kind` has (for the answer fields).
-    fn limit_of(&self, kind: Kind, check: &Check) -> u64 {
+    fn limit_of(&self, kind: Kind, check: &Check<'_>) -> u64 {
         match (kind, check.rule) {
             (Kind::Rate, _) => self.rate.map_or(0, |(_, burst)| burst),
             (_, Rule::Window { limit, .. }) => limit,
@@ -251,23 +332,25 @@ impl Plan {
     }
 
     fn check_local(&self, ctx: &mut RequestCtx, local: &Local) -> Flow {
-        let Some(asked) = self.ask(ctx) else {
+        let asked = self.ask(ctx);
+        if asked.checks.is_empty() {
             return Ok(());
-        };
+        }
         let answer = Ok(local.admit(&asked.checks));
-        self.decide(ctx, asked, answer)
+        self.decide(ctx, &asked, answer)
     }
 
     async fn check_redis(&self, ctx: &mut RequestCtx, store: &Arc<RedisStore>) -> Flow {
-        let Some(asked) = self.ask(ctx) else {
+        let asked = self.ask(ctx);
+        if asked.checks.is_empty() {
             return Ok(());
-        };
+        }
         let answer = store.admit(&asked.checks).await;
-        self.decide(ctx, asked, answer)
+        self.decide(ctx, &asked, answer)
     }
 
-    /// What `ctx` must be asked (none: no limit applies to it).
-    fn ask(&self, ctx: &RequestCtx) -> Option<Asked> {
+    /// What `ctx` must be asked (no checks: no limit applies to it).
+    fn ask(&self, ctx: &RequestCtx) -> Asked<'_> {
         // Only a token check needs the estimate (and, through `ctx.estimate`, the relay's
         // reading of the text it passes on): with request limits alone, neither is made.
         let spends = ctx.route.is_some_and(|r| r.operation.spends_tokens());
@@ -285,33 +368,23 @@ impl Plan {
                 body.and_then(|b| b.choices),
             )
         });
-        let (checks, kinds) = self.checks(ctx, estimate.as_ref());
-        (!checks.is_empty()).then_some(Asked {
-            checks,
-            kinds,
-            estimate,
-        })
+        self.checks(ctx, estimate)
     }
 
     /// The store's answer to what was asked.
     fn decide(
         &self,
         ctx: &mut RequestCtx,
-        asked: Asked,
+        asked: &Asked<'_>,
         answer: Result<Verdict, StoreError>,
     ) -> Flow {
-        let Asked {
-            checks,
-            kinds,
-            estimate,
-        } = asked;
         match answer {
             Ok(Verdict::Admitted(grants)) => {
-                self.admitted(ctx, checks, kinds, grants, estimate);
+                self.admitted(ctx, asked, grants);
                 Ok(())
             }
             Ok(Verdict::Refused { index, retry_us }) => {
-                let (kind, check) = (&kinds[index], &checks[index]);
+                let (kind, check) = (&asked.kinds[index], &asked.checks[index]);
                 let shown = Shown {
                     limit: self.limit_of(*kind, check),
                     remaining: 0,
@@ -346,18 +419,13 @@ impl Plan {
         }
     }
 
-    fn admitted(
-        &self,
-        ctx: &mut RequestCtx,
-        checks: PerRequest<Check>,
-        kinds: [Kind; MOST_CHECKS],
-        grants: PerRequest<Granted>,
-        estimate: Option<Estimate>,
-    ) {
-        let mut charges = PerRequest::new();
-        for ((check, kind), grant) in checks.into_iter().zip(kinds).zip(grants) {
+    /// Shows what each check granted, and leaves the request's reservations to settle when it
+    /// ends (built in place: the grants are not copied about).
+    fn admitted(&self, ctx: &mut RequestCtx, asked: &Asked<'_>, grants: PerRequest<Granted>) {
+        let mut settlement: Option<Box<Settlement>> = None;
+        for ((check, &kind), grant) in asked.checks.iter().zip(&asked.kinds).zip(grants) {
             let shown = Shown {
-                limit: self.limit_of(kind, &check),
+                limit: self.limit_of(kind, check),
                 remaining: grant.remaining,
                 reset_s: seconds(grant.reset_us),
             };
@@ -370,10 +438,17 @@ impl Plan {
                 }
             }
             if let Rule::Window { window_us, .. } = check.rule {
-                charges.push((
+                let settlement = settlement.get_or_insert_with(|| {
+                    Box::new(Settlement {
+                        store: self.store.clone(),
+                        strategy: self.tokens.as_ref().map(|t| t.strategy),
+                        charges: PerRequest::new(),
+                    })
+                });
+                settlement.charges.push((
                     kind,
                     Charge {
-                        key: check.key,
+                        key: check.key.clone(),
                         window_us,
                         reserved: check.cost,
                         actual: check.cost,
@@ -382,15 +457,11 @@ impl Plan {
                 ));
             }
         }
-        if estimate.is_some() {
-            ctx.estimate = estimate;
+        if asked.estimate.is_some() {
+            ctx.estimate = asked.estimate;
         }
-        if !charges.is_empty() {
-            ctx.reservations.push(Box::new(Settlement {
-                store: self.store.clone(),
-                strategy: self.tokens.as_ref().map(|t| t.strategy),
-                charges,
-            }));
+        if let Some(settlement) = settlement {
+            ctx.reservations.push(settlement);
         }
     }
 
@@ -479,5 +550,33 @@ impl Reservation for Settlement {
         });
         let metrics = matches!(**store, LimitStore::Redis(_)).then(|| ctx.gateway.metrics.clone());
         store.settle(charges, metrics);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every route scope and lane has a slot of its own: two scopes sharing one would count in
+    /// one bucket.
+    #[test]
+    fn each_route_scope_and_lane_has_its_own_slot() {
+        let families = [Family::Legacy, Family::LegacyResponses, Family::V1];
+        let mut seen = std::collections::HashSet::new();
+        for family in families {
+            for operation in Operation::ALL {
+                for test in [false, true] {
+                    for lane in [Lane::High, Lane::Low] {
+                        let slot = route_slot(family, operation, test, lane).unwrap();
+                        assert!(slot < ROUTE_SLOTS);
+                        assert!(
+                            seen.insert(slot),
+                            "{family:?} {operation:?} {test} {lane:?}"
+                        );
+                    }
+                }
+            }
+        }
+        assert_eq!(seen.len(), ROUTE_SLOTS);
     }
 }

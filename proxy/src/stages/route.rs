@@ -141,6 +141,20 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// Every operation, in their declared order (for the tests that go through all of them).
+    #[cfg(test)]
+    pub const ALL: [Operation; 9] = [
+        Operation::ChatCompletions,
+        Operation::Completions,
+        Operation::Embeddings,
+        Operation::ResponsesCreate,
+        Operation::ResponsesItem,
+        Operation::ResponsesCancel,
+        Operation::ResponsesInputItems,
+        Operation::Models,
+        Operation::Other,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             Operation::ChatCompletions => "chat_completions",
@@ -445,17 +459,7 @@ mod tests {
             Method::CONNECT,
             Method::from_bytes(b"post").unwrap(),
         ];
-        for operation in [
-            Operation::ChatCompletions,
-            Operation::Completions,
-            Operation::Embeddings,
-            Operation::ResponsesCreate,
-            Operation::ResponsesItem,
-            Operation::ResponsesCancel,
-            Operation::ResponsesInputItems,
-            Operation::Models,
-            Operation::Other,
-        ] {
+        for operation in Operation::ALL {
             for method in &methods {
                 let listed = operation.allow().split(", ").any(|m| m == method.as_str());
                 assert_eq!(operation.serves(method), listed, "{operation:?} {method}");

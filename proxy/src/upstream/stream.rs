@@ -1,4 +1,4 @@
-//! A connection to a backend: plain TCP or TLS over TCP.
+//! A connection to a backend (or to Redis, `stores::limits::resp`): plain TCP or TLS over TCP.
 
 use std::io;
 use std::pin::Pin;

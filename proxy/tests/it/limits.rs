@@ -99,6 +99,18 @@ async fn settled(gw: &RunningGateway, store: Store<'_>, n: f64, key: &str, commi
     }
 }
 
+/// A chat request with a consumer's key.
+async fn as_consumer(gw: &RunningGateway, key: &str) -> Reply {
+    send(request(
+        Method::POST,
+        gw.addr,
+        CHAT,
+        &[("content-type", "application/json"), ("api-key", key)],
+        Bytes::from_static(CHAT_BODY.as_bytes()),
+    ))
+    .await
+}
+
 fn num(reply: &Reply, name: &str) -> u64 {
     reply
         .header(name)
@@ -442,34 +454,24 @@ async fn request_and_token_quotas_count_per_consumer() {
     );
     let quota = "  quota: { window: 1h, requests: 3 }\n";
     for (store, _backend, gw) in in_each_store(&redis, quota, &clients).await {
-        let as_client = async |key: &str| {
-            send(request(
-                Method::POST,
-                gw.addr,
-                CHAT,
-                &[("content-type", "application/json"), ("api-key", key)],
-                Bytes::from_static(CHAT_BODY.as_bytes()),
-            ))
-            .await
-        };
         // a: three requests, then the quota refuses.
         for remaining in [2, 1, 0] {
-            let reply = as_client("key-a").await;
+            let reply = as_consumer(&gw, "key-a").await;
             assert_eq!(reply.status, 200);
             assert_eq!(num(&reply, "x-ratelimit-limit"), 3);
             assert_eq!(num(&reply, "x-ratelimit-remaining"), remaining);
         }
-        let refused = as_client("key-a").await;
+        let refused = as_consumer(&gw, "key-a").await;
         assert_eq!(refused.status, 429);
         assert_eq!(refused.header("x-gateway-error"), "request_quota_exceeded");
         // b: its own quota; its token quota of 2t + 1 takes three requests of t tokens.
         for i in 0..3u64 {
-            let reply = as_client("key-b").await;
+            let reply = as_consumer(&gw, "key-b").await;
             assert_eq!(reply.status, 200, "{}", reply.text());
             assert_eq!(num(&reply, "x-ai-ratelimit-limit"), 2 * t + 1);
             settled(&gw, store, (5 + i) as f64, "{gw}:tq:b", (i + 1) * t).await;
         }
-        let refused = as_client("key-b").await;
+        let refused = as_consumer(&gw, "key-b").await;
         // The request quota (3) and the token quota are both spent; the quota is asked first.
         assert_eq!(refused.header("x-gateway-error"), "request_quota_exceeded");
     }
@@ -491,14 +493,7 @@ async fn a_consumers_token_quota_refuses_once_spent() {
     )
     .await;
     for i in 0..3 {
-        let reply = send(request(
-            Method::POST,
-            gw.addr,
-            CHAT,
-            &[("content-type", "application/json"), ("api-key", "key-b")],
-            CHAT_BODY.to_owned(),
-        ))
-        .await;
+        let reply = as_consumer(&gw, "key-b").await;
         assert_eq!(reply.status, 200);
         assert!(
             reply.header("x-ratelimit-limit").is_empty(),
@@ -506,14 +501,7 @@ async fn a_consumers_token_quota_refuses_once_spent() {
         );
         ended(&gw, (i + 1) as f64).await;
     }
-    let refused = send(request(
-        Method::POST,
-        gw.addr,
-        CHAT,
-        &[("content-type", "application/json"), ("api-key", "key-b")],
-        CHAT_BODY.to_owned(),
-    ))
-    .await;
+    let refused = as_consumer(&gw, "key-b").await;
     assert_eq!(refused.status, 429);
     assert_eq!(refused.header("x-gateway-error"), "token_quota_exceeded");
     assert!(num(&refused, "retry-after") > 3500);
@@ -538,6 +526,46 @@ async fn a_reload_keeps_the_counters_when_the_store_stays() {
     assert_eq!(reply.status, 200);
     assert_eq!(num(&reply, "x-ratelimit-remaining"), 0);
     assert_eq!(post(gw.addr, CHAT, CHAT_BODY).await.status, 429);
+}
+
+/// The in-process buckets of consumers and routes are found by position in each config (not
+/// looked up per request): a new config that lists the consumers in another order still finds
+/// each one's counters, not its neighbour's.
+#[tokio::test]
+async fn a_reload_that_reorders_the_consumers_keeps_each_ones_counters() {
+    let backend = mock("eus").await;
+    let config = |requests: u32, names: [&str; 2]| {
+        let consumers = names
+            .iter()
+            .map(|n| format!("    - {{ name: {n}, key: key-{n} }}\n"))
+            .collect::<String>();
+        config_yaml(
+            &[b("eus", backend.url())],
+            &format!(
+                "clients:\n  consumers:\n{consumers}limits:\n  quota: {{ window: 1h, requests: {requests} }}\n  tokens: {{ high: 1000000, low: 1000000, window: 1h }}\n"
+            ),
+        )
+    };
+    let gw = gateway(&config(3, ["a", "b"])).await;
+    for _ in 0..2 {
+        assert_eq!(as_consumer(&gw, "key-a").await.status, 200);
+    }
+    let before = num(&as_consumer(&gw, "key-b").await, "x-ai-ratelimit-remaining");
+    gw.reload(proxy::GatewayConfig::parse("test.yaml", &config(4, ["b", "a"])).unwrap());
+    let a = as_consumer(&gw, "key-a").await;
+    assert_eq!(
+        num(&a, "x-ratelimit-remaining"),
+        1,
+        "a's two requests still count"
+    );
+    let b = as_consumer(&gw, "key-b").await;
+    assert_eq!(
+        num(&b, "x-ratelimit-remaining"),
+        2,
+        "b's one request still counts"
+    );
+    // The route's token bucket is the same one too: it holds every request's tokens so far.
+    assert!(num(&b, "x-ai-ratelimit-remaining") < before);
 }
 
 #[tokio::test]

@@ -149,7 +149,7 @@ impl Local {
         Self::default()
     }
 
-    pub fn admit(&self, checks: &[Check]) -> Verdict {
+    pub fn admit(&self, checks: &[Check<'_>]) -> Verdict {
         let now = now_us();
         let mut granted: PerRequest<Granted> = PerRequest::new();
         for (index, check) in checks.iter().enumerate() {
@@ -158,9 +158,7 @@ impl Local {
                     interval_us,
                     tolerance_us,
                 } => self.rate(&check.key, interval_us, tolerance_us, now),
-                Rule::Window { limit, window_us } => {
-                    self.window(&check.key, limit, window_us, check.cost, now)
-                }
+                Rule::Window { limit, window_us } => self.window(check, limit, window_us, now),
             };
             match result {
                 Ok(grant) => granted.push(grant),
@@ -234,17 +232,19 @@ impl Local {
 
     fn window(
         &self,
-        key: &Key,
+        check: &Check<'_>,
         limit: u64,
         window_us: u64,
-        cost: u64,
         now: u64,
     ) -> Result<Granted, u64> {
-        let bucket = match key {
-            Key::Quota(super::Who::Address(_)) => self
+        let (key, cost) = (&check.key, check.cost);
+        let bucket = match (check.slot, key) {
+            // Found once per config, not per request (a map lookup was most of a window's cost).
+            (Some(slot), _) => slot.get_or_init(|| self.bounded_bucket(key)).clone(),
+            (None, Key::Quota(super::Who::Address(_))) => self
                 .addresses
                 .get_with_by_ref(key, || Arc::new(Bucket::new())),
-            _ => self.bounded_bucket(key),
+            (None, _) => self.bounded_bucket(key),
         };
         let (window, _) = bucket.live(now, window_us, 0);
         let mut seen = window.committed.load(Ordering::Acquire);
@@ -289,7 +289,7 @@ impl Local {
     }
 
     /// Gives back what an admitted check took, when a later check of the request refused.
-    fn undo(&self, check: &Check, grant: Granted) {
+    fn undo(&self, check: &Check<'_>, grant: Granted) {
         match (check.rule, grant.ticket) {
             (Rule::Rate { interval_us, .. }, _) => {
                 let tat = self.rate_bucket(&check.key, now_us());
@@ -344,7 +344,7 @@ mod tests {
     use crate::config::Lane;
     use crate::stores::limits::{Scope, Who};
 
-    fn window(limit: u64, cost: u64) -> Check {
+    fn window(limit: u64, cost: u64) -> Check<'static> {
         Check {
             key: Key::Tokens(Scope::Consumer(None), Lane::High),
             rule: Rule::Window {
@@ -352,10 +352,11 @@ mod tests {
                 window_us: 3_600_000_000,
             },
             cost,
+            slot: None,
         }
     }
 
-    fn settle_all(local: &Local, verdict: Verdict, checks: &[Check], actual: u64) {
+    fn settle_all(local: &Local, verdict: Verdict, checks: &[Check<'_>], actual: u64) {
         let Verdict::Admitted(grants) = verdict else {
             panic!("refused")
         };
@@ -409,6 +410,7 @@ mod tests {
                 window_us: 3_600_000_000,
             },
             cost: 1,
+            slot: None,
         };
         let full = window(1, 1);
         assert!(matches!(
@@ -445,6 +447,7 @@ mod tests {
                 tolerance_us: 2 * 3_600_000_000,
             },
             cost: 1,
+            slot: None,
         };
         let remaining: Vec<u64> = (0..3)
             .map(|_| match local.admit(std::slice::from_ref(&check)) {
@@ -472,6 +475,7 @@ mod tests {
                 tolerance_us: 0,
             },
             cost: 1,
+            slot: None,
         };
         let admits = |store: &Local| {
             matches!(
@@ -497,6 +501,7 @@ mod tests {
                 window_us: 1,
             },
             cost: 5,
+            slot: None,
         };
         let Verdict::Admitted(mut grants) = local.admit(std::slice::from_ref(&check)) else {
             panic!()

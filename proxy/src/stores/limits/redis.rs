@@ -277,7 +277,7 @@ impl RedisStore {
             || matches!(error.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"))
     }
 
-    async fn call<T: redis::FromRedisValue>(
+    async fn call<T: resp::FromReply>(
         self: &Arc<Self>,
         script: &redis::Script,
         cmd: &redis::Cmd,
@@ -294,7 +294,11 @@ impl RedisStore {
             };
             match eval_own(&own, source, cmd, deadline).await {
                 Ok(reply) => {
-                    return match T::from_redis_value(reply.into_value()) {
+                    let value = match T::from_reply(&reply) {
+                        Some(value) => Ok(value),
+                        None => T::from_redis_value(reply.into_value()),
+                    };
+                    return match value {
                         Ok(value) => {
                             self.failures.store(0, Ordering::Relaxed);
                             Ok(value)
@@ -346,7 +350,7 @@ impl RedisStore {
         error
     }
 
-    pub async fn admit(self: &Arc<Self>, checks: &[Check]) -> Result<Verdict, StoreError> {
+    pub async fn admit(self: &Arc<Self>, checks: &[Check<'_>]) -> Result<Verdict, StoreError> {
         if self.connection.load().is_none() {
             // Nothing is sent: nothing to give back.
             return Err(StoreError::Down);
@@ -409,7 +413,7 @@ impl RedisStore {
 /// reservation of at most as much: the limit errs on the loose side only on this failure path.
 struct Unanswered<'a> {
     store: &'a RedisStore,
-    checks: &'a [Check],
+    checks: &'a [Check<'a>],
     armed: bool,
 }
 
@@ -583,7 +587,8 @@ async fn eval<T: redis::FromRedisValue>(
 
 impl redis::ToRedisArgs for super::RedisName<'_> {
     fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
-        out.write_arg_fmt(self);
+        // Writing into the command's own buffer cannot fail.
+        let _ = self.write_to(&mut out.writer_for_next_arg());
     }
 }
 

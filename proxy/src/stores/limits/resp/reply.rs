@@ -67,6 +67,31 @@ impl Reply {
     }
 }
 
+/// What a call's answer is read as, straight from the reply for the integers the store's
+/// scripts answer (a reply of another shape goes through redis-rs's `FromRedisValue`, as
+/// before): no copy into redis-rs's values first.
+pub trait FromReply: redis::FromRedisValue {
+    fn from_reply(reply: &Reply) -> Option<Self>;
+}
+
+impl FromReply for i64 {
+    fn from_reply(reply: &Reply) -> Option<Self> {
+        match reply {
+            Reply::Int(n) => Some(*n),
+            _ => None,
+        }
+    }
+}
+
+impl FromReply for Vec<i64> {
+    fn from_reply(reply: &Reply) -> Option<Self> {
+        match reply {
+            Reply::Array(Some(items)) => items.iter().map(i64::from_reply).collect(),
+            _ => None,
+        }
+    }
+}
+
 /// An answer read whole (an error reply as `Err(Error::Reply)`), and the bytes it took.
 pub type Parsed = (Result<Reply, Error>, usize);
 
@@ -96,7 +121,7 @@ fn parse_at(
     let (kind, rest) = (line[0], &line[1..]);
     let after = *at + line.len() + 2;
     let text = || std::str::from_utf8(rest).map_err(|_| Error::Protocol);
-    let number = || -> Result<i64, Error> { text()?.parse().map_err(|_| Error::Protocol) };
+    let number = || integer(rest).ok_or(Error::Protocol);
     let reply = match kind {
         b'+' => Ok(Reply::Simple(text()?.to_owned())),
         b'-' => Err(Error::Reply(text()?.to_owned())),
@@ -152,10 +177,47 @@ fn parse_at(
     Ok(Some(reply))
 }
 
+/// A decimal integer as `i64`'s `FromStr` reads one (an optional sign, then digits), from the
+/// bytes themselves: no UTF-8 check and `str` parse per element of an answer.
+fn integer(text: &[u8]) -> Option<i64> {
+    let (negative, digits) = match text {
+        [b'-', rest @ ..] => (true, rest),
+        [b'+', rest @ ..] => (false, rest),
+        _ => (false, text),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    // Counted below zero, so that `i64::MIN` fits.
+    let mut value: i64 = 0;
+    for &byte in digits {
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        value = value.checked_mul(10)?.checked_sub(i64::from(digit))?;
+    }
+    if negative {
+        Some(value)
+    } else {
+        value.checked_neg()
+    }
+}
+
+/// Bytes of a line scanned one by one before `memchr` takes over.
+const SHORT_LINE: usize = 24;
+
 /// The line starting at `at`, without its CRLF; `None` while it has not all come.
 fn line_at(input: &[u8], at: usize) -> Result<Option<&[u8]>, Error> {
     let rest = input.get(at..).unwrap_or_default();
-    match memchr::memchr(b'\n', rest) {
+    // Most lines are short (an integer, a length): a plain scan of them costs less than
+    // `memchr`'s set-up.
+    let short = rest.len().min(SHORT_LINE);
+    let end = match rest[..short].iter().position(|&b| b == b'\n') {
+        Some(end) => Some(end),
+        None => memchr::memchr(b'\n', &rest[short..]).map(|end| end + short),
+    };
+    match end {
         None if rest.len() > 64 * 1024 => Err(Error::Protocol),
         None => Ok(None),
         Some(end) if end >= 2 && rest[end - 1] == b'\r' => Ok(Some(&rest[..end - 1])),
@@ -166,6 +228,16 @@ fn line_at(input: &[u8], at: usize) -> Result<Option<&[u8]>, Error> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        /// Integers are read exactly as `i64`'s `FromStr` reads them, whatever the bytes.
+        #[test]
+        fn integers_read_as_from_str_does(text in "[-+]{0,2}[0-9]{0,21}|[-+0-9a ]{0,6}", n in any::<i64>()) {
+            prop_assert_eq!(integer(text.as_bytes()), text.parse::<i64>().ok());
+            let written = n.to_string();
+            prop_assert_eq!(integer(written.as_bytes()), Some(n));
+        }
+    }
 
     /// RESP2 values as Redis writes them.
     fn reply() -> impl Strategy<Value = Reply> {
@@ -216,6 +288,25 @@ mod tests {
             }
             bytes.extend_from_slice(b":7\r\n");
             prop_assert_eq!(parse(&bytes).unwrap().unwrap().1, used);
+        }
+    }
+
+    proptest! {
+        /// An answer read straight as the store's integers is what redis-rs makes of it.
+        #[test]
+        fn integers_read_straight_are_redis_rs_conversions(
+            reply in reply(),
+            ints in proptest::collection::vec(any::<i64>(), 0..8),
+        ) {
+            let all_ints = Reply::Array(Some(ints.iter().copied().map(Reply::Int).collect()));
+            prop_assert_eq!(Vec::<i64>::from_reply(&all_ints), Some(ints));
+            if let Some(ours) = Vec::<i64>::from_reply(&reply) {
+                let theirs: Vec<i64> = redis::FromRedisValue::from_redis_value(reply.into_value()).unwrap();
+                prop_assert_eq!(ours, theirs);
+            } else if let Some(ours) = i64::from_reply(&reply) {
+                let theirs: i64 = redis::FromRedisValue::from_redis_value(reply.into_value()).unwrap();
+                prop_assert_eq!(ours, theirs);
+            }
         }
     }
 
