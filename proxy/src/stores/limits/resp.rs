@@ -33,10 +33,10 @@ use bytes::{Buf, BytesMut};
 use redis::{ConnectionAddr, ConnectionInfo};
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 use crate::socket::Socket;
 use crate::upstream::Stream;
-use tokio::time::{Instant, Sleep};
 
 mod reply;
 #[cfg(test)]
