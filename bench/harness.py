@@ -204,8 +204,8 @@ class Harness:
     def start_relay(self, name: str, backend: str, redis_call: tuple[int, str] | None = None):
         """`loadgen relay` on core 0 in front of `backend` (a URL), with one Redis round trip
         per request when `redis_call` is `(port, command)`; returns it and its URL."""
-        netloc = backend.split("//", 1)[1].split("/", 1)[0]
-        argv = [self.bin("loadgen"), "relay", "--backend", netloc]
+        host, port, _ = split_url(backend)
+        argv = [self.bin("loadgen"), "relay", "--backend", f"{host}:{port}"]
         if redis_call:
             port, command = redis_call
             argv += ["--redis", f"127.0.0.1:{port}", "--call", command]

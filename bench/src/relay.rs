@@ -16,6 +16,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 
+/// How long a read from the backend or Redis may wait.
+const STALLED: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[derive(Args)]
 pub struct RelayArgs {
     /// Address to listen on (127.0.0.1; port 0 picks a free one, printed on stderr).
@@ -28,20 +31,27 @@ pub struct RelayArgs {
     #[arg(long, requires = "call")]
     redis: Option<SocketAddr>,
     /// The Redis command, its words separated by spaces (e.g. `EVALSHA <sha> 1 key arg`).
-    #[arg(long)]
+    #[arg(long, requires = "redis")]
     call: Option<String>,
 }
 
 pub fn run(args: RelayArgs) -> Result<()> {
+    let loopback = [Some(args.listen), Some(args.backend), args.redis];
     ensure!(
-        args.listen.ip().is_loopback(),
-        "relay listens on loopback only"
+        loopback.iter().flatten().all(|a| a.ip().is_loopback()),
+        "relay listens on and talks to loopback addresses only"
     );
     let listener = TcpListener::bind(args.listen).context("binding the relay")?;
     let call = args.call.as_deref().map(resp_command);
     eprintln!("relay listening on http://{}", listener.local_addr()?);
     for client in listener.incoming() {
-        let client = client?;
+        let client = match client {
+            Ok(client) => client,
+            Err(error) => {
+                eprintln!("relay: accept failed: {error}");
+                continue;
+            }
+        };
         let (backend, redis, call) = (args.backend, args.redis, call.clone());
         std::thread::spawn(move || {
             if let Err(error) = serve(client, backend, redis.zip(call)) {
@@ -60,6 +70,8 @@ fn serve(
     let connect = |to: SocketAddr| -> Result<(BufReader<TcpStream>, TcpStream)> {
         let stream = TcpStream::connect(to).with_context(|| format!("connecting to {to}"))?;
         stream.set_nodelay(true)?;
+        // A backend or Redis that stops answering ends the connection, not the benchmark.
+        stream.set_read_timeout(Some(STALLED))?;
         Ok((BufReader::new(stream.try_clone()?), stream))
     };
     client.set_nodelay(true)?;

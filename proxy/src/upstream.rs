@@ -10,7 +10,9 @@ use std::time::Duration;
 use http::HeaderValue;
 
 pub use body::UpstreamBody;
-pub use client::{BackendHead, Pool, RequestHead, SendError, default_tls, tls_with_roots};
+pub use client::{
+    BackendHead, Pool, RequestHead, SendError, default_tls, tls_client, tls_with_roots,
+};
 pub use stream::Stream;
 
 use crate::http1::RawFields;

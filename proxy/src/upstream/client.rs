@@ -54,10 +54,18 @@ pub fn default_tls() -> Arc<rustls::ClientConfig> {
     CONFIG.clone()
 }
 
-/// rustls settings trusting exactly `roots` (tests use a throwaway CA).
+/// rustls settings for a backend, trusting exactly `roots` (tests use a throwaway CA).
 pub fn tls_with_roots(roots: rustls::RootCertStore) -> Arc<rustls::ClientConfig> {
+    let mut config = tls_client(roots);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// rustls settings trusting exactly `roots`, with ring and its default protocol versions and
+/// no ALPN (a backend's add `http/1.1`; the limits' Redis connection uses these as they are).
+pub fn tls_client(roots: rustls::RootCertStore) -> rustls::ClientConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map(|b| b.with_root_certificates(roots).with_no_client_auth())
         .unwrap_or_else(|_| {
@@ -65,9 +73,7 @@ pub fn tls_with_roots(roots: rustls::RootCertStore) -> Arc<rustls::ClientConfig>
             rustls::ClientConfig::builder()
                 .with_root_certificates(rustls::RootCertStore::empty())
                 .with_no_client_auth()
-        });
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(config)
+        })
 }
 
 /// Why a request got no response head from a backend.

@@ -166,6 +166,19 @@ impl RedisServer {
         Some(count.saturating_sub(1))
     }
 
+    /// `SCRIPT FLUSH`: Redis forgets every loaded script (as after a failover to a replica
+    /// that never had them).
+    pub fn flush_scripts(&self) {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut connection = client
+            .get_connection_with_timeout(Duration::from_secs(1))
+            .unwrap();
+        redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query::<()>(&mut connection)
+            .unwrap();
+    }
+
     /// `HGET key c` of a window counter (None when the key is not there).
     pub fn committed(&self, key: &str) -> Option<u64> {
         let client = redis::Client::open(self.url()).ok()?;

@@ -277,9 +277,12 @@ impl RedisStore {
             || matches!(error.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"))
     }
 
+    /// Calls `script` (whose text is `source`, loaded again should Redis not have it) with
+    /// `cmd`: on this thread's own connection when it has one, else on the store's.
     async fn call<T: resp::FromReply>(
         self: &Arc<Self>,
         script: &redis::Script,
+        source: &'static str,
         cmd: &redis::Cmd,
     ) -> Result<T, StoreError> {
         let Some(shared) = self.connection.load_full() else {
@@ -287,11 +290,6 @@ impl RedisStore {
         };
         let deadline = tokio::time::Instant::now() + self.config.timeout;
         if let Some(own) = self.own_connection() {
-            let source = if std::ptr::eq(script, &self.admit) {
-                ADMIT
-            } else {
-                SETTLE
-            };
             match eval_own(&own, source, cmd, deadline).await {
                 Ok(reply) => {
                     let value = match T::from_reply(&reply) {
@@ -375,7 +373,7 @@ impl RedisStore {
             checks,
             armed: true,
         };
-        let answer: Vec<i64> = self.call(&self.admit, &cmd).await?;
+        let answer: Vec<i64> = self.call(&self.admit, ADMIT, &cmd).await?;
         unanswered.armed = false;
         read_verdict(&answer, checks.len()).ok_or(StoreError::Failed)
     }
@@ -491,7 +489,7 @@ async fn settle_queued(store: Weak<RedisStore>, mut queue: Receiver<Settlement>)
                 .arg(charge.actual)
                 .arg(charge.window_us);
         }
-        if let Err(error) = live.call::<i64>(&live.settle, &cmd).await {
+        if let Err(error) = live.call::<i64>(&live.settle, SETTLE, &cmd).await {
             let mut refunds = Vec::new();
             for (charges, metrics) in batch.drain(..) {
                 if charges
@@ -528,7 +526,7 @@ async fn refund_later(store: Weak<RedisStore>, charges: Vec<Charge>) {
         for charge in &charges {
             cmd.arg(0).arg(charge.reserved).arg(0).arg(charge.window_us);
         }
-        if live.call::<i64>(&live.settle, &cmd).await.is_ok() {
+        if live.call::<i64>(&live.settle, SETTLE, &cmd).await.is_ok() {
             return;
         }
     }

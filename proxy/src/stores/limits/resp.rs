@@ -136,10 +136,7 @@ fn tls_config() -> Option<Arc<rustls::ClientConfig>> {
             for cert in found.certs {
                 roots.add(cert).ok()?;
             }
-            let config = rustls::ClientConfig::builder()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            Some(Arc::new(config))
+            Some(Arc::new(crate::upstream::tls_client(roots)))
         });
     CONFIG.clone()
 }

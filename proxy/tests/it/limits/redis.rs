@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::Method;
 use proxy::RunningGateway;
 
-use super::{Store, ended, num};
+use super::{CHAT_HIGH, Store, chat_tokens, ended, num, settled};
 use crate::harness::*;
 use crate::redis_server::RedisServer;
 
@@ -242,4 +242,41 @@ async fn a_reload_that_turns_redis_off_closes_every_connection_to_it() {
     assert_eq!(post(gw.addr, CHAT, CHAT_BODY).await.status, 200);
     // The store's connection and every worker's own are closed, not kept for the process's life.
     wait_until(async || redis.clients() == Some(0)).await;
+}
+
+/// Redis forgot the scripts (`SCRIPT FLUSH`, or a failover to a replica without them) while the
+/// threads' own connections are up: the admission loads its script again on the worker's
+/// connection, the settlement its own on the background one, and both keep counting. A wrong
+/// script loaded would answer NOSCRIPT again: the admission refused (policy closed), the
+/// settlement lost (the counter left at the reservations).
+#[tokio::test]
+async fn scripts_redis_forgot_are_loaded_again_by_the_own_connections() {
+    let redis = RedisServer::start();
+    let backend = mock("eus").await;
+    let t = chat_tokens(&backend).await;
+    let yaml = config_yaml(
+        &[b("eus", backend.url())],
+        &format!(
+            "limits:\n  quota: {{ window: 1h, requests: 3 }}\n  tokens: {{ high: 1000000, low: 1000000, window: 1h }}\n{}",
+            Store::Redis(&redis).yaml()
+        ),
+    );
+    let gw = gateway(&yaml).await;
+    store_up(gw.admin_addr).await;
+    assert_eq!(post(gw.addr, CHAT, CHAT_BODY).await.status, 200);
+    settled(&gw, Store::Redis(&redis), 1.0, CHAT_HIGH, t).await;
+    // The store's connection, the worker's own and the background runtime's own (made on
+    // their first calls, which went through the store's meanwhile).
+    wait_until(async || redis.clients() == Some(3)).await;
+    redis.flush_scripts();
+    let reply = post(gw.addr, CHAT, CHAT_BODY).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(num(&reply, "x-ratelimit-remaining"), 1);
+    settled(&gw, Store::Redis(&redis), 2.0, CHAT_HIGH, 2 * t).await;
+    let text = metrics(&gw).await;
+    assert_eq!(
+        metric_sum(&text, "gateway_limit_store_errors_total", &[]),
+        0.0,
+        "{text}"
+    );
 }
