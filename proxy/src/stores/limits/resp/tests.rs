@@ -1,52 +1,17 @@
 //! The connection against a real redis-server (`scripts/setup-system.sh` installs it).
 
 use super::*;
-/// A redis-server of its own on a free port, stopped when dropped.
-struct Server {
-    port: u16,
-    child: std::process::Child,
-}
+/// The integration tests' redis-server (a free port of 127.0.0.1, stopped when dropped).
+#[allow(dead_code)]
+#[path = "../../../../tests/it/redis_server.rs"]
+mod redis_server;
 
-impl Server {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/setup-system.sh installs it)");
-        for _ in 0..500 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        Self { port, child }
-    }
+use redis_server::RedisServer as Server;
 
-    fn target(&self) -> Target {
-        let client = redis::Client::open(format!("redis://127.0.0.1:{}/2", self.port)).unwrap();
-        Target::of(client.get_connection_info()).unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The connection's target: `server`, in database 2 (`SELECT` from the URL).
+fn target(server: &Server) -> Target {
+    let client = redis::Client::open(format!("{}/2", server.url())).unwrap();
+    Target::of(client.get_connection_info()).unwrap()
 }
 
 /// A deadline no test reaches.
@@ -63,7 +28,7 @@ fn echo(word: &str) -> redis::Cmd {
 #[tokio::test(flavor = "current_thread")]
 async fn calls_in_flight_together_each_get_their_own_answer() {
     let server = Server::start();
-    let connection = Connection::open(&server.target()).await.unwrap();
+    let connection = Connection::open(&target(&server)).await.unwrap();
     let calls = (0..50).map(|i| {
         let connection = connection.clone();
         tokio::spawn(async move {
@@ -106,7 +71,7 @@ async fn calls_in_flight_together_each_get_their_own_answer() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_dropped_reader_hands_the_reading_over() {
     let server = Server::start();
-    let connection = Connection::open(&server.target()).await.unwrap();
+    let connection = Connection::open(&target(&server)).await.unwrap();
     let waiting = tokio::spawn({
         let connection = connection.clone();
         async move {
@@ -122,7 +87,7 @@ async fn a_dropped_reader_hands_the_reading_over() {
     let mut cx = Context::from_waker(Waker::noop());
     assert!(later.as_mut().poll(&mut cx).is_pending());
     drop(later);
-    let pusher = Connection::open(&server.target()).await.unwrap();
+    let pusher = Connection::open(&target(&server)).await.unwrap();
     let push = redis::cmd("RPUSH").arg("handover").arg("x").clone();
     assert_eq!(pusher.call(&push, far()).await.unwrap(), Reply::Int(1));
     // A guard against a hang, not a measurement: the answer is already on its way.
@@ -140,7 +105,7 @@ async fn a_dropped_reader_hands_the_reading_over() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_call_past_its_deadline_times_out_and_the_next_gets_its_own_answer() {
     let server = Server::start();
-    let connection = Connection::open(&server.target()).await.unwrap();
+    let connection = Connection::open(&target(&server)).await.unwrap();
     // Answered only once something is pushed: after the deadline, whatever the machine.
     let blpop = redis::cmd("BLPOP").arg("later").arg(0).clone();
     let soon = Instant::now() + std::time::Duration::from_millis(50);
@@ -153,7 +118,7 @@ async fn a_call_past_its_deadline_times_out_and_the_next_gets_its_own_answer() {
         next.as_mut().poll(&mut cx).is_pending(),
         "queued behind the BLPOP"
     );
-    let pusher = Connection::open(&server.target()).await.unwrap();
+    let pusher = Connection::open(&target(&server)).await.unwrap();
     let push = redis::cmd("RPUSH").arg("later").arg("x").clone();
     assert_eq!(pusher.call(&push, far()).await.unwrap(), Reply::Int(1));
     assert_eq!(next.await.unwrap(), Reply::Bulk(Some(b"next".to_vec())));
@@ -165,13 +130,12 @@ async fn a_call_past_its_deadline_times_out_and_the_next_gets_its_own_answer() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_connection_that_broke_says_so_to_every_call() {
     let mut server = Server::start();
-    let connection = Connection::open(&server.target()).await.unwrap();
+    let connection = Connection::open(&target(&server)).await.unwrap();
     let blpop = redis::cmd("BLPOP").arg("nothing").arg(0).clone();
     let blocked = connection.call(&blpop, far());
     let kill = async {
         tokio::task::yield_now().await;
-        let _ = server.child.kill();
-        let _ = server.child.wait();
+        server.kill();
     };
     let (answer, ()) = tokio::join!(blocked, kill);
     assert!(matches!(answer, Err(Error::Broken)), "{answer:?}");
