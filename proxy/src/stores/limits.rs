@@ -272,8 +272,8 @@ impl LimitStore {
         }
     }
 
-    /// Settles reservations; in Redis, queued for the background runtime (the request does not
-    /// wait for it), a failure counted in `metrics`.
+    /// Settles reservations; in Redis, queued and sent off the response path (the request does
+    /// not wait for it), a failure counted in `metrics`.
     pub fn settle(
         &self,
         charges: impl IntoIterator<Item = Charge>,

@@ -179,6 +179,27 @@ impl RedisServer {
             .unwrap();
     }
 
+    /// A `MONITOR` connection: every command Redis runs from now on, with the client that sent
+    /// it, read in the background ([`Monitor::commands`]).
+    pub fn monitor(&self) -> Monitor {
+        use std::io::{BufRead, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream.write_all(b"MONITOR\r\n").unwrap();
+        let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+        let mut ok = String::new();
+        reader.read_line(&mut ok).unwrap();
+        assert_eq!(ok, "+OK\r\n");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let into = lines.clone();
+        std::thread::spawn(move || {
+            for line in reader.lines() {
+                let Ok(line) = line else { return };
+                into.lock().unwrap().push(line);
+            }
+        });
+        Monitor { stream, lines }
+    }
+
     /// `HGET key c` of a window counter (None when the key is not there).
     pub fn committed(&self, key: &str) -> Option<u64> {
         let client = redis::Client::open(self.url()).ok()?;
@@ -227,4 +248,40 @@ fn write_certificates(dir: &std::path::Path) {
     std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
     std::fs::write(dir.join("server.pem"), server.pem()).unwrap();
     std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
+}
+
+/// [`RedisServer::monitor`]'s connection; closed when dropped.
+pub struct Monitor {
+    stream: std::net::TcpStream,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Monitor {
+    /// The commands sent by clients so far (not those a script ran), in order: the client's
+    /// address and the command's words (`MONITOR`'s line `<time> [<db> <addr>] "<word>" ...`).
+    pub fn commands(&self) -> Vec<(String, Vec<String>)> {
+        let lines = self.lines.lock().unwrap();
+        lines
+            .iter()
+            .filter_map(|line| {
+                let (_, rest) = line.split_once(" [")?;
+                let (client, words) = rest.split_once("] ")?;
+                let (_, addr) = client.split_once(' ')?;
+                if addr == "lua" {
+                    return None;
+                }
+                let words = words
+                    .split("\" \"")
+                    .map(|w| w.trim_matches('"').to_owned())
+                    .collect();
+                Some((addr.to_owned(), words))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
 }

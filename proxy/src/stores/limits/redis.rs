@@ -12,6 +12,9 @@
 //!   than the Redis round trip itself (docs/benchmarks.md, "Guardrails"). That connection is
 //!   our own lean one ([`super::resp`]), written and read by the request's task itself; a
 //!   store whose URL it cannot serve (a Unix socket) calls through the store's only.
+//! - Settlements are queued per thread and sent on the thread's own connection by a task of
+//!   its own, one call at a time, everything queued in it ([`RedisStore::settle`]); without a
+//!   connection of its own they go through the background runtime's queue.
 //! - No call waits longer than `limits.redis.timeout`.
 //!
 //! Time comes from Redis (`TIME` inside the scripts), so replicas with skewed clocks still
@@ -45,6 +48,10 @@ struct Own {
     generation: u64,
     /// Process-clock ms before which no new try is made.
     retry_ms: u64,
+    /// Settlements of this thread's requests waiting for its connection ([`settle_own`]).
+    settlements: Vec<Settlement>,
+    /// Whether a task of this thread is sending them (one call at a time).
+    settling: bool,
 }
 
 static ADMIT: &str = include_str!("admit.lua");
@@ -184,6 +191,8 @@ impl RedisStore {
                     connection: None,
                     generation,
                     retry_ms: u64::MAX,
+                    settlements: Vec::new(),
+                    settling: false,
                 });
                 self.close_with_store();
             }
@@ -243,7 +252,15 @@ impl RedisStore {
         runtime.spawn(async move {
             // Nothing is ever sent: this ends when the sender, and the store with it, is gone.
             while closed.changed().await.is_ok() {}
-            OWN.with_borrow_mut(|own| own.retain(|o| !o.store.ptr_eq(&store)));
+            OWN.with_borrow_mut(|own| {
+                own.retain(|o| {
+                    let gone = o.store.ptr_eq(&store);
+                    if gone {
+                        lost(&o.settlements, "replaced");
+                    }
+                    !gone
+                })
+            });
         });
     }
 
@@ -277,20 +294,18 @@ impl RedisStore {
             || matches!(error.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"))
     }
 
-    /// Calls `script` (whose text is `source`, loaded again should Redis not have it) with
-    /// `cmd`: on this thread's own connection when it has one, else on the store's.
+    /// Makes a script call: on this thread's own connection when it has one, else on the
+    /// store's.
     async fn call<T: resp::FromReply>(
         self: &Arc<Self>,
-        script: &redis::Script,
-        source: &'static str,
-        cmd: &redis::Cmd,
+        call: &ScriptCall<'_>,
     ) -> Result<T, StoreError> {
         let Some(shared) = self.connection.load_full() else {
             return Err(StoreError::Down);
         };
         let deadline = tokio::time::Instant::now() + self.config.timeout;
         if let Some(own) = self.own_connection() {
-            match eval_own(&own, source, cmd, deadline).await {
+            match eval_own(&own, call, deadline).await {
                 Ok(reply) => {
                     let value = match T::from_reply(&reply) {
                         Some(value) => Ok(value),
@@ -319,7 +334,9 @@ impl RedisStore {
             }
         }
         let mut connection = MultiplexedConnection::clone(&shared);
-        match tokio::time::timeout_at(deadline, eval::<T>(&mut connection, script, cmd)).await {
+        let cmd = call.cmd();
+        match tokio::time::timeout_at(deadline, eval::<T>(&mut connection, call.script, &cmd)).await
+        {
             Ok(Ok(value)) => {
                 self.failures.store(0, Ordering::Relaxed);
                 Ok(value)
@@ -353,18 +370,30 @@ impl RedisStore {
             // Nothing is sent: nothing to give back.
             return Err(StoreError::Down);
         }
-        let mut cmd = script_cmd(&self.admit, checks.iter().map(|c| &c.key), 4);
-        for check in checks {
-            match check.rule {
-                Rule::Rate {
-                    interval_us,
-                    tolerance_us,
-                } => cmd.arg("r").arg(interval_us).arg(tolerance_us).arg(1),
-                Rule::Window { limit, window_us } => {
-                    cmd.arg("w").arg(limit).arg(window_us).arg(check.cost)
-                }
-            };
-        }
+        let args = |sink: &mut dyn Args| {
+            for check in checks {
+                sink.name(&check.key);
+            }
+            for check in checks {
+                let (kind, a, b, cost) = match check.rule {
+                    Rule::Rate {
+                        interval_us,
+                        tolerance_us,
+                    } => (b"r", interval_us, tolerance_us, 1),
+                    Rule::Window { limit, window_us } => (b"w", limit, window_us, check.cost),
+                };
+                sink.bytes(kind);
+                sink.number(a);
+                sink.number(b);
+                sink.number(cost);
+            }
+        };
+        let call = ScriptCall {
+            script: &self.admit,
+            source: ADMIT,
+            keys: checks.len(),
+            args: &args,
+        };
         // From here the script may run in Redis even when its answer never comes (a timeout,
         // a broken connection, the client gone and this future dropped): then what it may have
         // reserved is given back.
@@ -373,17 +402,27 @@ impl RedisStore {
             checks,
             armed: true,
         };
-        let answer: Vec<i64> = self.call(&self.admit, ADMIT, &cmd).await?;
+        let answer: resp::Integers = self.call(&call).await?;
         unanswered.armed = false;
         read_verdict(&answer, checks.len()).ok_or(StoreError::Failed)
     }
 
-    /// Sends the settlement from the background runtime; failures are counted by the caller's
-    /// `on_error`.
-    /// Queues a request's settlement for the background runtime, which sends what is queued
-    /// in one script call (so under load one call settles many requests, and Redis runs one
+    /// Queues a request's settlement, sent off the response path with what else is queued in
+    /// one script call (so under load one call settles many requests, and Redis runs one
     /// script for them instead of one each). A failure is counted in `metrics`.
-    pub fn settle(&self, charges: impl IntoIterator<Item = Charge>, metrics: Option<Arc<Metrics>>) {
+    ///
+    /// On a thread with its own connection the queue is the thread's, sent by a task of its
+    /// own as soon as the thread is free, one call at a time: at c=1 a request's settlement
+    /// goes while the client reads the answer, under load the settlements of the requests
+    /// that ended during one call go in the next. The queue is never handed to another
+    /// thread (which would wake it: a system call and a context switch, on the request's
+    /// core). Elsewhere (no connection of its own yet) it is queued for the background
+    /// runtime ([`settle_queued`]).
+    pub fn settle(
+        self: &Arc<Self>,
+        charges: impl IntoIterator<Item = Charge>,
+        metrics: Option<Arc<Metrics>>,
+    ) {
         let charges: PerRequest<Charge> = charges
             .into_iter()
             .filter(|c| matches!(c.ticket, Ticket::Redis { .. }))
@@ -392,16 +431,86 @@ impl RedisStore {
         if charges.is_empty() {
             return;
         }
-        if self
-            .settlements
-            .try_send((charges, metrics.clone()))
-            .is_err()
+        let Some(settlement) = self.settle_own((charges, metrics)) else {
+            return;
+        };
+        let metrics = settlement.1.clone();
+        if self.settlements.try_send(settlement).is_err()
             && let Some(metrics) = metrics
         {
             // Settlements come faster than Redis takes them: this one is lost (its
             // reservation stays charged until its window ends: the strict side).
             metrics.limit_store_error("settle", "queue_full", "lost");
         }
+    }
+
+    /// Queues `settlement` for this thread's connection when it has one ([`Self::settle`]);
+    /// else gives it back.
+    fn settle_own(self: &Arc<Self>, settlement: Settlement) -> Option<Settlement> {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Some(settlement);
+        };
+        if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread {
+            return Some(settlement);
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let mut settlement = Some(settlement);
+        // Whether a task must be started to send the queue (`None`: not queued here).
+        let start = OWN.with_borrow_mut(|own| {
+            let mine = own
+                .iter_mut()
+                .find(|o| std::ptr::eq(o.store.as_ptr(), Arc::as_ptr(self)))
+                .filter(|o| o.generation == generation)
+                .filter(|o| o.connection.as_ref().is_some_and(|c| !c.is_broken()))?;
+            let queued = settlement.take()?;
+            if mine.settlements.len() >= SETTLE_QUEUE {
+                lost(std::slice::from_ref(&queued), "queue_full");
+            } else {
+                mine.settlements.push(queued);
+            }
+            Some(!std::mem::replace(&mut mine.settling, true))
+        });
+        if start == Some(true) {
+            runtime.spawn(settle_own(Arc::downgrade(self)));
+        }
+        settlement
+    }
+}
+
+/// Counts settlements that will not be sent.
+fn lost(settlements: &[Settlement], why: &'static str) {
+    for (_, metrics) in settlements {
+        if let Some(metrics) = metrics {
+            metrics.limit_store_error("settle", why, "lost");
+        }
+    }
+}
+
+/// Sends this thread's queued settlements to `store`, what is queued at once in one call, until
+/// none is left ([`RedisStore::settle`]).
+async fn settle_own(store: Weak<RedisStore>) {
+    let mine = |o: &Own| o.store.ptr_eq(&store);
+    loop {
+        let batch = OWN.with_borrow_mut(|own| {
+            let entry = own.iter_mut().find(|o| mine(o))?;
+            if entry.settlements.is_empty() {
+                entry.settling = false;
+                return None;
+            }
+            // Taken whole when it fits (its room goes with it: a burst leaves no big queue).
+            if entry.settlements.len() <= SETTLE_BATCH {
+                return Some(std::mem::take(&mut entry.settlements));
+            }
+            Some(entry.settlements.drain(..SETTLE_BATCH).collect())
+        });
+        let Some(mut batch) = batch else {
+            return;
+        };
+        let Some(live) = store.upgrade() else {
+            lost(&batch, "replaced");
+            return;
+        };
+        send_settlements(&live, &mut batch).await;
     }
 }
 
@@ -410,7 +519,7 @@ impl RedisStore {
 /// (`settle.lua`'s start 0). Should the script not have run, that frees someone else's
 /// reservation of at most as much: the limit errs on the loose side only on this failure path.
 struct Unanswered<'a> {
-    store: &'a RedisStore,
+    store: &'a Arc<RedisStore>,
     checks: &'a [Check<'a>],
     armed: bool,
 }
@@ -466,51 +575,47 @@ async fn settle_queued(store: Weak<RedisStore>, mut queue: Receiver<Settlement>)
             drain(&mut queue, &mut batch);
         }
         let Some(live) = store.upgrade() else {
-            for (_, metrics) in &batch {
-                if let Some(metrics) = metrics {
-                    metrics.limit_store_error("settle", "replaced", "lost");
-                }
-            }
+            lost(&batch, "replaced");
             return;
         };
-        let charges = || {
-            batch
-                .iter()
-                .flat_map(|(charges, _)| charges)
-                .filter_map(|c| match c.ticket {
-                    Ticket::Redis { start_us } => Some((c, start_us)),
-                    _ => None,
-                })
-        };
-        let mut cmd = script_cmd(&live.settle, charges().map(|(c, _)| &c.key), 4);
-        for (charge, start_us) in charges() {
-            cmd.arg(start_us)
-                .arg(charge.reserved)
-                .arg(charge.actual)
-                .arg(charge.window_us);
-        }
-        if let Err(error) = live.call::<i64>(&live.settle, SETTLE, &cmd).await {
-            let mut refunds = Vec::new();
-            for (charges, metrics) in batch.drain(..) {
-                if charges
-                    .iter()
-                    .all(|c| matches!(c.ticket, Ticket::Redis { start_us: 0 }))
-                {
-                    // What an unanswered admission may have reserved: tried again later (Redis
-                    // often runs such an admission once it answers again), so an outage does
-                    // not leave it charged for the rest of its window.
-                    refunds.extend(charges);
-                } else if let Some(metrics) = metrics {
-                    metrics.limit_store_error("settle", error.label(), "lost");
-                }
-            }
-            if !refunds.is_empty() {
-                tokio::spawn(refund_later(Arc::downgrade(&live), refunds));
-            }
-        }
-        drop(live);
-        batch.clear();
+        send_settlements(&live, &mut batch).await;
     }
+}
+
+/// Sends a batch of settlements in one call; on failure the reservations of admissions whose
+/// answer never came are given back later ([`refund_later`]), any other is counted lost. The
+/// batch is left empty.
+async fn send_settlements(live: &Arc<RedisStore>, batch: &mut Vec<Settlement>) {
+    let sent = {
+        let (keys, args) = settle_args(batch.iter().flat_map(|(charges, _)| charges));
+        let call = ScriptCall {
+            script: &live.settle,
+            source: SETTLE,
+            keys,
+            args: &args,
+        };
+        live.call::<i64>(&call).await
+    };
+    if let Err(error) = sent {
+        let mut refunds = Vec::new();
+        for (charges, metrics) in batch.drain(..) {
+            if charges
+                .iter()
+                .all(|c| matches!(c.ticket, Ticket::Redis { start_us: 0 }))
+            {
+                // What an unanswered admission may have reserved: tried again later (Redis
+                // often runs such an admission once it answers again), so an outage does
+                // not leave it charged for the rest of its window.
+                refunds.extend(charges);
+            } else if let Some(metrics) = metrics {
+                metrics.limit_store_error("settle", error.label(), "lost");
+            }
+        }
+        if !refunds.is_empty() {
+            tokio::spawn(refund_later(Arc::downgrade(live), refunds));
+        }
+    }
+    batch.clear();
 }
 
 /// Gives back what unanswered admissions may have reserved, once Redis answers: tried after
@@ -522,44 +627,127 @@ async fn refund_later(store: Weak<RedisStore>, charges: Vec<Charge>) {
         let Some(live) = store.upgrade() else {
             return;
         };
-        let mut cmd = script_cmd(&live.settle, charges.iter().map(|c| &c.key), 4);
-        for charge in &charges {
-            cmd.arg(0).arg(charge.reserved).arg(0).arg(charge.window_us);
-        }
-        if live.call::<i64>(&live.settle, SETTLE, &cmd).await.is_ok() {
+        // Each an unanswered admission's: from whichever window runs (start 0), nothing used.
+        let (keys, args) = settle_args(charges.iter());
+        let call = ScriptCall {
+            script: &live.settle,
+            source: SETTLE,
+            keys,
+            args: &args,
+        };
+        if live.call::<i64>(&call).await.is_ok() {
             return;
         }
     }
 }
 
-/// `EVALSHA <script> <keys> <key>...`, built in one buffer (a `ScriptInvocation` makes a vector
-/// per key and argument); `args` per key follow.
-fn script_cmd<'k>(
-    script: &redis::Script,
-    keys: impl Iterator<Item = &'k super::Key> + Clone,
-    args: usize,
-) -> redis::Cmd {
-    let count = keys.clone().count();
-    let mut cmd = redis::Cmd::with_capacity(3 + count * (1 + args), 64 + count * 96);
-    cmd.arg("EVALSHA").arg(script.get_hash()).arg(count);
-    for key in keys {
-        cmd.arg(key.redis_name());
-    }
-    cmd
+/// Where a script call's arguments go: straight into a thread's own connection's buffer
+/// ([`resp::Writer`]), or into a redis-rs command for the store's connection.
+trait Args {
+    fn bytes(&mut self, arg: &[u8]);
+    fn number(&mut self, n: u64);
+    fn name(&mut self, key: &super::Key);
 }
 
-/// [`eval`] on a thread's own connection, all of it by `deadline`; `source` is the script's.
+impl Args for resp::Writer<'_> {
+    fn bytes(&mut self, arg: &[u8]) {
+        resp::Writer::bytes(self, arg);
+    }
+    fn number(&mut self, n: u64) {
+        resp::Writer::number(self, n);
+    }
+    fn name(&mut self, key: &super::Key) {
+        // Writing into a vector cannot fail.
+        self.with(|out| {
+            let _ = key.redis_name().write_to(out);
+        });
+    }
+}
+
+impl Args for redis::Cmd {
+    fn bytes(&mut self, arg: &[u8]) {
+        self.arg(arg);
+    }
+    fn number(&mut self, n: u64) {
+        self.arg(n);
+    }
+    fn name(&mut self, key: &super::Key) {
+        self.arg(key.redis_name());
+    }
+}
+
+/// Arguments of a store script: every key's name, then [`ARGS_PER_KEY`] for each key.
+const ARGS_PER_KEY: usize = 4;
+
+/// `EVALSHA <script> <keys> <key>... <arg>...`: `args` writes the keys' names, then each key's
+/// arguments.
+struct ScriptCall<'a> {
+    script: &'a redis::Script,
+    /// The script's text, loaded again should Redis not have it.
+    source: &'static str,
+    keys: usize,
+    args: &'a (dyn Fn(&mut dyn Args) + Sync),
+}
+
+impl ScriptCall<'_> {
+    fn head(&self, args: &mut dyn Args) {
+        args.bytes(b"EVALSHA");
+        args.bytes(self.script.get_hash().as_bytes());
+        args.number(self.keys as u64);
+        (self.args)(args);
+    }
+
+    /// As a redis-rs command, for the store's connection.
+    fn cmd(&self) -> redis::Cmd {
+        let mut cmd =
+            redis::Cmd::with_capacity(3 + self.keys * (1 + ARGS_PER_KEY), 64 + self.keys * 96);
+        self.head(&mut cmd);
+        cmd
+    }
+}
+
+impl resp::Command for ScriptCall<'_> {
+    fn write(&self, out: &mut Vec<u8>) {
+        let mut writer = resp::Writer::command(out, 3 + self.keys * (1 + ARGS_PER_KEY));
+        self.head(&mut writer);
+    }
+}
+
+/// The settlement script's keys and arguments for `charges` (see `settle.lua`); those without
+/// a Redis ticket are left out.
+fn settle_args<'c>(
+    charges: impl Iterator<Item = &'c Charge> + Clone,
+) -> (usize, impl Fn(&mut dyn Args)) {
+    let charges = charges.filter_map(|c| match c.ticket {
+        Ticket::Redis { start_us } => Some((c, start_us)),
+        _ => None,
+    });
+    let keys = charges.clone().count();
+    let args = move |sink: &mut dyn Args| {
+        for (charge, _) in charges.clone() {
+            sink.name(&charge.key);
+        }
+        for (charge, start_us) in charges.clone() {
+            sink.number(start_us);
+            sink.number(charge.reserved);
+            sink.number(charge.actual);
+            sink.number(charge.window_us);
+        }
+    };
+    (keys, args)
+}
+
+/// [`eval`] on a thread's own connection, all of it by `deadline`.
 async fn eval_own(
     connection: &Arc<resp::Connection>,
-    source: &str,
-    cmd: &redis::Cmd,
+    call: &ScriptCall<'_>,
     deadline: tokio::time::Instant,
 ) -> Result<resp::Reply, resp::Error> {
-    match connection.call(cmd, deadline).await {
+    match connection.call(call, deadline).await {
         Err(error) if error.code() == Some("NOSCRIPT") => {
-            let load = redis::cmd("SCRIPT").arg("LOAD").arg(source).clone();
+            let load = redis::cmd("SCRIPT").arg("LOAD").arg(call.source).clone();
             connection.call(&load, deadline).await?;
-            connection.call(cmd, deadline).await
+            connection.call(call, deadline).await
         }
         answer => answer,
     }

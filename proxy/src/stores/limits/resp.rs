@@ -7,7 +7,9 @@
 //! "Guardrails", third round). Here the request's own task writes its
 //! command and reads the answers: RESP2, pipelined (answers come in the order the commands
 //! went), one connection per thread (in a thread-local: only its thread uses it), plain TCP or TLS,
-//! `AUTH` and `SELECT` from the store's URL. Everything else (the store's own connection,
+//! `AUTH` and `SELECT` from the store's URL. The store's script calls are written into the
+//! connection's buffer as RESP by [`Writer`]; the handshake and `SCRIPT LOAD` from a redis-rs
+//! `Cmd`. Everything else (the store's own connection,
 //! reconnects, script loading on NOSCRIPT) stays with redis-rs in `redis.rs`.
 //!
 //! Several requests of one thread may wait at once: whichever is polled reads for all, hands
@@ -43,10 +45,64 @@ mod reply;
 mod tests;
 
 use reply::parse;
-pub use reply::{Error, FromReply, Reply};
+pub use reply::{Error, FromReply, Integers, Reply};
 
 /// Room made in the input buffer before each read.
 const READ_CHUNK: usize = 4096;
+
+/// A command, written as RESP into the connection's output buffer.
+pub trait Command {
+    fn write(&self, out: &mut Vec<u8>);
+}
+
+impl Command for redis::Cmd {
+    fn write(&self, out: &mut Vec<u8>) {
+        self.write_packed_command(out);
+    }
+}
+
+/// Writes a command's RESP straight into an output buffer (no `redis::Cmd` built and then
+/// copied over): the argument count first, then each argument as a bulk string.
+pub struct Writer<'a> {
+    out: &'a mut Vec<u8>,
+}
+
+impl<'a> Writer<'a> {
+    /// A command of `count` arguments (exactly as many must follow).
+    pub fn command(out: &'a mut Vec<u8>, count: usize) -> Self {
+        out.push(b'*');
+        out.extend_from_slice(itoa::Buffer::new().format(count).as_bytes());
+        out.extend_from_slice(b"\r\n");
+        Self { out }
+    }
+
+    pub fn bytes(&mut self, arg: &[u8]) {
+        self.out.push(b'$');
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(arg.len()).as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+        self.out.extend_from_slice(arg);
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    pub fn number(&mut self, n: u64) {
+        self.bytes(itoa::Buffer::new().format(n).as_bytes());
+    }
+
+    /// An argument that `write` appends to the buffer, its length known only once written:
+    /// the length's line is then moved in front of it.
+    pub fn with(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.out.len();
+        write(self.out);
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(self.out.len() - start).as_bytes();
+        self.out.push(b'$');
+        self.out.extend_from_slice(digits);
+        self.out.extend_from_slice(b"\r\n");
+        self.out[start..].rotate_right(digits.len() + 3);
+        self.out.extend_from_slice(b"\r\n");
+    }
+}
 
 /// A call waiting for its answer, in the order the commands went.
 struct Slot {
@@ -202,7 +258,7 @@ impl Connection {
     /// Sends one command and waits for its answer, until `deadline`.
     pub async fn call(
         self: &Arc<Self>,
-        cmd: &redis::Cmd,
+        cmd: &(dyn Command + Sync),
         deadline: Instant,
     ) -> Result<Reply, Error> {
         let id = {
@@ -212,7 +268,7 @@ impl Connection {
             }
             let id = inner.next_id;
             inner.next_id += 1;
-            cmd.write_packed_command(&mut inner.out);
+            cmd.write(&mut inner.out);
             inner.calls.push_back(Slot {
                 id,
                 answer: None,

@@ -245,30 +245,24 @@ async fn a_reload_that_turns_redis_off_closes_every_connection_to_it() {
 }
 
 /// Redis forgot the scripts (`SCRIPT FLUSH`, or a failover to a replica without them) while the
-/// threads' own connections are up: the admission loads its script again on the worker's
-/// connection, the settlement its own on the background one, and both keep counting. A wrong
-/// script loaded would answer NOSCRIPT again: the admission refused (policy closed), the
-/// settlement lost (the counter left at the reservations).
+/// worker's own connection is up: the admission and the settlement each load their script
+/// again on it, and both keep counting. A wrong script loaded would answer NOSCRIPT again: the
+/// admission refused (policy closed), the settlement lost (the counter left at the
+/// reservations).
 #[tokio::test]
 async fn scripts_redis_forgot_are_loaded_again_by_the_own_connections() {
     let redis = RedisServer::start();
     let backend = mock("eus").await;
     let t = chat_tokens(&backend).await;
-    let yaml = config_yaml(
-        &[b("eus", backend.url())],
-        &format!(
-            "limits:\n  quota: {{ window: 1h, requests: 3 }}\n  tokens: {{ high: 1000000, low: 1000000, window: 1h }}\n{}",
-            Store::Redis(&redis).yaml()
-        ),
-    );
-    let gw = gateway(&yaml).await;
-    store_up(gw.admin_addr).await;
-    assert_eq!(post(gw.addr, CHAT, CHAT_BODY).await.status, 200);
-    settled(&gw, Store::Redis(&redis), 1.0, CHAT_HIGH, t).await;
-    // The store's connection, the worker's own and the background runtime's own (made on
-    // their first calls, which went through the store's meanwhile).
-    wait_until(async || redis.clients() == Some(3)).await;
+    let gw = with_own_connection(
+        &redis,
+        &backend,
+        t,
+        "  quota: { window: 1h, requests: 3 }\n",
+    )
+    .await;
     redis.flush_scripts();
+    let monitor = redis.monitor();
     let reply = post(gw.addr, CHAT, CHAT_BODY).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(num(&reply, "x-ratelimit-remaining"), 1);
@@ -278,5 +272,85 @@ async fn scripts_redis_forgot_are_loaded_again_by_the_own_connections() {
         metric_sum(&text, "gateway_limit_store_errors_total", &[]),
         0.0,
         "{text}"
+    );
+    // Both loaded again, by the worker's connection that called them (the test's own reads of
+    // the counter left out).
+    let calls: Vec<(String, String)> = monitor
+        .commands()
+        .into_iter()
+        .filter(|(_, words)| words[0] == "EVALSHA" || words[0] == "SCRIPT")
+        .map(|(addr, words)| (addr, words[..2].join(" ")))
+        .collect();
+    let loads = calls.iter().filter(|(_, c)| c == "SCRIPT LOAD").count();
+    assert_eq!(loads, 2, "{calls:?}");
+    assert!(
+        calls.iter().all(|(addr, _)| *addr == calls[0].0),
+        "{calls:?}"
+    );
+}
+
+/// A gateway in front of `backend` (whose chat answers use `t` tokens) with a token limit (and
+/// the `more` limits) in `redis`, once its worker's own connection is up: one request made (its
+/// admission opened that connection and went through the store's meanwhile) and settled.
+async fn with_own_connection(
+    redis: &RedisServer,
+    backend: &mock::MockServer,
+    t: u64,
+    more: &str,
+) -> RunningGateway {
+    let yaml = config_yaml(
+        &[b("eus", backend.url())],
+        &format!(
+            "limits:\n{more}  tokens: {{ high: 1000000, low: 1000000, window: 1h }}\n{}",
+            Store::Redis(redis).yaml()
+        ),
+    );
+    let gw = gateway(&yaml).await;
+    store_up(gw.admin_addr).await;
+    assert_eq!(post(gw.addr, CHAT, CHAT_BODY).await.status, 200);
+    settled(&gw, Store::Redis(redis), 1.0, CHAT_HIGH, t).await;
+    // The store's connection and the worker's own.
+    wait_until(async || redis.clients() >= Some(2)).await;
+    gw
+}
+
+/// A request's settlement goes on the connection of the worker that served it, right after
+/// the request: no other thread is woken for it. Before, every settlement was queued for the
+/// background runtime, whose own connection (or the store's) sent it.
+#[tokio::test]
+async fn a_settlement_goes_on_the_connection_of_the_worker_that_served_the_request() {
+    let redis = RedisServer::start();
+    let backend = mock("eus").await;
+    let t = chat_tokens(&backend).await;
+    let gw = with_own_connection(&redis, &backend, t, "").await;
+    let monitor = redis.monitor();
+    for i in 2..=4_u32 {
+        assert_eq!(post(gw.addr, CHAT, CHAT_BODY).await.status, 200);
+        settled(
+            &gw,
+            Store::Redis(&redis),
+            f64::from(i),
+            CHAT_HIGH,
+            u64::from(i) * t,
+        )
+        .await;
+    }
+    let calls: Vec<(String, usize)> = monitor
+        .commands()
+        .into_iter()
+        .filter(|(_, words)| words[0] == "EVALSHA")
+        .map(|(addr, words)| (addr, words.len()))
+        .collect();
+    // Each request: its admission (one key: 3 + 5 words), then its settlement (the same).
+    assert_eq!(calls.len(), 6, "{calls:?}");
+    for pair in calls.chunks(2) {
+        assert_eq!(
+            pair[0].0, pair[1].0,
+            "admission and settlement from one connection: {calls:?}"
+        );
+    }
+    assert!(
+        calls.iter().all(|(addr, _)| *addr == calls[0].0),
+        "{calls:?}"
     );
 }
