@@ -134,10 +134,14 @@ class Harness:
         result["errors"] = sum(result[k] for k in ("connect", "read", "write", "status", "timeout"))
         return result
 
-    def paired(self, targets: dict[str, tuple[str, str]], body: str, seconds: float) -> dict:
-        """loadgen at concurrency 1 taking turns between targets; per target: errors and
-        latency percentiles (µs)."""
+    def paired(
+        self, targets: dict[str, tuple[str, str]], body: str, seconds: float, turn: int = 1
+    ) -> dict:
+        """loadgen at concurrency 1 taking turns between targets, `turn` requests each (the
+        first of a turn not measured when more than one); per target: errors and latency
+        percentiles (µs)."""
         argv = [self.bin("loadgen"), "paired", "--body", body, "--duration", str(seconds)]
+        argv += ["--turn", str(turn)]
         for name, (url, key) in targets.items():
             argv += ["--target", f"{name}={url}", "--key", key]
         return json.loads(self.run_tool(argv))["targets"]

@@ -25,6 +25,12 @@ pub struct PairedArgs {
     /// Seconds of requests before measuring.
     #[arg(long, default_value_t = 0.5)]
     pub warmup: f64,
+    /// Requests a target gets in a row before the next one's turn. With more than one, the
+    /// first of each turn is not measured: work a target leaves for after its answer (a
+    /// settlement sent once the answer is out, a batch on a timer) then delays its own next
+    /// request, as it would for its own client, and not the other target's.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub turn: u32,
 }
 
 struct Lane {
@@ -57,19 +63,22 @@ pub async fn run(args: PairedArgs) -> Result<Value> {
         let n = lanes.len();
         for k in 0..n {
             let lane = &mut lanes[(round + k) % n];
-            // A connection the target closed (or that broke) is replaced before the clock starts.
-            if lane.sender.ready().await.is_err() {
-                lane.sender = connect(&lane.target).await?;
-            }
-            let sent = Instant::now();
-            // A failed exchange is an error of this target, not the end of the run.
-            let ok = call(lane).await.unwrap_or(false);
-            let latency = sent.elapsed().as_micros() as u64;
-            if sent >= measure_from {
-                if ok {
-                    lane.latencies.push(latency);
-                } else {
-                    lane.errors += 1;
+            for i in 0..args.turn {
+                // A connection the target closed (or that broke) is replaced before the clock
+                // starts.
+                if lane.sender.ready().await.is_err() {
+                    lane.sender = connect(&lane.target).await?;
+                }
+                let sent = Instant::now();
+                // A failed exchange is an error of this target, not the end of the run.
+                let ok = call(lane).await.unwrap_or(false);
+                let latency = sent.elapsed().as_micros() as u64;
+                if sent >= measure_from && (i > 0 || args.turn == 1) {
+                    if ok {
+                        lane.latencies.push(latency);
+                    } else {
+                        lane.errors += 1;
+                    }
                 }
             }
         }
