@@ -17,15 +17,15 @@ own requests does, and no deployment interleaves like that. The two-target run k
 comparison side by side and leaves out that artefact; both figures are reported, and so is
 what redis-server spent per script call during the paired Redis run. In the Redis gateway's
 two-target run (and the relays' below) each target gets 50 requests in a row (`loadgen paired
---turn 50`, the first of each turn not measured): the Redis gateway leaves work for after an
+--turn 50`, the first of each turn not timed): the Redis gateway leaves work for after an
 answer (the settlement it sends then, and Redis running it), and with turns of one request
-that work ran during the *other* target's next request, which then carried it (with settlements batched
-on a timer, the plain gateway's p95 was 10–20 µs higher next to `limits_redis` than next to a
-build that settled nothing). In turns, a target's own
+that work ran during the *other* target's next request, which then carried it (with
+settlements batched on a timer, the plain gateway's p95 was 10–20 µs higher next to
+`limits_redis` than next to a build that settled nothing). In turns, a target's own
 after-answer work delays its own next request, as it would for its own client; a turn lasts
-~8 ms, so what the machine does on longer scales still hits both targets alike. One Redis round trip,
-measured twice: in place, as what it adds to a request the leanest relay serves on core 0
-(`loadgen relay`, bench/src/relay.rs: blocking threads, one EVALSHA of the admission script
+~8 ms, so what the machine does on longer scales still hits both targets alike. One Redis
+round trip, measured twice: in place, as what it adds to a request the leanest relay serves on
+core 0 (`loadgen relay`, bench/src/relay.rs: blocking threads, one EVALSHA of the admission script
 per request before relaying to the same mock, paired with the same relay without it; the
 verdict's figure, since on a core the gateway, the mock and redis-server share the same call
 costs about twice what it costs alone); and alone with `redis-benchmark -c 1` (PING, and the

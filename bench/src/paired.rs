@@ -26,9 +26,10 @@ pub struct PairedArgs {
     #[arg(long, default_value_t = 0.5)]
     pub warmup: f64,
     /// Requests a target gets in a row before the next one's turn. With more than one, the
-    /// first of each turn is not measured: work a target leaves for after its answer (a
-    /// settlement sent once the answer is out, a batch on a timer) then delays its own next
-    /// request, as it would for its own client, and not the other target's.
+    /// first of each turn is not timed (its errors still count): work a target leaves for
+    /// after its answer (a settlement sent once the answer is out, a batch on a timer) then
+    /// delays its own next request, as it would for its own client, and not the other
+    /// target's.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub turn: u32,
 }
@@ -73,11 +74,11 @@ pub async fn run(args: PairedArgs) -> Result<Value> {
                 // A failed exchange is an error of this target, not the end of the run.
                 let ok = call(lane).await.unwrap_or(false);
                 let latency = sent.elapsed().as_micros() as u64;
-                if sent >= measure_from && (i > 0 || args.turn == 1) {
-                    if ok {
-                        lane.latencies.push(latency);
-                    } else {
+                if sent >= measure_from {
+                    if !ok {
                         lane.errors += 1;
+                    } else if i > 0 || args.turn == 1 {
+                        lane.latencies.push(latency);
                     }
                 }
             }
