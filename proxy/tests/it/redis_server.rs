@@ -200,6 +200,18 @@ impl RedisServer {
         Monitor { stream, lines }
     }
 
+    /// `ECHO word`: a mark in a [`Monitor`]'s stream ([`Monitor::saw`]).
+    pub fn echo(&self, word: &str) {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut connection = client
+            .get_connection_with_timeout(Duration::from_secs(1))
+            .unwrap();
+        redis::cmd("ECHO")
+            .arg(word)
+            .query::<String>(&mut connection)
+            .unwrap();
+    }
+
     /// `HGET key c` of a window counter (None when the key is not there).
     pub fn committed(&self, key: &str) -> Option<u64> {
         let client = redis::Client::open(self.url()).ok()?;
@@ -257,6 +269,17 @@ pub struct Monitor {
 }
 
 impl Monitor {
+    /// Whether the stream has been read up to [`RedisServer::echo`] of `word` (Redis feeds a
+    /// monitor in the order it runs commands: everything before the mark has been read too).
+    pub fn saw(&self, word: &str) -> bool {
+        let mark = format!("\"ECHO\" \"{word}\"");
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.ends_with(&mark))
+    }
+
     /// The commands sent by clients so far (not those a script ran), in order: the client's
     /// address and the command's words (`MONITOR`'s line `<time> [<db> <addr>] "<word>" ...`).
     pub fn commands(&self) -> Vec<(String, Vec<String>)> {

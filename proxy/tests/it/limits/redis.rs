@@ -275,6 +275,8 @@ async fn scripts_redis_forgot_are_loaded_again_by_the_own_connections() {
     );
     // Both loaded again, by the worker's connection that called them (the test's own reads of
     // the counter left out).
+    redis.echo("done");
+    wait_until(async || monitor.saw("done")).await;
     let calls: Vec<(String, String)> = monitor
         .commands()
         .into_iter()
@@ -335,6 +337,8 @@ async fn a_settlement_goes_on_the_connection_of_the_worker_that_served_the_reque
         )
         .await;
     }
+    redis.echo("done");
+    wait_until(async || monitor.saw("done")).await;
     let calls: Vec<(String, usize)> = monitor
         .commands()
         .into_iter()
