@@ -4,6 +4,12 @@
 # first (idempotent).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A clean build and the tests write ~4 GB (target/ and fuzz/target/); say so before a full disk
+# fails a compiler half-way with "No space left on device".
+free_kb=$(df -Pk . | awk 'NR == 2 { print $4 }')
+if ((free_kb < 5 * 1024 * 1024)); then
+  echo "test.sh: warning: only $((free_kb / 1024)) MB free where the project builds; a clean build and the tests need ~4 GB" >&2
+fi
 scripts/setup-python.sh
 # redis-server for the limit tests (Debian package).
 scripts/setup-system.sh
