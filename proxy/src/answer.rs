@@ -28,11 +28,13 @@ const LIMIT_FIELDS: [&[u8]; 3] = [b"limit", b"remaining", b"reset"];
 pub trait FieldSink {
     fn field(&mut self, name: &[u8], value: &[u8]);
 
-    /// A limit field: `name`, then `-<backend>` when given, and its number. By default
-    /// written through [`Self::field`].
-    fn number(&mut self, name: &[u8], backend: Option<&[u8]>, value: u64) {
-        let mut digits = itoa::Buffer::new();
-        let digits = digits.format(value).as_bytes();
+    /// Room for `bytes` more of fields, asked before the limit fields (a writer into a buffer
+    /// grows it once for all of them).
+    fn reserve(&mut self, _bytes: usize) {}
+
+    /// A limit field: `name`, then `-<backend>` when given, and its number's `digits`. By
+    /// default written through [`Self::field`].
+    fn number(&mut self, name: &[u8], backend: Option<&[u8]>, digits: &[u8]) {
         match backend {
             None => self.field(name, digits),
             Some(backend) => joined(&[name, b"-", backend], |name| self.field(name, digits)),
@@ -183,23 +185,48 @@ impl AnswerHead {
 
     /// The limit fields, in the order written: the tokens' (`-<backend>` copies first), then
     /// the requests'. Spelled out one by one, so that a writer sees each name's length as a
-    /// constant (its copy is then a few moves, not a call).
+    /// constant (its copy is then a few moves, not a call); each number formatted once, the
+    /// room for all of them asked once.
     #[inline(always)]
     fn for_each_limit_field(&self, sink: &mut impl FieldSink) {
-        if let Some(tokens) = self.limits.tokens {
-            if let Some(backend) = self.backend_suffix() {
-                sink.number(b"x-ai-ratelimit-limit", Some(backend), tokens.limit);
-                sink.number(b"x-ai-ratelimit-remaining", Some(backend), tokens.remaining);
-                sink.number(b"x-ai-ratelimit-reset", Some(backend), tokens.reset_s);
-            }
-            sink.number(b"x-ai-ratelimit-limit", None, tokens.limit);
-            sink.number(b"x-ai-ratelimit-remaining", None, tokens.remaining);
-            sink.number(b"x-ai-ratelimit-reset", None, tokens.reset_s);
+        /// The longest name, `-`, `: `, a `u64`'s digits and the line's end.
+        const MOST: usize = 24 + 1 + 2 + 20 + 2;
+        let LimitView { tokens, requests } = self.limits;
+        if tokens.is_none() && requests.is_none() {
+            return;
         }
-        if let Some(requests) = self.limits.requests {
-            sink.number(b"x-ratelimit-limit", None, requests.limit);
-            sink.number(b"x-ratelimit-remaining", None, requests.remaining);
-            sink.number(b"x-ratelimit-reset", None, requests.reset_s);
+        let backend = tokens.and_then(|_| self.backend_suffix());
+        let lines = 3
+            * (usize::from(tokens.is_some())
+                + usize::from(backend.is_some())
+                + usize::from(requests.is_some()));
+        sink.reserve(lines * MOST + 3 * backend.map_or(0, <[u8]>::len));
+        let mut digits = [
+            itoa::Buffer::new(),
+            itoa::Buffer::new(),
+            itoa::Buffer::new(),
+        ];
+        let [limit, remaining, reset] = &mut digits;
+        if let Some(tokens) = tokens {
+            let limit = limit.format(tokens.limit).as_bytes();
+            let remaining = remaining.format(tokens.remaining).as_bytes();
+            let reset = reset.format(tokens.reset_s).as_bytes();
+            if let Some(backend) = backend {
+                sink.number(b"x-ai-ratelimit-limit", Some(backend), limit);
+                sink.number(b"x-ai-ratelimit-remaining", Some(backend), remaining);
+                sink.number(b"x-ai-ratelimit-reset", Some(backend), reset);
+            }
+            sink.number(b"x-ai-ratelimit-limit", None, limit);
+            sink.number(b"x-ai-ratelimit-remaining", None, remaining);
+            sink.number(b"x-ai-ratelimit-reset", None, reset);
+        }
+        if let Some(requests) = requests {
+            let limit = limit.format(requests.limit).as_bytes();
+            let remaining = remaining.format(requests.remaining).as_bytes();
+            let reset = reset.format(requests.reset_s).as_bytes();
+            sink.number(b"x-ratelimit-limit", None, limit);
+            sink.number(b"x-ratelimit-remaining", None, remaining);
+            sink.number(b"x-ratelimit-reset", None, reset);
         }
     }
 

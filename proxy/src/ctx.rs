@@ -11,12 +11,12 @@ use http::{HeaderName, HeaderValue, Method, Uri};
 
 use crate::answer::Reply;
 use crate::config::Lane;
-use crate::end::Reservation;
 use crate::error::GatewayError;
 use crate::gateway::{BodyBudget, Gateway};
 use crate::http1::RawFields;
 use crate::stages::auth::Consumer;
 use crate::stages::body::RequestBody;
+use crate::stages::limits::Reserved;
 use crate::stages::route::Route;
 use crate::usage::{Estimate, Usage};
 
@@ -161,8 +161,9 @@ pub struct RequestCtx {
     pub pinned: Option<usize>,
     /// The consistent-hash key, when hashing is configured.
     pub hash_key: Option<Vec<u8>>,
-    /// What limits reserved; settled (charged or refunded) when the request ends.
-    pub reservations: smallvec::SmallVec<[Box<dyn Reservation>; 2]>,
+    /// What the limits reserved; settled (charged or refunded) by the limits stage when the
+    /// request ends.
+    pub reserved: Reserved,
     /// What the limits showed for the request (their answer fields).
     pub limits: LimitView,
     /// Set when something counts this request's tokens (a limit): what it is estimated to
@@ -212,7 +213,7 @@ impl RequestCtx {
             stream: false,
             pinned: None,
             hash_key: None,
-            reservations: smallvec::SmallVec::new(),
+            reserved: Reserved::default(),
             limits: LimitView::default(),
             estimate: None,
             cache_key: None,

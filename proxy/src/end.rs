@@ -2,7 +2,8 @@
 //! dropped exactly once, whichever way the request ended: a refusal before or after its body, an
 //! error after failover, a whole or streamed answer written to the end, a client that went away,
 //! a shutdown that cut it. The drop counts it (`gateway_requests_total`, tokens), writes its
-//! access record (one schema for every request) and settles what limits reserved for it.
+//! access record (one schema for every request) and lets every stage settle what it holds for it
+//! ([`crate::stages::Stage::end`]: the limits' reservations).
 //!
 //! Where the context is when the request ends: in the answer's body (the connection drops the
 //! body once written, or when the client is gone), or in the request's future (dropped when the
@@ -23,13 +24,6 @@ static EMPTY_LABEL: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
 
 /// nginx's status for a request whose client closed the connection before it was answered.
 pub const CLIENT_CLOSED: u16 = 499;
-
-/// What a limit reserved for a request (tokens, a request of a quota). Settled once, when the
-/// request ends: the reservation reads the outcome (status, usage, completed) from the context
-/// and charges what was used or refunds the rest.
-pub trait Reservation: Send + Sync {
-    fn settle(self: Box<Self>, ctx: &RequestCtx);
-}
 
 impl Drop for RequestCtx {
     fn drop(&mut self) {
@@ -61,10 +55,11 @@ impl Drop for RequestCtx {
             self.outcome.usage_estimated = true;
             self.gateway.metrics.usage_estimated();
         }
-        // Settled first: a reservation sees the whole context. The labels then take over what
-        // they need from it (moved, not cloned: the consumer's name is shared by every worker).
-        for reservation in std::mem::take(&mut self.reservations) {
-            reservation.settle(self);
+        // The stages' end first (the limits settle what they reserved): they see the whole
+        // context. The labels then take over what they need from it (moved, not cloned: the
+        // consumer's name is shared by every worker).
+        if !self.unread {
+            self.gateway.stages.end(self);
         }
         let labels = labels(self);
         let gateway = &self.gateway;
@@ -178,7 +173,7 @@ fn access_record(ctx: &RequestCtx, labels: &RequestLabels) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
 
     use bytes::Bytes;
     use http::{HeaderMap, StatusCode};
@@ -188,91 +183,115 @@ mod tests {
     use crate::answer::Reply;
     use crate::ctx::ClientHead;
     use crate::gateway::Gateway;
+    use crate::stages::Stage;
 
-    /// What a test reservation saw when it was settled, per call: status, error, completed,
-    /// broken.
-    type Settled = Arc<Mutex<Vec<(u16, Option<&'static str>, bool, Option<&'static str>)>>>;
+    const BACKEND: &str = "backends:\n  - { name: a, endpoint: 'http://127.0.0.1:9', auth: { mode: api-key, api_key: k } }\n";
 
-    struct Probe(Settled);
-
-    impl Reservation for Probe {
-        fn settle(self: Box<Self>, ctx: &RequestCtx) {
-            let outcome = &ctx.outcome;
-            self.0.lock().unwrap().push((
-                outcome.status,
-                outcome.error,
-                outcome.completed,
-                outcome.broken,
-            ));
-        }
+    fn gateway(extra: &str) -> Arc<Gateway> {
+        let yaml = format!("version: 1\n{BACKEND}{extra}");
+        let config = crate::GatewayConfig::parse("t.yaml", &yaml).unwrap();
+        Gateway::new(config, Arc::new(crate::metrics::Metrics::new()), None)
     }
 
-    fn ctx_with_probe() -> (Box<RequestCtx>, Settled) {
-        let yaml = "version: 1\nbackends:\n  - { name: a, endpoint: 'http://127.0.0.1:9', auth: { mode: api-key, api_key: k } }\n";
-        let config = crate::GatewayConfig::parse("t.yaml", yaml).unwrap();
-        let gateway = Gateway::new(config, Arc::new(crate::metrics::Metrics::new()), None);
-        let mut ctx = RequestCtx::start(
-            gateway,
+    fn ctx(gateway: &Arc<Gateway>) -> Box<RequestCtx> {
+        RequestCtx::start(
+            gateway.clone(),
             ClientHead::unread(),
             "127.0.0.1:1".parse().unwrap(),
-        );
-        let settled = Settled::default();
-        ctx.reservations.push(Box::new(Probe(settled.clone())));
-        (ctx, settled)
+        )
+    }
+
+    /// The requests the end counted so far, by the status they count under.
+    fn counted(gateway: &Gateway) -> Vec<(String, f64)> {
+        let text = gateway.metrics.encode(&gateway.backends);
+        let mut counted: Vec<(String, f64)> = text
+            .lines()
+            .filter(|line| line.starts_with("gateway_requests_total{"))
+            .map(|line| {
+                let status = line.split("status=\"").nth(1).unwrap();
+                let status = status.split('"').next().unwrap().to_owned();
+                let value = line.rsplit(' ').next().unwrap().parse().unwrap();
+                (status, value)
+            })
+            .collect();
+        counted.sort_by(|a, b| a.0.cmp(&b.0));
+        counted
+    }
+
+    fn once(status: &str) -> Vec<(String, f64)> {
+        vec![(status.to_owned(), 1.0)]
     }
 
     #[test]
-    fn a_request_dropped_before_any_answer_is_settled_once_as_client_closed() {
-        let (ctx, settled) = ctx_with_probe();
-        drop(ctx);
-        assert_eq!(
-            *settled.lock().unwrap(),
-            [(CLIENT_CLOSED, Some("client_closed"), false, None)]
-        );
+    fn a_request_dropped_before_any_answer_ends_once_as_client_closed() {
+        let gateway = gateway("");
+        drop(ctx(&gateway));
+        assert_eq!(counted(&gateway), once("499"));
     }
 
     #[tokio::test]
-    async fn an_answer_is_settled_once_when_its_body_is_done_or_dropped() {
+    async fn an_answer_ends_once_when_its_body_is_done_or_dropped() {
         // Written to the end.
-        let (mut ctx, settled) = ctx_with_probe();
-        ctx.outcome.status = 200;
+        let gateway = gateway("");
+        let mut request = ctx(&gateway);
+        request.outcome.status = 200;
         let answer =
-            Reply::own(StatusCode::OK, HeaderMap::new(), Bytes::from_static(b"ok")).attach(ctx);
-        assert!(
-            settled.lock().unwrap().is_empty(),
-            "settled before the body was done"
-        );
+            Reply::own(StatusCode::OK, HeaderMap::new(), Bytes::from_static(b"ok")).attach(request);
+        assert_eq!(counted(&gateway), [], "ended before the body was done");
         let written = answer.body.collect().await.unwrap().to_bytes();
         assert_eq!(&written[..], b"ok");
-        assert_eq!(*settled.lock().unwrap(), [(200, None, true, None)]);
-        // Dropped unwritten (the client went away).
-        let (mut ctx, settled) = ctx_with_probe();
-        ctx.outcome.status = 200;
+        assert_eq!(counted(&gateway), once("200"));
+        // Dropped unwritten (the client went away): counted as the client's close.
+        let gateway = self::gateway("");
+        let mut request = ctx(&gateway);
+        request.outcome.status = 200;
         let answer =
-            Reply::own(StatusCode::OK, HeaderMap::new(), Bytes::from_static(b"ok")).attach(ctx);
+            Reply::own(StatusCode::OK, HeaderMap::new(), Bytes::from_static(b"ok")).attach(request);
         drop(answer);
-        assert_eq!(
-            *settled.lock().unwrap(),
-            [(200, None, false, Some("client_closed"))]
-        );
+        assert_eq!(counted(&gateway), once("499"));
     }
 
     #[test]
-    fn a_cut_request_is_settled_as_shutdown() {
-        let (ctx, settled) = ctx_with_probe();
-        ctx.gateway.run.cut();
-        drop(ctx);
-        assert_eq!(
-            *settled.lock().unwrap(),
-            [(CLIENT_CLOSED, Some("shutdown"), false, None)]
-        );
-        let (mut ctx, settled) = ctx_with_probe();
-        ctx.gateway.run.cut();
-        ctx.outcome.status = 200;
-        drop(ctx);
-        assert_eq!(
-            *settled.lock().unwrap(),
-            [(200, None, false, Some("shutdown"))]
-        );
+    fn a_cut_request_ends_as_shutdown() {
+        let gateway = gateway("");
+        gateway.run.cut();
+        drop(ctx(&gateway));
+        let mut answered = ctx(&gateway);
+        answered.outcome.status = 200;
+        drop(answered);
+        // The one without an answer counts as the client's close (nobody got an answer), the
+        // answered one as broken by the shutdown.
+        assert_eq!(counted(&gateway), [once("499"), once("503")].concat());
+    }
+
+    /// The stages' end runs once per request, with its final outcome: a request quota of two,
+    /// a request admitted and dropped before any answer gives its request back (once: given
+    /// back twice, a fourth request would pass too).
+    #[tokio::test]
+    async fn the_stages_settle_at_the_end_exactly_once() {
+        let gateway = gateway("limits: { quota: { window: 60s, requests: 2 } }\n");
+        async fn admit(gateway: &Arc<Gateway>) -> (Box<RequestCtx>, bool) {
+            let mut request = ctx(gateway);
+            let passed = gateway.stages.limits.check(&mut request).await.is_ok();
+            (request, passed)
+        }
+        let (first, passed) = admit(&gateway).await;
+        assert!(passed);
+        let (mut second, passed) = admit(&gateway).await;
+        assert!(passed);
+        // Not answered: nothing served, the quota's request is given back.
+        drop(first);
+        let (third, passed) = admit(&gateway).await;
+        assert!(passed, "the dropped request's quota was not given back");
+        let (_, passed) = admit(&gateway).await;
+        assert!(!passed, "given back more than once");
+        // Answered (2xx): it counts; the third, unanswered, is given back.
+        second.outcome.status = 200;
+        drop(second);
+        drop(third);
+        let (_kept, passed) = admit(&gateway).await;
+        assert!(passed, "the unanswered request was not given back");
+        let (_, passed) = admit(&gateway).await;
+        assert!(!passed, "the answered request was given back too");
     }
 }

@@ -434,15 +434,12 @@ pub fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Appends a field line whose value is a number: `name[-suffix]: {value}\r\n` (the limits'
-/// fields; `suffix` is a backend's name). Inlined, so that a constant name is copied by a few
-/// moves: nine of these on every limited answer cost more than the rest of its head through
-/// [`put_field`] (a call per piece).
+/// Appends a field line whose value is a number's digits: `name[-suffix]: {digits}\r\n` (the
+/// limits' fields; `suffix` is a backend's name). Inlined, so that a constant name is copied by
+/// a few moves: nine of these on every limited answer cost more than the rest of its head
+/// through [`put_field`] (a call per piece). The caller has reserved room for all of them.
 #[inline(always)]
-pub fn put_number_field(out: &mut Vec<u8>, name: &[u8], suffix: Option<&[u8]>, value: u64) {
-    let mut digits = itoa::Buffer::new();
-    let digits = digits.format(value).as_bytes();
-    out.reserve(name.len() + suffix.map_or(0, |s| s.len() + 1) + digits.len() + 4);
+pub fn put_number_field(out: &mut Vec<u8>, name: &[u8], suffix: Option<&[u8]>, digits: &[u8]) {
     out.extend_from_slice(name);
     if let Some(suffix) = suffix {
         out.push(b'-');
@@ -511,8 +508,10 @@ mod tests {
             put_hex(&mut hex, value);
             assert_eq!(hex, format!("{value:x}").into_bytes());
             let mut field = b"x".to_vec();
-            put_number_field(&mut field, b"x-ai-ratelimit-reset", Some(b"eus"), value);
-            put_number_field(&mut field, b"x-ratelimit-limit", None, value);
+            let mut digits = itoa::Buffer::new();
+            let digits = digits.format(value).as_bytes();
+            put_number_field(&mut field, b"x-ai-ratelimit-reset", Some(b"eus"), digits);
+            put_number_field(&mut field, b"x-ratelimit-limit", None, digits);
             assert_eq!(
                 field,
                 format!("xx-ai-ratelimit-reset-eus: {value}\r\nx-ratelimit-limit: {value}\r\n")

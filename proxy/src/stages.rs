@@ -1,12 +1,13 @@
 //! The request stages. Each is a module of its own with one shape, [`Stage`]: it reads its part
 //! of the config, builds its runtime state from a new config and the instance of the config it
 //! replaces (so a reload never resets a cache, a counter or a token), checks a request before any
-//! backend is tried, and may adjust every answer's head. [`crate::pipeline`] is the one place that
+//! backend is tried, may adjust every answer's head, and settles what it holds for a request when
+//! the request ends. [`crate::pipeline`] is the one place that
 //! orders them; [`Stages`] holds one config generation's instances.
 //!
 //! Adding a stage: a module here implementing [`Stage`] (with its config section in
 //! `config/raw.rs` and resolved next to it), a field in [`Stages`], one line in
-//! `pipeline::handle`, and one in [`Stages::respond`].
+//! `pipeline::handle`, and one in [`Stages::respond`] and [`Stages::end`].
 
 pub mod affinity;
 pub mod auth;
@@ -37,6 +38,11 @@ pub trait Stage: Sized {
     /// Adjusts the head of every answer to the request, the backend's and the gateway's own:
     /// adds or rewrites fields (`head.headers`) or drops backend fields (`head.hidden`).
     fn respond(&self, _ctx: &RequestCtx, _head: &mut AnswerHead) {}
+
+    /// The request has ended, whichever way ([`crate::end`]): its outcome (status, usage,
+    /// completed or broken) is final. Called exactly once per request that reached the stages,
+    /// before the request is counted: what the stage reserved for it is settled here.
+    fn end(&self, _ctx: &RequestCtx) {}
 }
 
 /// The stages of one config generation.
@@ -74,5 +80,16 @@ impl Stages {
         self.cache.respond(ctx, head);
         self.affinity.respond(ctx, head);
         self.test_shim.respond(ctx, head);
+    }
+
+    /// Every stage's end of a request, in stage order.
+    pub fn end(&self, ctx: &RequestCtx) {
+        self.route.end(ctx);
+        self.auth.end(ctx);
+        self.body.end(ctx);
+        self.limits.end(ctx);
+        self.cache.end(ctx);
+        self.affinity.end(ctx);
+        self.test_shim.end(ctx);
     }
 }

@@ -537,10 +537,14 @@ impl FieldSink for HeadFields<'_> {
         }
     }
 
+    fn reserve(&mut self, bytes: usize) {
+        self.0.reserve(bytes);
+    }
+
     /// A limit field (never a framing one), straight into the buffer.
     #[inline(always)]
-    fn number(&mut self, name: &[u8], backend: Option<&[u8]>, value: u64) {
-        put_number_field(self.0, name, backend, value);
+    fn number(&mut self, name: &[u8], backend: Option<&[u8]>, digits: &[u8]) {
+        put_number_field(self.0, name, backend, digits);
     }
 }
 

@@ -8,9 +8,9 @@
 //!
 //! Token checks apply to operations that spend tokens, and reserve the request's estimate
 //! ([`Estimate`]: prompt bytes / 4 + `max_tokens` × `n`); the reservation is settled with the
-//! backend's real usage when the request ends ([`Settlement`]). One store call answers all of a
-//! request's checks (one Redis round trip with `limits.redis`), all or nothing. What each limit
-//! counts when, and what a refusal looks like: docs/proxy.md, "Limits".
+//! backend's real usage when the request ends ([`Plan::settle`], from the stage's end). One store
+//! call answers all of a request's checks (one Redis round trip with `limits.redis`), all or
+//! nothing. What each limit counts when, and what a refusal looks like: docs/proxy.md, "Limits".
 
 pub mod config;
 
@@ -19,7 +19,6 @@ use std::sync::Arc;
 use crate::answer::AnswerHead;
 use crate::config::{Failure, GatewayConfig, Lane, LimitKey, LimitsConfig, Strategy};
 use crate::ctx::{Flow, RequestCtx, Shown};
-use crate::end::Reservation;
 use crate::error::{GatewayError, Limit};
 use crate::stages::Stage;
 use crate::stages::route::{Family, Operation};
@@ -170,6 +169,14 @@ impl Stage for Limits {
     fn respond(&self, ctx: &RequestCtx, head: &mut AnswerHead) {
         // Written by the answer's writer (see `AnswerHead::limits`).
         head.limits = ctx.limits;
+    }
+
+    fn end(&self, ctx: &RequestCtx) {
+        if let Some(plan) = &self.plan
+            && !ctx.reserved.charges.is_empty()
+        {
+            plan.settle(ctx);
+        }
     }
 }
 
@@ -419,10 +426,9 @@ impl Plan {
         }
     }
 
-    /// Shows what each check granted, and leaves the request's reservations to settle when it
-    /// ends (built in place: the grants are not copied about).
+    /// Shows what each check granted, and leaves the request's reservations in its context,
+    /// to settle when it ends ([`Self::settle`]).
     fn admitted(&self, ctx: &mut RequestCtx, asked: &Asked<'_>, grants: PerRequest<Granted>) {
-        let mut settlement: Option<Box<Settlement>> = None;
         for ((check, &kind), grant) in asked.checks.iter().zip(&asked.kinds).zip(grants) {
             let shown = Shown {
                 limit: self.limit_of(kind, check),
@@ -438,14 +444,7 @@ impl Plan {
                 }
             }
             if let Rule::Window { window_us, .. } = check.rule {
-                let settlement = settlement.get_or_insert_with(|| {
-                    Box::new(Settlement {
-                        store: self.store.clone(),
-                        strategy: self.tokens.as_ref().map(|t| t.strategy),
-                        charges: PerRequest::new(),
-                    })
-                });
-                settlement.charges.push((
+                ctx.reserved.charges.push((
                     kind,
                     Charge {
                         key: check.key.clone(),
@@ -460,8 +459,45 @@ impl Plan {
         if asked.estimate.is_some() {
             ctx.estimate = asked.estimate;
         }
-        if let Some(settlement) = settlement {
-            ctx.reservations.push(settlement);
+    }
+
+    /// Settles what `ctx` reserved, now that it has ended: each window's reservation becomes
+    /// what the request used (the backend's usage, or the end's estimate when it reported
+    /// none), or nothing when no backend answered (every backend failed, the client left
+    /// first, or the cache answered).
+    fn settle(&self, ctx: &RequestCtx) {
+        let outcome = &ctx.outcome;
+        let answered = outcome.backend.is_some();
+        let served = answered || (200..300).contains(&outcome.status);
+        let usage = outcome.usage.unwrap_or_default();
+        let strategy = self.tokens.as_ref().map(|t| t.strategy);
+        let actual = |kind: Kind, reserved: u64| match kind {
+            Kind::Rate => reserved,
+            Kind::Quota => u64::from(served),
+            _ if !answered => 0,
+            Kind::Tokens => match strategy {
+                Some(Strategy::Requests) => 1,
+                Some(Strategy::PromptTokens) => usage.prompt,
+                Some(Strategy::CompletionTokens) => usage.completion,
+                Some(Strategy::TotalTokens) | None => usage.total,
+            },
+            Kind::TokenQuota => usage.total,
+        };
+        let charges = ctx.reserved.charges.iter();
+        match &*self.store {
+            // In place: the request's context still holds the reservations.
+            LimitStore::InProcess(local) => {
+                local
+                    .settle(charges.map(|(kind, charge)| (charge, actual(*kind, charge.reserved))));
+            }
+            // Queued for Redis, past the request's end.
+            LimitStore::Redis(store) => store.settle(
+                charges.map(|(kind, charge)| Charge {
+                    actual: actual(*kind, charge.reserved),
+                    ..charge.clone()
+                }),
+                Some(ctx.gateway.metrics.clone()),
+            ),
         }
     }
 
@@ -510,47 +546,11 @@ fn seconds(us: u64) -> u64 {
     us.div_ceil(1_000_000)
 }
 
-/// What a request's windows reserved, settled when it ends.
-struct Settlement {
-    store: Arc<LimitStore>,
-    strategy: Option<Strategy>,
-    charges: PerRequest<(Kind, Charge)>,
-}
-
-impl Reservation for Settlement {
-    fn settle(mut self: Box<Self>, ctx: &RequestCtx) {
-        let outcome = &ctx.outcome;
-        // A backend's answer was committed; else the gateway answered itself: every backend
-        // failed, the client left first, or (2xx) the cache answered.
-        let answered = outcome.backend.is_some();
-        let served = answered || (200..300).contains(&outcome.status);
-        // Usage: the backend's, or the end's estimate when it reported none (see `end`).
-        let usage = outcome.usage.unwrap_or_default();
-        // Taken from where they are (no copy of the inline list).
-        let Settlement {
-            store,
-            strategy,
-            charges,
-        } = &mut *self;
-        let strategy = *strategy;
-        let charges = charges.drain(..).map(|(kind, mut charge)| {
-            charge.actual = match kind {
-                Kind::Rate => charge.reserved,
-                Kind::Quota => u64::from(served),
-                _ if !answered => 0,
-                Kind::Tokens => match strategy {
-                    Some(Strategy::Requests) => 1,
-                    Some(Strategy::PromptTokens) => usage.prompt,
-                    Some(Strategy::CompletionTokens) => usage.completion,
-                    Some(Strategy::TotalTokens) | None => usage.total,
-                },
-                Kind::TokenQuota => usage.total,
-            };
-            charge
-        });
-        let metrics = matches!(**store, LimitStore::Redis(_)).then(|| ctx.gateway.metrics.clone());
-        store.settle(charges, metrics);
-    }
+/// What a request's windows reserved (at most three: the request quota, the token limit and
+/// the token quota), held in its context until the limits stage settles them at its end.
+#[derive(Debug, Default)]
+pub struct Reserved {
+    charges: smallvec::SmallVec<[(Kind, Charge); 3]>,
 }
 
 #[cfg(test)]

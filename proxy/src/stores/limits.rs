@@ -195,7 +195,7 @@ pub struct Granted {
 }
 
 /// Which window a reservation was made in.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Ticket {
     /// A rate check: nothing to settle.
     Rate,
@@ -206,7 +206,7 @@ pub enum Ticket {
 }
 
 /// One reservation to settle: `reserved` units made in the window of `ticket` become `actual`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Charge {
     pub key: Key,
     pub window_us: u64,
@@ -269,19 +269,6 @@ impl LimitStore {
         match self {
             LimitStore::InProcess(local) => Ok(local.admit(checks)),
             LimitStore::Redis(store) => store.admit(checks).await,
-        }
-    }
-
-    /// Settles reservations; in Redis, queued and sent off the response path (the request does
-    /// not wait for it), a failure counted in `metrics`.
-    pub fn settle(
-        &self,
-        charges: impl IntoIterator<Item = Charge>,
-        metrics: Option<Arc<crate::metrics::Metrics>>,
-    ) {
-        match self {
-            LimitStore::InProcess(local) => local.settle(charges),
-            LimitStore::Redis(store) => store.settle(charges, metrics),
         }
     }
 }

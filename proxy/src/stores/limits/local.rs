@@ -1,8 +1,9 @@
-//! In-process counters: one atomic per rate key, one window (an atomic counter behind an
-//! `ArcSwap`) per window key; lock-free. Keys the config bounds (routes and lanes, consumers)
-//! live in a copy-on-write map; keys clients choose (their addresses) in bounded caches that
-//! forget keys idle for longer than any window could last, so a flood of client addresses costs
-//! memory only up to the bound (a forgotten bucket starts again from zero).
+//! In-process counters: one atomic per rate key, two per window key (the window's end and its
+//! count, tagged with the window's generation); lock-free. Keys the config bounds (routes and
+//! lanes, consumers) live in a copy-on-write map; keys clients choose (their addresses) in
+//! bounded caches that forget keys idle for longer than any window could last, so a flood of
+//! client addresses costs memory only up to the bound (a forgotten bucket starts again from
+//! zero).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,7 +37,7 @@ pub struct Local {
 }
 
 thread_local! {
-    /// The rate bucket this thread looked up last ([`Local::rate_bucket`]).
+    /// The rate bucket this thread looked up last ([`Local::with_rate_bucket`]).
     static LAST_RATE: std::cell::RefCell<Option<LastRate>> = const { std::cell::RefCell::new(None) };
 }
 
@@ -61,24 +62,54 @@ impl std::fmt::Debug for Local {
     }
 }
 
-/// A window key's current window; a new one replaces it when it has ended.
+/// A window key's counter: the running window's end and what is committed in it, each tagged
+/// with the window's generation, so that one compare-and-swap of `state` counts in exactly the
+/// window it read, and an ended window is replaced without a lock or an allocation. Each word
+/// holds a 48-bit value above a 16-bit generation (see [`pack`]).
 #[derive(Debug)]
 pub struct Bucket {
-    current: ArcSwap<Window>,
+    /// The running window's end (µs on the process clock) and generation.
+    end: AtomicU64,
+    /// Units used plus units reserved by requests still in flight in that window, and the
+    /// window's generation. A window's end is stored first: a state one generation behind is
+    /// the new window's, not reset yet ([`Bucket::live`] finishes that).
+    state: AtomicU64,
 }
 
-#[derive(Debug)]
-pub struct Window {
+/// Bits of a word's generation; the value takes the rest.
+const GEN_BITS: u32 = 16;
+const GEN_MASK: u64 = (1 << GEN_BITS) - 1;
+/// The largest value a word holds: counts saturate there (2.8 × 10^14 units a window), and a
+/// window's end is at most that many µs after the process started (8.9 years).
+const VALUE_MAX: u64 = u64::MAX >> GEN_BITS;
+
+/// A word of a [`Bucket`]: `value` (saturated at [`VALUE_MAX`]) above generation `generation`.
+fn pack(generation: u64, value: u64) -> u64 {
+    (value.min(VALUE_MAX) << GEN_BITS) | (generation & GEN_MASK)
+}
+
+fn generation(word: u64) -> u64 {
+    word & GEN_MASK
+}
+
+fn value(word: u64) -> u64 {
+    word >> GEN_BITS
+}
+
+/// The window of a bucket running at some instant, as read.
+struct Live {
+    generation: u64,
     end_us: u64,
-    /// Units used plus units reserved by requests still in flight.
-    committed: AtomicU64,
+    /// The bucket's state as read (of this generation).
+    state: u64,
 }
 
-/// A reservation's bucket and the window it was made in, by its end (a bucket's windows end
-/// one after the other, so the end tells them apart; no reference to the window is kept).
-#[derive(Debug)]
+/// A reservation's bucket and the window it was made in: its generation (which tells a
+/// bucket's windows apart for 65 536 windows in a row) and its end.
+#[derive(Debug, Clone)]
 pub struct Held {
     bucket: Arc<Bucket>,
+    generation: u64,
     end_us: u64,
 }
 
@@ -89,37 +120,73 @@ fn now_us() -> u64 {
 
 impl Bucket {
     fn new() -> Self {
+        // Generation 0 ended at 0: the first request starts generation 1.
         Self {
-            current: ArcSwap::from_pointee(Window {
-                end_us: 0,
-                committed: AtomicU64::new(0),
-            }),
+            end: AtomicU64::new(pack(0, 0)),
+            state: AtomicU64::new(pack(0, 0)),
         }
     }
 
-    /// The window running at `now`, starting one if the last has ended (when two requests
-    /// start one at once, both use the one that was stored first).
-    /// Read through a guard (no reference count taken) while the window runs.
-    fn live(
-        &self,
-        now: u64,
-        window_us: u64,
-        committed: u64,
-    ) -> (arc_swap::Guard<Arc<Window>>, bool) {
-        let current = self.current.load();
-        if now < current.end_us {
-            return (current, false);
+    /// The window running at `now`, starting one (ending `window_us` later) if the last has
+    /// ended: the first thread to store the new end starts it, and any thread that sees the
+    /// end ahead of the count resets the count for it.
+    fn live(&self, now: u64, window_us: u64) -> Live {
+        loop {
+            let end = self.end.load(Ordering::Acquire);
+            let state = self.state.load(Ordering::Acquire);
+            let running = generation(end);
+            if generation(state) != running {
+                if running == (generation(state) + 1) & GEN_MASK {
+                    // The new window's end is stored, its count not reset yet.
+                    let fresh = pack(running, 0);
+                    let _ = self.state.compare_exchange(
+                        state,
+                        fresh,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
+                }
+                // Else the end was read before a new window started and the count after.
+                continue;
+            }
+            let end_us = value(end);
+            if now < end_us {
+                return Live {
+                    generation: running,
+                    end_us,
+                    state,
+                };
+            }
+            let next = pack(running + 1, now.saturating_add(window_us));
+            let _ = self
+                .end
+                .compare_exchange(end, next, Ordering::AcqRel, Ordering::Acquire);
         }
-        let fresh = Arc::new(Window {
-            end_us: now.saturating_add(window_us),
-            committed: AtomicU64::new(committed),
-        });
-        let previous = self.current.compare_and_swap(&*current, fresh.clone());
-        if Arc::ptr_eq(&previous, &current) {
-            (arc_swap::Guard::from_inner(fresh), true)
-        } else {
-            (previous, false)
+    }
+
+    /// Applies `f` to what window `generation` has committed; false when that window is no
+    /// longer the bucket's (it ended, and what was reserved in it with it).
+    fn adjust(&self, generation_of: u64, f: impl Fn(u64) -> u64) -> bool {
+        let mut state = self.state.load(Ordering::Acquire);
+        loop {
+            if generation(state) != generation_of {
+                return false;
+            }
+            let next = pack(generation_of, f(value(state)));
+            match self
+                .state
+                .compare_exchange_weak(state, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(seen) => state = seen,
+            }
         }
+    }
+
+    /// What the running window has committed (the tests' view).
+    #[cfg(test)]
+    fn committed(&self) -> u64 {
+        value(self.state.load(Ordering::Acquire))
     }
 }
 
@@ -177,57 +244,59 @@ impl Local {
         Verdict::Admitted(granted)
     }
 
-    /// The rate bucket of `key`: this thread's last one when it is the same address, of this
-    /// store, looked up less than a second ago; else moka's (its lookup, SipHash and read
-    /// recording included, was the largest part of an in-process admission: ~1.3 % of a
-    /// limited request's samples; a keep-alive connection asks for one address again and
-    /// again). Should moka evict that bucket meanwhile (only beyond `CAPACITY` addresses),
-    /// this thread counts on the old one for at most that second: the loose side, in a flood.
-    fn rate_bucket(&self, key: &Key, now: u64) -> Arc<AtomicU64> {
+    /// Runs `f` on the rate bucket of `key`: this thread's last one when it is the same
+    /// address, of this store, looked up less than a second ago (borrowed, no reference count
+    /// taken); else moka's (its lookup, SipHash and read recording included, was the largest
+    /// part of an in-process admission: ~1.3 % of a limited request's samples; a keep-alive
+    /// connection asks for one address again and again). Should moka evict that bucket
+    /// meanwhile (only beyond `CAPACITY` addresses), this thread counts on the old one for at
+    /// most that second: the loose side, in a flood.
+    fn with_rate_bucket<R>(&self, key: &Key, now: u64, f: impl FnOnce(&AtomicU64) -> R) -> R {
         LAST_RATE.with_borrow_mut(|last| {
             if let Some(last) = last
                 && last.store == self.id
                 && now < last.until_us
                 && last.key == *key
             {
-                return last.tat.clone();
+                return f(&last.tat);
             }
             let tat = self
                 .rates
                 .get_with_by_ref(key, || Arc::new(AtomicU64::new(0)));
-            *last = Some(LastRate {
+            let last = last.insert(LastRate {
                 store: self.id,
                 key: key.clone(),
-                tat: tat.clone(),
+                tat,
                 until_us: now.saturating_add(LAST_RATE_FOR_US),
             });
-            tat
+            f(&last.tat)
         })
     }
 
     fn rate(&self, key: &Key, interval: u64, tolerance: u64, now: u64) -> Result<Granted, u64> {
-        let tat = self.rate_bucket(key, now);
-        let mut seen = tat.load(Ordering::Acquire);
-        loop {
-            let base = seen.max(now);
-            if base - now > tolerance {
-                return Err(base - now - tolerance);
-            }
-            let next = base.saturating_add(interval);
-            match tat.compare_exchange_weak(seen, next, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => {
-                    return Ok(Granted {
-                        remaining: tolerance
-                            .saturating_add(interval)
-                            .saturating_sub(next - now)
-                            / interval,
-                        reset_us: next - now,
-                        ticket: Ticket::Rate,
-                    });
+        self.with_rate_bucket(key, now, |tat| {
+            let mut seen = tat.load(Ordering::Acquire);
+            loop {
+                let base = seen.max(now);
+                if base - now > tolerance {
+                    return Err(base - now - tolerance);
                 }
-                Err(current) => seen = current,
+                let next = base.saturating_add(interval);
+                match tat.compare_exchange_weak(seen, next, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => {
+                        return Ok(Granted {
+                            remaining: tolerance
+                                .saturating_add(interval)
+                                .saturating_sub(next - now)
+                                / interval,
+                            reset_us: next - now,
+                            ticket: Ticket::Rate,
+                        });
+                    }
+                    Err(current) => seen = current,
+                }
             }
-        }
+        })
     }
 
     fn window(
@@ -246,29 +315,40 @@ impl Local {
                 .get_with_by_ref(key, || Arc::new(Bucket::new())),
             (None, _) => self.bounded_bucket(key),
         };
-        let (window, _) = bucket.live(now, window_us, 0);
-        let mut seen = window.committed.load(Ordering::Acquire);
+        let mut live = bucket.live(now, window_us);
+        let mut state = live.state;
         loop {
-            if seen >= limit {
-                return Err(window.end_us.saturating_sub(now));
+            let committed = value(state);
+            if committed >= limit {
+                return Err(live.end_us.saturating_sub(now));
             }
-            let next = seen.saturating_add(cost);
-            match window.committed.compare_exchange_weak(
-                seen,
-                next,
+            let next = committed.saturating_add(cost);
+            match bucket.state.compare_exchange_weak(
+                state,
+                pack(live.generation, next),
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
                 Ok(_) => {
-                    let end_us = window.end_us;
-                    drop(window);
+                    let Live {
+                        generation, end_us, ..
+                    } = live;
                     return Ok(Granted {
                         remaining: limit.saturating_sub(next),
                         reset_us: end_us.saturating_sub(now),
-                        ticket: Ticket::Local(Held { bucket, end_us }),
+                        ticket: Ticket::Local(Held {
+                            bucket,
+                            generation,
+                            end_us,
+                        }),
                     });
                 }
-                Err(current) => seen = current,
+                Err(seen) if generation(seen) == live.generation => state = seen,
+                // A new window started meanwhile.
+                Err(_) => {
+                    live = bucket.live(now, window_us);
+                    state = live.state;
+                }
             }
         }
     }
@@ -292,47 +372,47 @@ impl Local {
     fn undo(&self, check: &Check<'_>, grant: Granted) {
         match (check.rule, grant.ticket) {
             (Rule::Rate { interval_us, .. }, _) => {
-                let tat = self.rate_bucket(&check.key, now_us());
-                update(&tat, |t| t.saturating_sub(interval_us));
+                self.with_rate_bucket(&check.key, now_us(), |tat| {
+                    update(tat, |t| t.saturating_sub(interval_us));
+                });
             }
             (Rule::Window { .. }, Ticket::Local(held)) => {
-                let current = held.bucket.current.load();
-                // Else that window has ended meanwhile, its reservation with it.
-                if current.end_us == held.end_us {
-                    update(&current.committed, |c| c.saturating_sub(check.cost));
-                }
+                // False when that window has ended meanwhile, its reservation with it.
+                held.bucket
+                    .adjust(held.generation, |c| c.saturating_sub(check.cost));
             }
             _ => {}
         }
     }
 
-    pub fn settle(&self, charges: impl IntoIterator<Item = Charge>) {
+    /// Settles each reservation to what its request used (`actual`), in place: the charges
+    /// stay where they are (the request's context).
+    pub fn settle<'c>(&self, charges: impl IntoIterator<Item = (&'c Charge, u64)>) {
         // Whether a window (seconds long) is over, to within a kernel tick: a settlement at the
         // very end of its window may count in it rather than in the next.
-        let now = crate::clock::coarse_us();
-        for charge in charges {
-            let Ticket::Local(held) = charge.ticket else {
+        let mut now = None;
+        for (charge, actual) in charges {
+            let Ticket::Local(held) = &charge.ticket else {
                 continue;
             };
-            if charge.reserved == charge.actual {
+            if charge.reserved == actual {
                 // What was reserved was used: it counts in the window it was admitted in.
                 continue;
             }
-            let current = held.bucket.current.load();
-            if current.end_us == held.end_us && now < held.end_us {
-                // The window it was reserved in: the reservation becomes what was used.
-                update(&current.committed, |c| {
-                    c.saturating_sub(charge.reserved)
-                        .saturating_add(charge.actual)
+            let now = *now.get_or_insert_with(crate::clock::coarse_us);
+            let bucket = &held.bucket;
+            // In the window it was reserved in, while it runs: the reservation becomes what
+            // was used.
+            let in_place = now < held.end_us
+                && bucket.adjust(held.generation, |c| {
+                    c.saturating_sub(charge.reserved).saturating_add(actual)
                 });
-            } else if charge.actual > 0 {
+            if !in_place && actual > 0 {
                 // That window is over (its reservation went with it): what was used counts in
                 // the window running now, which it may start.
-                drop(current);
-                let (live, started) = held.bucket.live(now, charge.window_us, charge.actual);
-                if !started {
-                    live.committed.fetch_add(charge.actual, Ordering::AcqRel);
-                }
+                while !bucket.adjust(bucket.live(now, charge.window_us).generation, |c| {
+                    c.saturating_add(actual)
+                }) {}
             }
         }
     }
@@ -371,7 +451,7 @@ mod tests {
                 ticket: grant.ticket,
             })
             .collect();
-        local.settle(charges);
+        local.settle(charges.iter().map(|c| (c, c.actual)));
     }
 
     #[test]
@@ -398,6 +478,121 @@ mod tests {
             .filter(|_| matches!(local.admit(&checks), Verdict::Admitted(_)))
             .count();
         assert_eq!(admitted, 4, "0, 30, 60, 90 are below 100; 120 is not");
+    }
+
+    /// Windows that end every few microseconds while threads admit, settle and give back in
+    /// them: every admission counts in the window it was granted in (its generation), no window
+    /// ever holds more than the limit plus one request's reservation, and the bucket's two words
+    /// end in the same window.
+    #[test]
+    fn windows_that_end_under_concurrent_admissions_count_each_request_in_its_own() {
+        const LIMIT: u64 = 10;
+        const COST: u64 = 3;
+        let local = Arc::new(Local::new());
+        let check = Check {
+            key: Key::Tokens(Scope::Consumer(None), Lane::High),
+            rule: Rule::Window {
+                limit: LIMIT,
+                window_us: 20,
+            },
+            cost: COST,
+            slot: None,
+        };
+        let threads: Vec<_> = (0..4)
+            .map(|thread| {
+                let (local, check) = (local.clone(), check.clone());
+                std::thread::spawn(move || {
+                    let mut granted = Vec::new();
+                    for i in 0..20_000u64 {
+                        let Verdict::Admitted(mut grants) =
+                            local.admit(std::slice::from_ref(&check))
+                        else {
+                            continue;
+                        };
+                        let Ticket::Local(held) = grants.remove(0).ticket else {
+                            panic!("not a local ticket")
+                        };
+                        granted.push(held.generation);
+                        // Some settle to less (the reservation shrinks in its own window, or
+                        // nothing when it ended), some give all back.
+                        if (i + thread) % 3 == 0 {
+                            let charge = Charge {
+                                key: check.key.clone(),
+                                window_us: 20,
+                                reserved: COST,
+                                actual: COST,
+                                ticket: Ticket::Local(held),
+                            };
+                            local.settle([(&charge, 1)]);
+                        }
+                    }
+                    granted
+                })
+            })
+            .collect();
+        let mut per_window = std::collections::HashMap::<u64, u64>::new();
+        for thread in threads {
+            for generation in thread.join().unwrap() {
+                *per_window.entry(generation).or_default() += 1;
+            }
+        }
+        assert!(
+            per_window.len() > 10,
+            "the windows did not roll over: {per_window:?}"
+        );
+        // At most as many grants as fit below the limit with one reservation over it (settling
+        // to less lets more in, up to this bound of grants: ceil(10 / 1)).
+        for (generation, grants) in &per_window {
+            assert!(*grants <= LIMIT, "window {generation}: {grants} grants");
+        }
+        let bucket = local.bounded_bucket(&check.key);
+        let end = bucket.end.load(Ordering::Acquire);
+        let state = bucket.state.load(Ordering::Acquire);
+        assert_eq!(generation(end), generation(state));
+        assert!(value(state) <= LIMIT - 1 + COST);
+    }
+
+    /// A window started by another thread that has stored its end but not yet reset the count
+    /// (the count one generation behind): the next admission finishes the start, counts in the
+    /// new window from zero, and nothing settles into the old one any more.
+    #[test]
+    fn an_admission_finishes_a_window_another_thread_started() {
+        let local = Local::new();
+        let check = window(10, 4);
+        let Verdict::Admitted(mut grants) = local.admit(std::slice::from_ref(&check)) else {
+            panic!("refused")
+        };
+        let Ticket::Local(old) = grants.remove(0).ticket else {
+            panic!()
+        };
+        let bucket = old.bucket.clone();
+        // As another thread leaves it between its two steps: window old + 1 ends in an hour,
+        // the count is still the old window's, full.
+        let far = now_us() + 3_600_000_000;
+        bucket
+            .end
+            .store(pack(old.generation + 1, far), Ordering::Release);
+        bucket
+            .state
+            .store(pack(old.generation, 10), Ordering::Release);
+        let Verdict::Admitted(mut grants) = local.admit(std::slice::from_ref(&check)) else {
+            panic!("counted against the old window")
+        };
+        let grant = grants.remove(0);
+        assert_eq!(grant.remaining, 6);
+        let Ticket::Local(new) = grant.ticket else {
+            panic!()
+        };
+        assert_eq!(new.generation, old.generation + 1);
+        assert_eq!(new.end_us, far);
+        assert_eq!(
+            bucket.state.load(Ordering::Acquire),
+            pack(new.generation, 4)
+        );
+        // The old window's reservation is gone with it: neither settling nor giving it back
+        // touches the new one.
+        assert!(!bucket.adjust(old.generation, |c| c.saturating_sub(4)));
+        assert_eq!(bucket.committed(), 4);
     }
 
     #[test]
@@ -513,13 +708,14 @@ mod tests {
             panic!()
         };
         let bucket = held.bucket.clone();
-        local.settle([Charge {
+        let charge = Charge {
             key: check.key.clone(),
             window_us: 3_600_000_000,
             reserved: 5,
-            actual: 12,
+            actual: 5,
             ticket: Ticket::Local(held),
-        }]);
-        assert_eq!(bucket.current.load().committed.load(Ordering::Acquire), 12);
+        };
+        local.settle([(&charge, 12)]);
+        assert_eq!(bucket.committed(), 12);
     }
 }
