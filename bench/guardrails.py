@@ -10,7 +10,8 @@ config file (`proxy --config`; hydrenv does not render limits yet), so they diff
 
 Per repetition: `loadgen paired` at c=1 over the five targets (p50/p99 of each, and over the
 mock called directly); then, for the verdicts, each limits gateway paired with the plain one
-alone (their added p50/p99). In the five-target rotation, four other servers' requests run on
+alone (their added p50/p99; three pairs each a repetition, the verdicts the medians over all
+the pairs, and as many pairs of the relays below). In the five-target rotation, four other servers' requests run on
 the core between two requests of one target, so each starts with caches the others filled;
 that costs the Redis path (redis-server's Lua included) ~15 µs more at p50 than serving its
 own requests does, and no deployment interleaves like that. The two-target run keeps the
@@ -31,7 +32,12 @@ verdict's figure, since on a core the gateway, the mock and redis-server share t
 costs about twice what it costs alone); and alone with `redis-benchmark -c 1` (PING, and the
 same EVALSHA with the same three keys, each from the load core, as the client side of every
 other figure, and from the server core, where the gateway calls from). Then `wrk -c64` on each
-target in turn (req/s, and CPU per request of each gateway and of redis-server).
+target in turn (req/s, and CPU per request of each gateway and of redis-server), and for the
+throughput verdict the plain gateway and `limits_local` back to back in the order a b b a
+(3 s each), twice per repetition: the rotation's runs of one repetition are taken over ~30 s,
+long enough for this VM's speed to move by several per cent between two targets, and a b b a
+cancels a drift that is linear over the four runs; each sequence gives its own ratio and the
+verdict is their median.
 
 The Redis case only counts when it really went through Redis: the gateway's store is connected
 before anything is sent (`gateway_limit_store_up` 1), `gateway_limit_store_errors_total` stays 0
@@ -85,6 +91,24 @@ REDIS_TIMEOUT = {"full": "50ms"}
 # not on the other target's (see the module's doc). In process a request settles before its
 # task ends, in well under a microsecond: turns of one, which cancel the machine's noise best.
 TURN = {"limits_local": 1, "limits_redis": 50}
+# Pairs per repetition (the Redis gateway's, and as many of the relays'); each verdict is the
+# median over all of them. The in-process limits add ~2 µs at p50, but one 4 s pair's p99
+# difference ranges −6 to +27 µs on this VM (the p99 of ~15 000 exchanges, whose tail is the
+# machine's); the Redis gateway's and the relay's, −15 to +249 µs and −75 to +105 µs, while
+# their p50 differences stay within 10 µs: three pairs a repetition, fifteen a run.
+PAIRS_PER_REP = {"limits_local": 3, "limits_redis": 3}
+# The throughput verdict's runs: the plain gateway (a) and limits_local (b) back to back in the
+# order a b b a, each this many seconds (full plan; a smoke run takes one second each). The
+# rotation's runs above are ~5 s apart per target and the machine's speed drifts by several
+# per cent over a repetition (the plain gateway's own req/s moved ±4 % between repetitions):
+# in the a b b a order a drift that is linear over the four runs cancels, and each repetition
+# gives its own ratio, whose median is the verdict.
+INTERLEAVED_SECONDS = {"full": 3}
+INTERLEAVED_ORDER = ("gateway", "limits_local", "limits_local", "gateway")
+# a b b a sequences per repetition: one sequence's ratio varies by ±4 % on this VM even between
+# two identical gateways (an a/a run by hand: 0.964–1.050 over eight sequences), so the verdict
+# takes the median of several.
+INTERLEAVED_SEQUENCES = 2
 # The three checks the gateway sends per request (rate, quota, tokens), as in admit.lua.
 ADMIT_ARGS = (
     "3 bench:rate bench:quota bench:tokens "
@@ -150,12 +174,14 @@ def case_limits(bench) -> dict:
     in_place = []
     relay_calls = 1  # bench.check's request
     throughput = {name: [] for name in targets}
+    interleaved = []
+    interleaved_seconds = INTERLEAVED_SECONDS.get(p.name, 1)
     watched = {**procs, "nginx": bench.nginx, "redis": redis}
     for rep, order in bench.rotations(list(targets)):
         result = h.paired(targets, CHAT_BODY, paired_seconds)
         for name in targets:
             latency[name].append({**result[name]["latency_us"], "errors": result[name]["errors"]})
-        for name in pairs:
+        for name in (n for n in pairs for _ in range(PAIRS_PER_REP[n])):
             before = script_time(h, port)
             pair = h.paired(
                 {n: targets[n] for n in ("gateway", name)}, CHAT_BODY, pair_seconds, TURN[name]
@@ -170,11 +196,14 @@ def case_limits(bench) -> dict:
                 calls, usec = (a - b for a, b in zip(script_time(h, port), before, strict=True))
                 per_call = round(usec / calls, 1) if calls else None
                 pairs[name][-1]["redis_us_per_script_call"] = per_call
-        before = script_time(h, port)
-        pair = h.paired(relay_targets, CHAT_BODY, pair_seconds, TURN["limits_redis"])
-        in_place.append({n: {**pair[n]["latency_us"], "errors": pair[n]["errors"]} for n in pair})
-        # The relay's script calls, warm-up included (not the gateway's, for the validity).
-        relay_calls += script_time(h, port)[0] - before[0]
+        for _ in range(PAIRS_PER_REP["limits_redis"]):
+            before = script_time(h, port)
+            pair = h.paired(relay_targets, CHAT_BODY, pair_seconds, TURN["limits_redis"])
+            in_place.append(
+                {n: {**pair[n]["latency_us"], "errors": pair[n]["errors"]} for n in pair}
+            )
+            # The relay's script calls, warm-up included (not the gateway's, for the validity).
+            relay_calls += script_time(h, port)[0] - before[0]
         rtt.append(
             {
                 "ping": h.redis_benchmark(port, calls, "-t", "ping")["PING_MBULK"],
@@ -220,9 +249,17 @@ def case_limits(bench) -> dict:
                 if n == name or (n == "redis" and name == "limits_redis")
             }
             throughput[name].append(r)
+        for _ in range(INTERLEAVED_SEQUENCES):
+            runs = {name: [] for name in INTERLEAVED_ORDER}
+            for name in INTERLEAVED_ORDER:
+                url, key = targets[name]
+                runs[name].append(h.wrk(url, key, CHAT_BODY, p.conns, interleaved_seconds))
+            interleaved.append(interleaved_ratio(runs))
         bench.log(
             f"  rep {rep + 1} wrk: "
             + ", ".join(f"{n} {throughput[n][-1]['rps']:.0f} req/s" for n in targets)
+            + "; limits_local × gateway, interleaved a b b a: "
+            + ", ".join(str(r["ratio"]) for r in interleaved[-INTERLEAVED_SEQUENCES:])
         )
 
     # The harness's own script calls: `calls` per redis-benchmark admission measurement per
@@ -247,9 +284,24 @@ def case_limits(bench) -> dict:
         "rtt": rtt,
         "rtt_in_place": in_place,
         "throughput": throughput,
+        "interleaved_seconds": interleaved_seconds,
+        "interleaved": interleaved,
         "counting": counting,
         "validity": validity,
-        "summary": summarize(latency, pairs, rtt, in_place, throughput, validity),
+        "summary": summarize(latency, pairs, rtt, in_place, throughput, interleaved, validity),
+    }
+
+
+def interleaved_ratio(runs: dict) -> dict:
+    """limits_local's req/s over the plain gateway's from one a b b a sequence (the mean of
+    each one's two runs), with the runs' req/s and errors."""
+    rps = {name: [r["rps"] for r in rs] for name, rs in runs.items()}
+    mean = {name: sum(values) / len(values) for name, values in rps.items()}
+    base = mean["gateway"]
+    return {
+        "rps": {name: [round(v) for v in values] for name, values in rps.items()},
+        "errors": {name: sum(r["errors"] for r in rs) for name, rs in runs.items()},
+        "ratio": round(mean["limits_local"] / base, 3) if base else None,
     }
 
 
@@ -331,7 +383,13 @@ def redis_validity(h, port: int, setup: GatewaySetup, harness_calls: int) -> dic
 
 
 def summarize(
-    latency: dict, pairs: dict, rtt: list, in_place: list, throughput: dict, validity: dict
+    latency: dict,
+    pairs: dict,
+    rtt: list,
+    in_place: list,
+    throughput: dict,
+    interleaved: list,
+    validity: dict,
 ) -> dict:
     from cases import median, spread
 
@@ -398,6 +456,13 @@ def summarize(
         "vs_gateway": {
             n: round(rps[n]["median"] / base, 3) if base and rps[n]["median"] else None
             for n in rps
+        },
+        # The throughput verdict: the median of the a b b a sequences' ratios.
+        "interleaved_vs_gateway": {
+            "limits_local": median([r["ratio"] for r in interleaved]),
+            "min": min((r["ratio"] for r in interleaved if r["ratio"] is not None), default=None),
+            "max": max((r["ratio"] for r in interleaved if r["ratio"] is not None), default=None),
+            "errors": sum(sum(r["errors"].values()) for r in interleaved),
         },
         "throughput_errors": {n: sum(r["errors"] for r in throughput[n]) for n in throughput},
         "cpu_us_per_request": cpu,
