@@ -2,7 +2,7 @@
 """Gateway benchmark driver (shared/spec/performance.md). Run it through `bench/run.sh`, which
 installs the tools and builds the binaries first.
 
-    bench/run.sh                  full run (~10 min): results in bench/results/
+    bench/run.sh                  full run (~12 min): results in bench/results/
     bench/run.sh --smoke          every case once with tiny durations (CI), no thresholds
 
 Starts the mock backends, the gateway and nginx on 127.0.0.1, runs the seven cases and the

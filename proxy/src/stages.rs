@@ -2,8 +2,8 @@
 //! of the config, builds its runtime state from a new config and the instance of the config it
 //! replaces (so a reload never resets a cache, a counter or a token), checks a request before any
 //! backend is tried, may adjust every answer's head, and settles what it holds for a request when
-//! the request ends. [`crate::pipeline`] is the one place that
-//! orders them; [`Stages`] holds one config generation's instances.
+//! the request ends. [`crate::pipeline`] is the one place that orders them; [`Stages`] holds one
+//! config generation's instances.
 //!
 //! Adding a stage: a module here implementing [`Stage`] (with its config section in
 //! `config/raw.rs` and resolved next to it), a field in [`Stages`], one line in
