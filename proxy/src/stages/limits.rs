@@ -490,13 +490,17 @@ impl Plan {
                 local
                     .settle(charges.map(|(kind, charge)| (charge, actual(*kind, charge.reserved))));
             }
-            // Queued for Redis, past the request's end.
+            // Queued for Redis, past the request's end: only what changes (a reservation that
+            // was used as made needs no call).
             LimitStore::Redis(store) => store.settle(
-                charges.map(|(kind, charge)| Charge {
-                    actual: actual(*kind, charge.reserved),
-                    ..charge.clone()
+                charges.filter_map(|(kind, charge)| {
+                    let actual = actual(*kind, charge.reserved);
+                    (actual != charge.reserved).then(|| Charge {
+                        actual,
+                        ..charge.clone()
+                    })
                 }),
-                Some(ctx.gateway.metrics.clone()),
+                Some(&ctx.gateway.metrics),
             ),
         }
     }

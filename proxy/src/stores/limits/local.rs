@@ -157,7 +157,8 @@ impl Bucket {
                     state,
                 };
             }
-            let next = pack(running + 1, now.saturating_add(window_us));
+            // At least a µs: a window that ended as it started would be started again forever.
+            let next = pack(running + 1, now.saturating_add(window_us.max(1)));
             let _ = self
                 .end
                 .compare_exchange(end, next, Ordering::AcqRel, Ordering::Acquire);
@@ -593,6 +594,21 @@ mod tests {
         // touches the new one.
         assert!(!bucket.adjust(old.generation, |c| c.saturating_sub(4)));
         assert_eq!(bucket.committed(), 4);
+    }
+
+    /// A window shorter than the clock's µs (a config's `1ns`) still starts and admits.
+    #[test]
+    fn a_window_shorter_than_a_microsecond_admits() {
+        let local = Local::new();
+        let mut check = window(10, 1);
+        check.rule = Rule::Window {
+            limit: 10,
+            window_us: 0,
+        };
+        assert!(matches!(
+            local.admit(std::slice::from_ref(&check)),
+            Verdict::Admitted(_)
+        ));
     }
 
     #[test]

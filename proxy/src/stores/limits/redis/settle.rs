@@ -31,7 +31,7 @@ impl RedisStore {
     pub fn settle(
         self: &Arc<Self>,
         charges: impl IntoIterator<Item = Charge>,
-        metrics: Option<Arc<Metrics>>,
+        metrics: Option<&Arc<Metrics>>,
     ) {
         let charges: PerRequest<Charge> = charges
             .into_iter()
@@ -41,7 +41,7 @@ impl RedisStore {
         if charges.is_empty() {
             return;
         }
-        let Some(settlement) = self.settle_own((charges, metrics)) else {
+        let Some(settlement) = self.settle_own((charges, metrics.cloned())) else {
             return;
         };
         if let Err(full) = self.settlements.try_send(settlement) {
